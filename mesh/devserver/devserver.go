@@ -1,0 +1,236 @@
+// Package devserver starts real Consul, Prometheus and Loki processes on loopback, each with its own data
+// directory and free ports, and waits until they answer. Tests use it through devservertest; the local
+// platform (`make up`) uses it directly. The binaries come from `make tools`.
+package devserver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"meshplane.dev/mesh/wait"
+)
+
+// BinDir returns the directory `make tools` installs binaries into: $MESHPLANE_BIN, else
+// $MESHPLANE_CACHE/bin, else the user cache directory's meshplane/bin (as scripts/tools.sh computes it).
+func BinDir() string {
+	if d := os.Getenv("MESHPLANE_BIN"); d != "" {
+		return d
+	}
+	if d := os.Getenv("MESHPLANE_CACHE"); d != "" {
+		return filepath.Join(d, "bin")
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		d = filepath.Join(os.TempDir(), "cache")
+	}
+	return filepath.Join(d, "meshplane", "bin")
+}
+
+// Binary returns the path of a tool built by `make tools`, or an error that says how to build it.
+// tool is the scripts/tools.sh target that builds it.
+func Binary(name, tool string) (string, error) {
+	p := filepath.Join(BinDir(), name)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s not found in %s: build it with `make tools` (or `scripts/tools.sh %s`)", name, BinDir(), tool)
+	}
+	return p, nil
+}
+
+// FreePorts reserves n distinct free TCP ports on 127.0.0.1. The listeners are held until all n are
+// chosen, so the ports differ from each other; another process may still take one before it is used.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("reserve free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// Options says where a server runs.
+type Options struct {
+	// Dir holds the server's data and its log file (server.log). Required.
+	Dir string
+	// Port is the main HTTP port; 0 picks a free one.
+	Port int
+	// ReadyTimeout bounds the wait for the server to answer; 0 means 60s.
+	ReadyTimeout time.Duration
+	// Log, when set, also receives the server's output.
+	Log io.Writer
+}
+
+func (o Options) readyTimeout() time.Duration {
+	if o.ReadyTimeout > 0 {
+		return o.ReadyTimeout
+	}
+	return 60 * time.Second
+}
+
+// Server is a running server process.
+type Server struct {
+	// Name is the component name, e.g. "consul".
+	Name string
+	// Addr is host:port of the server's HTTP API.
+	Addr string
+	// LogPath is the file holding the server's stdout and stderr.
+	LogPath string
+
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+	stop    sync.Once
+}
+
+// URL is the base URL of the server's HTTP API.
+func (s *Server) URL() string { return "http://" + s.Addr }
+
+// Done is closed when the process has exited.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Pid is the process id.
+func (s *Server) Pid() int { return s.cmd.Process.Pid }
+
+// Stop sends SIGTERM, waits up to 15s for the process to exit, then kills it. Safe to call twice.
+func (s *Server) Stop() error {
+	s.stop.Do(func() {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			_ = s.cmd.Process.Kill()
+			<-s.done
+		}
+	})
+	return nil
+}
+
+// LogTail returns the last n bytes of the server's log, for error messages.
+func (s *Server) LogTail(n int) string {
+	b, err := os.ReadFile(s.LogPath)
+	if err != nil {
+		return ""
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// start runs bin with args in dir, output to dir/server.log, and waits until ready returns nil.
+func start(ctx context.Context, name string, o Options, addr string, bin string, args []string, ready func(context.Context) error) (*Server, error) {
+	if o.Dir == "" {
+		return nil, fmt.Errorf("start %s: Options.Dir is required", name)
+	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	logPath := filepath.Join(o.Dir, "server.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	var out io.Writer = logFile
+	if o.Log != nil {
+		out = io.MultiWriter(logFile, o.Log)
+	}
+	// Not CommandContext: the server outlives ctx, which only bounds the start; Stop ends it.
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = o.Dir
+	cmd.Stdout = out
+	cmd.Stderr = out
+	// Own process group, so a Ctrl-C meant for the parent reaches the server only through Stop.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	s := &Server{Name: name, Addr: addr, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		s.waitErr = cmd.Wait()
+		logFile.Close()
+		close(s.done)
+	}()
+
+	ctx, cancel := context.WithTimeout(ctx, o.readyTimeout())
+	defer cancel()
+	// A process that exits while starting will never be ready: stop waiting at once.
+	ctx, exited := context.WithCancelCause(ctx)
+	defer exited(nil)
+	go func() {
+		select {
+		case <-s.done:
+			exited(errors.New("process exited before it was ready"))
+		case <-ctx.Done():
+		}
+	}()
+	if err := wait.Until(ctx, 100*time.Millisecond, ready); err != nil {
+		_ = s.Stop()
+		return nil, fmt.Errorf("start %s on %s: %w\n--- %s log tail ---\n%s", name, addr, err, name, s.LogTail(3000))
+	}
+	return s, nil
+}
+
+// httpReady returns a readiness probe that wants a 200 from url, and, if want is non-empty, a body
+// containing it.
+func httpReady(url string, want func(body []byte) bool) func(context.Context) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s: %s", url, resp.Status, bytes.TrimSpace(body))
+		}
+		if want != nil && !want(body) {
+			return fmt.Errorf("GET %s: not ready: %s", url, bytes.TrimSpace(body))
+		}
+		return nil
+	}
+}
+
+func hostPort(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// ports fills in o.Port and returns it plus extra free ports.
+func ports(o *Options, extra int) ([]int, error) {
+	need := extra
+	if o.Port == 0 {
+		need++
+	}
+	p, err := FreePorts(need)
+	if err != nil {
+		return nil, err
+	}
+	if o.Port == 0 {
+		o.Port, p = p[0], p[1:]
+	}
+	return p, nil
+}

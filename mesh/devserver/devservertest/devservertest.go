@@ -1,0 +1,61 @@
+// Package devservertest starts real Consul, Prometheus and Loki servers for a test: on 127.0.0.1, free
+// ports, a temporary data directory, stopped in t.Cleanup. A missing binary fails the test with the
+// command that builds it.
+package devservertest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"meshplane.dev/mesh/devserver"
+)
+
+// Consul starts a Consul dev agent for the test.
+func Consul(t testing.TB) *devserver.Server {
+	t.Helper()
+	return startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		return devserver.StartConsul(ctx, o)
+	}, devserver.Options{})
+}
+
+// ConsulOnPort starts a Consul dev agent on a given HTTP port, e.g. to restart one where clients
+// already point.
+func ConsulOnPort(t testing.TB, port int) *devserver.Server {
+	t.Helper()
+	return startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		return devserver.StartConsul(ctx, o)
+	}, devserver.Options{Port: port})
+}
+
+// Prometheus starts Prometheus with config for the test on port (0 picks a free one). files are written
+// into its directory first (e.g. rule files the config names), keyed by file name.
+func Prometheus(t testing.TB, port int, config []byte, files map[string][]byte) *devserver.Server {
+	t.Helper()
+	return startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		return devserver.StartPrometheus(ctx, o, config, files)
+	}, devserver.Options{Port: port})
+}
+
+// Loki starts a single-binary Loki for the test.
+func Loki(t testing.TB) *devserver.Server {
+	t.Helper()
+	return startT(t, devserver.StartLoki, devserver.Options{})
+}
+
+func startT(t testing.TB, start func(context.Context, devserver.Options) (*devserver.Server, error), o devserver.Options) *devserver.Server {
+	t.Helper()
+	o.Dir = t.TempDir()
+	o.ReadyTimeout = 90 * time.Second
+	s, err := start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.Stop()
+		if t.Failed() {
+			t.Logf("--- %s log tail ---\n%s", s.Name, s.LogTail(4000))
+		}
+	})
+	return s
+}
