@@ -106,6 +106,13 @@ type Server struct {
 // URL is the base URL of the server's HTTP API.
 func (s *Server) URL() string { return "http://" + s.Addr }
 
+// Port is the port of Addr.
+func (s *Server) Port() int {
+	_, p, _ := net.SplitHostPort(s.Addr)
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
 // Done is closed when the process has exited.
 func (s *Server) Done() <-chan struct{} { return s.done }
 
