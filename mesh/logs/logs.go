@@ -1,0 +1,320 @@
+// Package logs gives a process its structured logger: log/slog JSON lines on stdout and, when a Loki
+// URL is configured, the same lines shipped to Loki through github.com/grafana/loki-client-go.
+//
+// loki-client-go's Handle blocks while the client retries a batch (for minutes with its defaults), so
+// a bounded queue sits in front of it: logging never waits for Loki; when the queue is full a line is
+// dropped and counted in meshplane_log_lines_dropped_total{reason="queue_full"}. Stream labels are
+// service, namespace and level only; trace ids travel inside the JSON line.
+package logs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/grafana/loki-client-go/loki"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+
+	"meshplane.dev/mesh/telemetry"
+)
+
+// Options configures a Sink.
+type Options struct {
+	// Service and Namespace become the Loki stream labels service and namespace.
+	Service   string
+	Namespace string
+	// Level is the minimum level logged.
+	Level slog.Level
+	// Stdout receives every line. Required.
+	Stdout io.Writer
+	// LokiURL is Loki's base URL (e.g. http://127.0.0.1:3100); empty ships nothing.
+	LokiURL string
+	// QueueSize bounds the lines waiting for Loki; 0 means 1024.
+	QueueSize int
+	// BatchWait is the longest a line waits in the Loki client before its batch is pushed; 0 means 1s.
+	BatchWait time.Duration
+	// Registerer receives the log metrics. Required.
+	Registerer prometheus.Registerer
+}
+
+// Sink owns a process's logger and its Loki shipping.
+type Sink struct {
+	logger *slog.Logger
+	out    *output
+}
+
+type entry struct {
+	level string
+	t     time.Time
+	line  string
+}
+
+// output is shared by every handler derived from the root one (WithAttrs/WithGroup).
+type output struct {
+	stdoutMu sync.Mutex
+	stdout   io.Writer
+	labels   model.LabelSet
+	opts     *slog.HandlerOptions
+
+	mu     sync.RWMutex // guards closed and sends on queue against close
+	closed bool
+	queue  chan entry
+	client *loki.Client
+	done   chan struct{} // closed when the shipping goroutine ends
+
+	lines   *prometheus.CounterVec
+	dropped *prometheus.CounterVec
+}
+
+// New builds a Sink. With a LokiURL it starts the goroutine that feeds the Loki client; call Close to
+// flush and stop it.
+func New(o Options) (*Sink, error) {
+	if o.Stdout == nil || o.Registerer == nil {
+		return nil, errors.New("logs: Options.Stdout and Options.Registerer are required")
+	}
+	out := &output{
+		stdout: o.Stdout,
+		opts:   &slog.HandlerOptions{Level: o.Level},
+		labels: model.LabelSet{"service": model.LabelValue(o.Service), "namespace": model.LabelValue(o.Namespace)},
+		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshplane_log_lines_total",
+			Help: "Log lines written, by level.",
+		}, []string{"level"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshplane_log_lines_dropped_total",
+			Help: "Log lines not shipped to Loki: queue_full when Loki was too slow or down, shutdown when still queued at exit.",
+		}, []string{"reason"}),
+		done: make(chan struct{}),
+	}
+	for _, l := range []string{"debug", "info", "warn", "error"} {
+		out.lines.WithLabelValues(l)
+	}
+	for _, r := range []string{"queue_full", "shutdown"} {
+		out.dropped.WithLabelValues(r)
+	}
+	queueLen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "meshplane_log_queue_length",
+		Help: "Log lines waiting to be handed to the Loki client.",
+	}, func() float64 {
+		if out.queue == nil {
+			return 0
+		}
+		return float64(len(out.queue))
+	})
+	if err := registerAll(o.Registerer, out.lines, out.dropped, queueLen); err != nil {
+		return nil, err
+	}
+	if o.LokiURL == "" {
+		close(out.done)
+	} else {
+		if err := out.startLoki(o); err != nil {
+			return nil, err
+		}
+	}
+	return &Sink{logger: slog.New(&handler{out: out}), out: out}, nil
+}
+
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register log metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+func (o *output) startLoki(opts Options) error {
+	u, err := url.Parse(opts.LokiURL)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return fmt.Errorf("logs: Loki URL %q is not an absolute URL", opts.LokiURL)
+	}
+	cfg, err := loki.NewDefaultConfig(strings.TrimSuffix(opts.LokiURL, "/") + "/loki/api/v1/push")
+	if err != nil {
+		return fmt.Errorf("logs: Loki config: %w", err)
+	}
+	cfg.BatchWait = time.Second
+	if opts.BatchWait > 0 {
+		cfg.BatchWait = opts.BatchWait
+	}
+	// Give up on a batch within seconds rather than the client's minutes: the queue in front absorbs
+	// the wait either way, but a short cycle lets shipping resume soon after Loki comes back.
+	cfg.Timeout = 5 * time.Second
+	cfg.BackoffConfig.MinBackoff = 250 * time.Millisecond
+	cfg.BackoffConfig.MaxBackoff = 2 * time.Second
+	cfg.BackoffConfig.MaxRetries = 3
+	client, err := loki.NewWithLogger(cfg, clientLogger{o})
+	if err != nil {
+		return fmt.Errorf("logs: Loki client: %w", err)
+	}
+	size := opts.QueueSize
+	if size <= 0 {
+		size = 1024
+	}
+	o.client = client
+	o.queue = make(chan entry, size)
+	go o.ship()
+	return nil
+}
+
+// ship hands queued lines to the Loki client; this is the only goroutine that may block on Loki.
+func (o *output) ship() {
+	defer close(o.done)
+	for e := range o.queue {
+		ls := o.labels.Clone()
+		ls["level"] = model.LabelValue(e.level)
+		_ = o.client.Handle(ls, e.t, e.line) // Handle never returns an error; it blocks instead
+	}
+}
+
+// enqueue offers a line to the Loki queue without waiting.
+func (o *output) enqueue(e entry) {
+	if o.queue == nil {
+		return
+	}
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	if o.closed {
+		o.dropped.WithLabelValues("shutdown").Inc()
+		return
+	}
+	select {
+	case o.queue <- e:
+	default:
+		o.dropped.WithLabelValues("queue_full").Inc()
+	}
+}
+
+// Logger returns the process's logger.
+func (s *Sink) Logger() *slog.Logger { return s.logger }
+
+// Close stops accepting lines for Loki, hands the queued ones to the client and flushes it, giving up
+// when ctx ends: lines still queued then are counted as dropped with reason shutdown. Lines keep
+// going to stdout after Close.
+func (s *Sink) Close(ctx context.Context) error {
+	o := s.out
+	if o.queue == nil {
+		return nil
+	}
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		return nil
+	}
+	o.closed = true
+	close(o.queue)
+	o.mu.Unlock()
+
+	flushed := make(chan struct{})
+	go func() {
+		<-o.done
+		o.client.Stop() // pushes pending batches, retrying while Loki is down
+		close(flushed)
+	}()
+	select {
+	case <-flushed:
+		return nil
+	case <-ctx.Done():
+		// The shipping goroutine may be blocked inside the client; what it has not taken is lost.
+		if n := len(o.queue); n > 0 {
+			o.dropped.WithLabelValues("shutdown").Add(float64(n))
+		}
+		return fmt.Errorf("flush logs to Loki: %w", ctx.Err())
+	}
+}
+
+// handler is the slog.Handler: it renders each record once as a JSON line, writes it to stdout and
+// offers it to the Loki queue.
+type handler struct {
+	out *output
+	// ops replays WithAttrs/WithGroup calls on the per-record JSON handler, in order.
+	ops []func(slog.Handler) slog.Handler
+}
+
+func (h *handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.out.opts.Level.Level() }
+
+func (h *handler) Handle(ctx context.Context, r slog.Record) error {
+	if id := telemetry.TraceID(ctx); id != "" {
+		r.AddAttrs(slog.String("trace_id", id))
+	}
+	var buf bytes.Buffer
+	var j slog.Handler = slog.NewJSONHandler(&buf, h.out.opts)
+	for _, op := range h.ops {
+		j = op(j)
+	}
+	if err := j.Handle(ctx, r); err != nil {
+		return err
+	}
+	level := levelName(r.Level)
+	h.out.lines.WithLabelValues(level).Inc()
+	h.out.stdoutMu.Lock()
+	_, err := h.out.stdout.Write(buf.Bytes())
+	h.out.stdoutMu.Unlock()
+	h.out.enqueue(entry{level: level, t: r.Time, line: strings.TrimSuffix(buf.String(), "\n")})
+	return err
+}
+
+func (h *handler) WithAttrs(as []slog.Attr) slog.Handler {
+	return h.with(func(j slog.Handler) slog.Handler { return j.WithAttrs(as) })
+}
+
+func (h *handler) WithGroup(name string) slog.Handler {
+	return h.with(func(j slog.Handler) slog.Handler { return j.WithGroup(name) })
+}
+
+func (h *handler) with(op func(slog.Handler) slog.Handler) *handler {
+	ops := make([]func(slog.Handler) slog.Handler, len(h.ops), len(h.ops)+1)
+	copy(ops, h.ops)
+	return &handler{out: h.out, ops: append(ops, op)}
+}
+
+func levelName(l slog.Level) string {
+	switch {
+	case l < slog.LevelInfo:
+		return "debug"
+	case l < slog.LevelWarn:
+		return "info"
+	case l < slog.LevelError:
+		return "warn"
+	}
+	return "error"
+}
+
+// ParseLevel turns debug|info|warn|error into a slog.Level.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// clientLogger routes the Loki client's own go-kit log calls to stdout only, never back into the
+// queue, which would feed on itself while Loki is down.
+type clientLogger struct{ o *output }
+
+// Log implements go-kit's log.Logger.
+func (c clientLogger) Log(keyvals ...any) error {
+	var b strings.Builder
+	b.WriteString(`{"time":"`)
+	b.WriteString(time.Now().UTC().Format(time.RFC3339Nano))
+	b.WriteString(`","level":"DEBUG","msg":"loki client"`)
+	for i := 0; i+1 < len(keyvals); i += 2 {
+		fmt.Fprintf(&b, ",%q:%q", fmt.Sprint(keyvals[i]), fmt.Sprint(keyvals[i+1]))
+	}
+	b.WriteString("}\n")
+	if c.o.opts.Level.Level() > slog.LevelDebug {
+		return nil
+	}
+	c.o.stdoutMu.Lock()
+	defer c.o.stdoutMu.Unlock()
+	_, err := io.WriteString(c.o.stdout, b.String())
+	return err
+}

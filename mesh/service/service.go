@@ -1,0 +1,336 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	consul "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"meshplane.dev/mesh/breaker"
+	"meshplane.dev/mesh/discovery"
+	"meshplane.dev/mesh/fault"
+	"meshplane.dev/mesh/health"
+	"meshplane.dev/mesh/logs"
+	"meshplane.dev/mesh/rpc"
+	"meshplane.dev/mesh/telemetry"
+)
+
+// version is set at link time (-ldflags "-X meshplane.dev/mesh/service.version=v1.2.3").
+var version = ""
+
+// Version is the binary's version: the link-time value, else the main module's version, else "dev".
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// Runtime is one running service process's shared machinery.
+type Runtime struct {
+	// Name is the service name: Loki's service label, the Consul service name.
+	Name string
+	// Logger is the process's logger; pass it explicitly.
+	Logger *slog.Logger
+	// Registry is the process's Prometheus registry, served on the admin port.
+	Registry *prometheus.Registry
+	// Health is the process's liveness and readiness.
+	Health *health.Health
+	// Faults holds the fault-injection rules.
+	Faults *fault.Injector
+	// Consul is the Consul client, nil when CONSUL_HTTP_ADDR is empty.
+	Consul *consul.Client
+	// Admin is the admin server's mux; services may add their own admin routes before Serve.
+	Admin *http.ServeMux
+
+	cfg       Config
+	sink      *logs.Sink
+	adminLis  net.Listener
+	breakers  *breaker.Metrics
+	serverMet *grpcprom.ServerMetrics
+	clientMet *grpcprom.ClientMetrics
+	once      sync.Once
+}
+
+// Start builds the runtime of service name and binds its admin listener, so a taken port fails
+// here, naming it. cfg must be valid.
+func Start(name string, cfg Config, stdout io.Writer) (*Runtime, error) {
+	level, err := logs.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	reg := telemetry.NewRegistry(Version())
+	sink, err := logs.New(logs.Options{
+		Service: name, Namespace: cfg.Namespace, Level: level, Stdout: stdout,
+		LokiURL: cfg.LokiURL, QueueSize: cfg.LogQueueSize, BatchWait: cfg.LogBatchWait, Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rt := &Runtime{
+		Name: name, Logger: sink.Logger().With(slog.String("service", name)), Registry: reg,
+		Health: health.New(), Faults: fault.New(cfg.Faults), Admin: http.NewServeMux(),
+		cfg: cfg, sink: sink, breakers: breaker.NewMetrics(reg),
+	}
+	if cfg.ConsulAddr != "" {
+		cc := consul.DefaultConfig()
+		cc.Address = cfg.ConsulAddr
+		if rt.Consul, err = consul.NewClient(cc); err != nil {
+			return nil, fmt.Errorf("consul client for %s: %w", cfg.ConsulAddr, err)
+		}
+	}
+	if rt.adminLis, err = Listen("admin", cfg.AdminAddr); err != nil {
+		return nil, err
+	}
+	rt.Admin.Handle("GET /metrics", telemetry.Handler(reg))
+	rt.Admin.Handle("GET /healthz", rt.Health.Healthz())
+	rt.Admin.Handle("GET /readyz", rt.Health.Readyz())
+	rt.Admin.Handle("/admin/faults", rt.Faults.AdminHandler())
+	return rt, nil
+}
+
+// Listen binds addr for the named listener; the error names both.
+func Listen(name, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s listener on %s: %w", name, addr, err)
+	}
+	return l, nil
+}
+
+// GRPCServerOptions returns the server options with the runtime's metrics, logger and faults; use
+// them with grpc.NewServer (or, proxyless, xds.NewGRPCServer).
+func (rt *Runtime) GRPCServerOptions() []grpc.ServerOption {
+	if rt.serverMet == nil {
+		rt.serverMet = telemetry.NewGRPCServerMetrics(rt.Registry)
+	}
+	return rt.GRPCServerOptionsWith(rt.serverMet)
+}
+
+// GRPCServerOptionsWith is GRPCServerOptions with given metrics.
+func (rt *Runtime) GRPCServerOptionsWith(m *grpcprom.ServerMetrics) []grpc.ServerOption {
+	return rpc.ServerOptions(rt.Logger, m, rt.Faults)
+}
+
+// GRPCServerMetrics returns the gRPC server metrics, for InitializeMetrics once services are
+// registered.
+func (rt *Runtime) GRPCServerMetrics() *grpcprom.ServerMetrics {
+	if rt.serverMet == nil {
+		rt.serverMet = telemetry.NewGRPCServerMetrics(rt.Registry)
+	}
+	return rt.serverMet
+}
+
+// Dial connects to dependency at target through its own breaker (named after the dependency). The
+// connection is lazy: dialing succeeds before the dependency is up.
+func (rt *Runtime) Dial(dependency, target string, cc ClientConfig) (*grpc.ClientConn, *breaker.Breaker, error) {
+	if rt.clientMet == nil {
+		rt.clientMet = telemetry.NewGRPCClientMetrics(rt.Registry)
+	}
+	b := breaker.New(dependency, cc.Breaker(), breaker.GRPCClassifier(dependency), rt.breakers)
+	opts, err := discovery.DialOptions(target, rt.Consul, rt.Logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial %s: %w", dependency, err)
+	}
+	opts = append(opts, rpc.ClientOptions(rt.Logger, rt.clientMet, b, cc.CallTimeout)...)
+	conn, err := grpc.NewClient(target, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial %s at %s: %w", dependency, target, err)
+	}
+	return conn, b, nil
+}
+
+// Server is something Serve runs on a listener and stops gracefully.
+type Server interface {
+	Serve(net.Listener) error
+	// Shutdown stops accepting, waits for in-flight requests until ctx ends, then closes the rest.
+	Shutdown(ctx context.Context) error
+}
+
+// HTTPServer adapts an *http.Server.
+type HTTPServer struct{ *http.Server }
+
+// Serve implements Server.
+func (s HTTPServer) Serve(l net.Listener) error {
+	if err := s.Server.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown implements Server; connections still busy when ctx ends are closed.
+func (s HTTPServer) Shutdown(ctx context.Context) error {
+	err := s.Server.Shutdown(ctx)
+	if err != nil {
+		_ = s.Server.Close()
+	}
+	return err
+}
+
+// GRPCServer is what both *grpc.Server and gRPC's xDS server provide.
+type GRPCServer interface {
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
+}
+
+// GRPC adapts a gRPC server to Server.
+func GRPC(s GRPCServer) Server { return grpcServer{s} }
+
+type grpcServer struct{ s GRPCServer }
+
+func (g grpcServer) Serve(l net.Listener) error {
+	if err := g.s.Serve(l); !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+func (g grpcServer) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { g.s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		g.s.Stop()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Traffic is a server with its listener; the first one passed to Serve is what Consul registers.
+type Traffic struct {
+	Server   Server
+	Listener net.Listener
+	// Tags are Consul tags for the registration, e.g. "grpc" or "http".
+	Tags []string
+}
+
+// Serve runs the admin server and the traffic servers until ctx ends or one fails, then drains:
+// readiness fails first (gRPC health turns NOT_SERVING too), the instance leaves Consul, DrainDelay
+// passes, the traffic servers finish in-flight requests within ShutdownTimeout, and logs are flushed.
+// A clean drain returns nil.
+func (rt *Runtime) Serve(ctx context.Context, traffic ...Traffic) error {
+	admin := HTTPServer{&http.Server{Handler: rt.Admin, ReadHeaderTimeout: 5 * time.Second}}
+	errc := make(chan error, len(traffic)+1)
+	go func() { errc <- wrap("admin", admin.Serve(rt.adminLis)) }()
+	for _, t := range traffic {
+		go func() { errc <- wrap("traffic", t.Server.Serve(t.Listener)) }()
+	}
+
+	var deregister func(context.Context) error
+	if rt.cfg.ConsulRegister && len(traffic) > 0 {
+		var err error
+		deregister, err = discovery.Register(ctx, rt.Consul, discovery.Registration{
+			Service:       rt.Name,
+			Addr:          rt.advertise(traffic[0].Listener.Addr()),
+			AdminAddr:     rt.advertise(rt.adminLis.Addr()),
+			Tags:          append([]string{"meshplane"}, traffic[0].Tags...),
+			Meta:          map[string]string{"namespace": rt.cfg.Namespace, "version": Version()},
+			CheckInterval: rt.cfg.CheckInterval,
+		})
+		if err != nil {
+			rt.stopAll(admin, traffic)
+			return err
+		}
+	}
+	rt.Health.SetReady()
+	addrs := []any{slog.String("admin", rt.adminLis.Addr().String())}
+	for i, t := range traffic {
+		addrs = append(addrs, slog.String(fmt.Sprintf("traffic%d", i), t.Listener.Addr().String()))
+	}
+	rt.Logger.Info("serving", append(addrs, slog.String("version", Version()))...)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		rt.Logger.Info("shutdown requested, draining", slog.String("cause", context.Cause(ctx).Error()))
+	case serveErr = <-errc:
+		rt.Logger.Error("server failed, draining", slog.String("error", serveErr.Error()))
+	}
+
+	rt.Health.Drain()
+	if deregister != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if err := deregister(dctx); err != nil {
+			rt.Logger.Warn("consul deregistration failed", slog.String("error", err.Error()))
+		}
+		cancel()
+	}
+	if rt.cfg.DrainDelay > 0 {
+		t := time.NewTimer(rt.cfg.DrainDelay)
+		<-t.C
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), rt.cfg.ShutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, t := range traffic {
+		wg.Go(func() {
+			if err := t.Server.Shutdown(sctx); err != nil {
+				rt.Logger.Warn("in-flight requests cut off at shutdown timeout", slog.String("error", err.Error()))
+			}
+		})
+	}
+	wg.Wait()
+	actx, acancel := context.WithTimeout(context.Background(), time.Second)
+	_ = admin.Shutdown(actx)
+	acancel()
+	rt.Logger.Info("stopped")
+	return serveErr
+}
+
+func (rt *Runtime) stopAll(admin HTTPServer, traffic []Traffic) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, t := range traffic {
+		_ = t.Server.Shutdown(ctx)
+	}
+	_ = admin.Shutdown(ctx)
+}
+
+// Close flushes logs to Loki, waiting at most 3s. Call it last.
+func (rt *Runtime) Close() {
+	rt.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := rt.sink.Close(ctx); err != nil {
+			rt.Logger.Warn("log flush incomplete", slog.String("error", err.Error()))
+		}
+	})
+}
+
+// advertise replaces an unspecified listen host with ADVERTISE_HOST (or 127.0.0.1).
+func (rt *Runtime) advertise(a net.Addr) string {
+	host, port, _ := net.SplitHostPort(a.String())
+	if rt.cfg.AdvertiseHost != "" {
+		host = rt.cfg.AdvertiseHost
+	} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func wrap(name string, err error) error {
+	if err == nil {
+		return fmt.Errorf("%s server stopped", name)
+	}
+	return fmt.Errorf("%s server: %w", name, err)
+}
+
+// AdminAddr is the address the admin server listens on.
+func (rt *Runtime) AdminAddr() string { return rt.adminLis.Addr().String() }

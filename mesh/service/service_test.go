@@ -1,0 +1,116 @@
+package service_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"meshplane.dev/mesh/service"
+	"meshplane.dev/mesh/wait"
+)
+
+func get(url string) (int, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
+func TestServeDrainsReadinessFirstThenFinishesInFlight(t *testing.T) {
+	cfg := service.DefaultConfig("127.0.0.1:0")
+	rt, err := service.Start("demo", cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	lis, err := service.Listen("http", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, _ *http.Request) {
+		close(started)
+		<-release
+		_, _ = io.WriteString(w, "done")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- rt.Serve(ctx, service.Traffic{Server: service.HTTPServer{Server: &http.Server{Handler: mux, ReadHeaderTimeout: time.Second}}, Listener: lis})
+	}()
+	admin := "http://" + rt.AdminAddr()
+	wait.For(t, 5*time.Second, func() error {
+		if code, err := get(admin + "/readyz"); err != nil || code != 200 {
+			return fmt.Errorf("readyz: %d %v", code, err)
+		}
+		return nil
+	})
+
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + lis.Addr().String() + "/slow")
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		slow <- fmt.Sprint(resp.StatusCode, " ", string(b))
+	}()
+	<-started
+	cancel()
+	wait.For(t, 5*time.Second, func() error {
+		code, err := get(admin + "/readyz")
+		if err != nil || code != http.StatusServiceUnavailable {
+			return fmt.Errorf("readyz while draining: %d %v", code, err)
+		}
+		return nil
+	})
+	select {
+	case got := <-slow:
+		t.Fatalf("in-flight request ended before it was released: %s", got)
+	default:
+	}
+	close(release)
+	if got := <-slow; got != "200 done" {
+		t.Errorf("in-flight request: got %q want 200 done", got)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve: got %v, want nil after a clean drain", err)
+	}
+}
+
+func TestStartFailsNamingATakenPort(t *testing.T) {
+	lis, err := service.Listen("taken", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	_, err = service.Start("demo", service.DefaultConfig(lis.Addr().String()), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "admin listener on "+lis.Addr().String()) {
+		t.Errorf("got %v, want an error naming the admin listener and its address", err)
+	}
+}
+
+func TestValidTarget(t *testing.T) {
+	for target, ok := range map[string]bool{
+		"consul:///payments": true, "dns:///payments.shop.svc.cluster.local:9030": true,
+		"xds:///payments.shop.svc.cluster.local:9030": true, "127.0.0.1:9030": true, "localhost:9030": true,
+		"": false, "http://payments": false, "payments": false,
+	} {
+		if err := service.ValidTarget("PAYMENTS_TARGET", target); (err == nil) != ok {
+			t.Errorf("ValidTarget(%q): got %v, want ok=%v", target, err, ok)
+		}
+		if err := service.ValidTarget("PAYMENTS_TARGET", target); err != nil && !strings.Contains(err.Error(), "PAYMENTS_TARGET") {
+			t.Errorf("error %v does not name the setting", err)
+		}
+	}
+}
