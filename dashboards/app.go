@@ -1,0 +1,247 @@
+package dashboards
+
+import (
+	"github.com/grafana/grafana-foundation-sdk/go/units"
+
+	"fmt"
+
+	"meshplane.dev/dashboards/promql"
+	"meshplane.dev/dashboards/signal"
+	"meshplane.dev/dashboards/slo"
+)
+
+// LogQL pieces. Loki's stream labels are service, namespace and level only (low cardinality); request
+// and trace ids are fields of the JSON line. $__auto is Grafana's step-sized window for Loki.
+const (
+	lokiServices = `service=~"$service"`
+	lokiWindow   = "[$__auto]"
+)
+
+// LogsDashboard shows the services' logs from Loki, and how well they get there.
+func LogsDashboard() Dashboard {
+	stream := func(extra string) string {
+		if extra != "" {
+			return "{" + lokiServices + ", " + extra + "}"
+		}
+		return "{" + lokiServices + "}"
+	}
+	countBy := func(sel string) string {
+		return "sum by (service) (count_over_time(" + sel + " " + lokiWindow + "))"
+	}
+	return Dashboard{
+		UID:         UIDLogs,
+		Title:       "Meshplane / Logs",
+		Description: "The services' logs in Loki — volume, errors, the lines themselves — and whether lines reach Loki at all (the services drop lines rather than block requests when Loki is slow).",
+		Tags:        []string{"loki"},
+		Variables: []Variable{promDatasource, lokiDatasource,
+			{Name: "service", Label: "Service", Kind: QueryVariable, Datasource: Loki, Multi: true,
+				Description: "Loki's service stream label (the same names as Prometheus's service label).", Query: "label_values(service)"},
+			{Name: "level", Label: "Level", Kind: QueryVariable, Datasource: Loki, Multi: true,
+				Description: "Log level stream label: debug, info, warn, error.", Query: "label_values(level)"},
+			{Name: "search", Label: "Line contains", Kind: TextVariable,
+				Description: "Text the lines must contain, e.g. a trace id or request id."},
+		},
+		Rows: []Row{
+			{Title: "Volume (Loki)", Panels: []Panel{
+				{Title: "Lines by service", Viz: Bars, Unit: units.Short, Datasource: Loki, Stack: true,
+					Description: "Log lines per interval and service, at the selected levels.",
+					Queries:     []Query{{Expr: countBy(stream(`level=~"$level"`)), Legend: "{{service}}"}}},
+				{Title: "Error lines by service", Viz: Bars, Unit: units.Short, Datasource: Loki, Stack: true,
+					Description: "Lines at level error per interval and service.",
+					Queries:     []Query{{Expr: countBy(stream(`level="error"`)), Legend: "{{service}}"}}},
+				{Title: "Error share", Viz: TimeSeries, Unit: units.PercentUnit, Datasource: Loki, Min: percent,
+					Description: "Error lines as a share of all lines, per service.",
+					Queries:     []Query{{Expr: countBy(stream(`level="error"`)) + " / " + countBy(stream("")), Legend: "{{service}}"}}},
+				{Title: "Top error messages", Viz: Table, Unit: units.Short, Datasource: Loki,
+					Description: "The ten most frequent error messages (the JSON msg field) over the interval.",
+					Columns:     map[string]string{"A": "Lines"},
+					Queries: []Query{{Expr: "topk(10, sum by (service, msg) (count_over_time(" + stream(`level="error"`) +
+						` | json | __error__="" ` + lokiWindow + ")))", Instant: true}}},
+			}},
+			{Title: "Lines", Panels: []Panel{
+				{Title: "Lines", Viz: Logs, Datasource: Loki,
+					Description: "Log lines of the selected services and levels containing the search text. Each line is JSON; trace_id and request_id link a line to its request.",
+					Queries:     []Query{{Expr: stream(`level=~"$level"`) + ` |= "$search"`}}},
+			}},
+			{Title: "Shipping (Prometheus, reported by the services)", Panels: []Panel{
+				{Title: "Lines written", Viz: TimeSeries, Unit: units.CountsPerSecond,
+					Description: "Lines per second each service logged, by level, whether or not they reached Loki.",
+					Queries: []Query{{Expr: promql.SumRate(signal.LogLines.Sel(svc), rate, "service", "level"),
+						Legend: "{{service}} {{level}}"}}},
+				{Title: "Lines dropped", Viz: TimeSeries, Unit: units.CountsPerSecond, Steps: []Step{{Color: "green"}, {From: 0.001, Color: "red"}},
+					Description: "Lines per second that never reached Loki: queue_full (Loki slow or down; the LogLinesDropped alert) or shutdown (the queue could not drain in time).",
+					Queries: []Query{{Expr: floor(promql.SumRate(signal.LogLinesDropped.Sel(svc), rate, "service", "reason"),
+						promql.SumRate(signal.LogLines.Sel(svc), rate, "service")),
+						Legend: "{{service}} {{reason}}"}}},
+				{Title: "Queue length", Viz: TimeSeries, Unit: units.Short,
+					Description: "Lines waiting in each service's bounded queue in front of the Loki client. Near its capacity, lines start to drop.",
+					Queries:     []Query{{Expr: promql.Max(signal.LogQueueLength.Sel(svc).String(), "service"), Legend: "{{service}}"}}},
+			}},
+		},
+	}
+}
+
+// SLO shows each objective: its error budget and how fast it burns, in the windows the alerts use.
+func SLO() Dashboard {
+	sel := func(record string) string { return promql.Sel(record, promql.Re("slo", "$slo")).String() }
+	burn := func(d string) string { return sel(slo.ErrorRatioRecord(d)) + " / " + sel(slo.BudgetRecord) }
+	period := slo.Duration(slo.Period)
+	var pageSteps, ticketSteps []Step
+	for i, t := range slo.Tiers {
+		step := Step{From: t.Burn(), Color: "red"}
+		if i < 2 {
+			pageSteps = append(pageSteps, step)
+		} else {
+			ticketSteps = append(ticketSteps, step)
+		}
+	}
+	tier := func(i int) (string, string) { return slo.Duration(slo.Tiers[i].Long), slo.Duration(slo.Tiers[i].Short) }
+	burnPanel := func(title string, tiers []int, steps []Step) Panel {
+		p := Panel{Title: title, Viz: TimeSeries, Unit: burnUnit, Steps: append([]Step{{Color: "green"}}, steps...),
+			Description: "Error ratio divided by the error budget: 1 spends exactly the budget over " + period +
+				". The dashed lines are the alert thresholds; an alert fires when both its long and short window are above its line."}
+		for _, i := range tiers {
+			long, short := tier(i)
+			p.Queries = append(p.Queries,
+				Query{Expr: burn(long), Legend: "{{slo}} " + long},
+				Query{Expr: burn(short), Legend: "{{slo}} " + short})
+		}
+		return p
+	}
+	return Dashboard{
+		UID:         UIDSLO,
+		Title:       "Meshplane / SLOs",
+		Description: fmt.Sprintf("Service level objectives over %s: how much error budget is left and how fast it burns, in the windows of the multi-window burn-rate alerts (SRE workbook).", period),
+		Tags:        []string{"slo"},
+		Variables: []Variable{promDatasource,
+			{Name: "slo", Label: "SLO", Kind: QueryVariable, Datasource: Prometheus, Multi: true,
+				Description: "Objective, from the recorded slo:objective:ratio series.", Query: "label_values(" + slo.ObjectiveRecord + ", slo)"}},
+		Rows: []Row{
+			{Title: "Objectives", Panels: []Panel{
+				{Title: "Objectives", Viz: Table, Unit: units.PercentUnit,
+					Description: "Each SLO now: objective, share of good requests over " + period + ", error budget left, and burn rates over the page windows (1h, 6h).",
+					Columns: map[string]string{"A": "Objective", "B": "Good over " + period, "C": "Budget left",
+						"D": "Burn rate 1h", "E": "Burn rate 6h"},
+					ColumnUnits: map[string]string{"D": burnUnit, "E": burnUnit},
+					Queries: []Query{
+						{Expr: sel(slo.ObjectiveRecord), Instant: true},
+						{Expr: "1 - " + sel(slo.ErrorRatioRecord(period)), Instant: true},
+						{Expr: sel(slo.BudgetRemainingRecord), Instant: true},
+						{Expr: burn("1h"), Instant: true},
+						{Expr: burn("6h"), Instant: true},
+					}},
+				{Title: "Error budget left", Viz: TimeSeries, Unit: units.PercentUnit, Max: oneHundred,
+					Steps:       []Step{{Color: "red"}, {From: 0, Color: "yellow"}, {From: 0.25, Color: "green"}},
+					Description: "Share of the " + period + " error budget not yet spent. Below 0 the objective is missed.",
+					Queries:     []Query{{Expr: sel(slo.BudgetRemainingRecord), Legend: "{{slo}}"}}},
+				{Title: "Requests", Viz: TimeSeries, Unit: units.RequestsPerSecond,
+					Description: "Requests per second each SLO counts (5m rate). Burn-rate alerts also need at least " +
+						fmt.Sprint(slo.MinErrors) + " failed requests in their long window, so a quiet service does not page on one failure.",
+					Queries: []Query{{Expr: sel(slo.RequestsRecord("5m")), Legend: "{{slo}}"}}},
+			}},
+			{Title: "Burn rates", Panels: []Panel{
+				burnPanel("Burn rate, page windows", []int{0, 1}, pageSteps),
+				burnPanel("Burn rate, ticket windows", []int{2, 3}, ticketSteps),
+				{Title: "Error ratio", Viz: TimeSeries, Unit: units.PercentUnit, Width: 24, Min: percent,
+					Description: "Share of bad requests over 5m and 1h, with the budget (1 − objective) for comparison.",
+					Queries: []Query{
+						{Expr: sel(slo.ErrorRatioRecord("5m")), Legend: "{{slo}} 5m"},
+						{Expr: sel(slo.ErrorRatioRecord("1h")), Legend: "{{slo}} 1h"},
+						{Expr: sel(slo.BudgetRecord), Legend: "{{slo}} budget"},
+					}},
+			}},
+		},
+	}
+}
+
+// RED shows the services' own metrics: requests, errors and duration at the HTTP edge and for every
+// gRPC call between services, then the business outcomes.
+func RED() Dashboard {
+	httpCount := signal.HTTPServerDuration.Count(svc)
+	handled := signal.GRPCServerHandled.Sel(svc)
+	clientHandled := signal.GRPCClientHandled.Sel(svc)
+	grpcFailed := promql.Re("grpc_code", slo.GRPCServerErrorCodes)
+	byRoute := []string{"service", "http_route"}
+	return Dashboard{
+		UID:         UIDRED,
+		Title:       "Meshplane / Services (RED)",
+		Description: "Rate, errors and duration from the services' own metrics: the public HTTP API at the gateway, and every gRPC call between services from both ends. Works with or without a mesh.",
+		Tags:        []string{"services"},
+		Variables: []Variable{promDatasource,
+			serviceVariable("Service (the Consul service name or the pod's app label).", "label_values("+signal.BuildInfo.Name+", service)")},
+		Annotations: []Annotation{policyChanges, breakerOpened},
+		Rows: []Row{
+			{Title: "HTTP edge", Panels: []Panel{
+				{Title: "Requests by route", Viz: TimeSeries, Unit: units.RequestsPerSecond,
+					Description: "Requests per second at the public API, by route and status code.",
+					Queries: []Query{{Expr: promql.SumRate(httpCount, rate, "http_route", "http_response_status_code"),
+						Legend: "{{http_route}} {{http_response_status_code}}"}}},
+				{Title: "5xx ratio by route", Viz: TimeSeries, Unit: units.PercentUnit, Min: percent,
+					Description: "Share of each route's requests answered with a 5xx (4xx are the client's fault).",
+					Queries: []Query{{Expr: ratio(promql.SumRate(httpCount.With(promql.Re("http_response_status_code", "5..")), rate, byRoute...),
+						promql.SumRate(httpCount, rate, byRoute...)), Legend: "{{service}} {{http_route}}"}}},
+				{Title: "Latency", Viz: TimeSeries, Unit: units.Seconds,
+					Description: "Percentiles of request duration at the public API, all routes. Exemplars (dots) carry the trace_id of a request in the bucket: search for it in the Logs dashboard.",
+					Links:       []Link{{Title: "Logs", URL: dashboardURL(UIDLogs, "")}},
+					Queries: []Query{
+						{Expr: promql.HistogramQuantile(0.5, signal.HTTPServerDuration.Bucket(svc), rate), Legend: "p50", Exemplars: true},
+						{Expr: promql.HistogramQuantile(0.9, signal.HTTPServerDuration.Bucket(svc), rate), Legend: "p90", Exemplars: true},
+						{Expr: promql.HistogramQuantile(0.99, signal.HTTPServerDuration.Bucket(svc), rate), Legend: "p99", Exemplars: true},
+					}},
+				{Title: "p99 latency by route", Viz: TimeSeries, Unit: units.Seconds,
+					Description: "99th percentile of request duration per route.",
+					Queries: []Query{{Expr: promql.HistogramQuantile(0.99, signal.HTTPServerDuration.Bucket(svc), rate, "http_route"),
+						Legend: "{{http_route}}"}}},
+			}},
+			{Title: "gRPC servers", Panels: []Panel{
+				{Title: "RPCs by method", Viz: TimeSeries, Unit: units.RequestsPerSecond,
+					Description: "RPCs per second each service completed, by method.",
+					Queries: []Query{{Expr: promql.SumRate(handled, rate, "service", "grpc_method"),
+						Legend: "{{service}} {{grpc_method}}"}}},
+				{Title: "Server-error ratio", Viz: TimeSeries, Unit: units.PercentUnit, Min: percent,
+					Description: "Share of each service's RPCs that ended in a server-side code (" + slo.GRPCServerErrorCodes + "); client mistakes such as InvalidArgument or NotFound do not count.",
+					Queries: []Query{{Expr: ratio(promql.SumRate(handled.With(grpcFailed), rate, "service"), promql.SumRate(handled, rate, "service")),
+						Legend: "{{service}}"}}},
+				{Title: "Codes other than OK", Viz: TimeSeries, Unit: units.RequestsPerSecond,
+					Description: "RPCs per second by service and gRPC code, OK excluded.",
+					Queries: []Query{{Expr: promql.SumRate(handled.With(promql.Neq("grpc_code", "OK")), rate, "service", "grpc_code"),
+						Legend: "{{service}} {{grpc_code}}"}}},
+				{Title: "p99 latency by method", Viz: TimeSeries, Unit: units.Seconds,
+					Description: "99th percentile of the time each service took to handle an RPC, by method.",
+					Queries: []Query{{Expr: promql.HistogramQuantile(0.99, signal.GRPCServerHandling.Bucket(svc), rate, "service", "grpc_method"),
+						Legend: "{{service}} {{grpc_method}}", Exemplars: true}}},
+			}},
+			{Title: "gRPC clients (calls between services)", Panels: []Panel{
+				{Title: "Calls by target", Viz: TimeSeries, Unit: units.RequestsPerSecond,
+					Description: "RPCs per second each service made, by called gRPC service and code: what it asked of its dependencies, failed-fast calls (Unavailable from an open breaker) included.",
+					Queries: []Query{{Expr: promql.SumRate(clientHandled, rate, "service", "grpc_service", "grpc_code"),
+						Legend: "{{service}} → {{grpc_service}} {{grpc_code}}"}}},
+				{Title: "Call failure ratio", Viz: TimeSeries, Unit: units.PercentUnit, Min: percent,
+					Description: "Share of each service's calls to each gRPC service that ended in a server-side code, as the caller saw them.",
+					Queries: []Query{{Expr: ratio(promql.SumRate(clientHandled.With(grpcFailed), rate, "service", "grpc_service"),
+						promql.SumRate(clientHandled, rate, "service", "grpc_service")), Legend: "{{service}} → {{grpc_service}}"}}},
+				{Title: "p99 call latency", Viz: TimeSeries, Unit: units.Seconds, Width: 24,
+					Description: "99th percentile of call duration as the caller measured it (network and queueing included), per called gRPC service.",
+					Queries: []Query{{Expr: promql.HistogramQuantile(0.99, signal.GRPCClientHandling.Bucket(svc), rate, "service", "grpc_service"),
+						Legend: "{{service}} → {{grpc_service}}"}}},
+			}},
+			{Title: "Business", Panels: []Panel{
+				{Title: "Orders by result", Viz: TimeSeries, Unit: units.OpsPerSecond, Stack: true,
+					Description: "Orders per second: placed, rejected (invalid or unknown product), payment_failed.",
+					Queries:     []Query{{Expr: promql.SumRate(signal.Orders.Sel(svc), rate, "result"), Legend: "{{result}}"}}},
+				{Title: "Charges by result", Viz: TimeSeries, Unit: units.OpsPerSecond, Stack: true,
+					Description: "Payment charges per second: charged, duplicate (a retried request with the same idempotency key, not charged twice), declined, failed.",
+					Queries:     []Query{{Expr: promql.SumRate(signal.PaymentCharges.Sel(svc), rate, "result"), Legend: "{{result}}"}}},
+			}},
+			{Title: "Targets", Panels: []Panel{
+				{Title: "Scrape targets up", Viz: TimeSeries, Unit: units.Short, Min: percent,
+					Description: "Instances per service whose last scrape succeeded.",
+					Queries:     []Query{{Expr: promql.Sum(signal.Up.Sel(svc).String(), "service"), Legend: "{{service}}"}}},
+				{Title: "Versions", Viz: Table, Unit: units.Short, Width: 12,
+					Description: "Instances per service, version and Go version.",
+					Columns:     map[string]string{"A": "Instances"},
+					Queries:     []Query{{Expr: promql.Sum(signal.BuildInfo.Sel(svc).String(), "service", "version", "goversion"), Instant: true}}},
+			}},
+		},
+	}
+}

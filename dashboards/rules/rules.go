@@ -1,0 +1,271 @@
+// Package rules generates Meshplane's Prometheus rules from the same Go model as its dashboards: the SLO
+// recording rules and multi-window, multi-burn-rate alerts of package slo, and alerts for what the SLOs
+// do not cover — a breaker that stays open, an operator that fails or finds conflicts, a Consul sync that
+// lags, logs that never reach Loki.
+package rules
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"meshplane.dev/dashboards/promql"
+	"meshplane.dev/dashboards/signal"
+	"meshplane.dev/dashboards/slo"
+)
+
+// RunbookBase is where the runbook_url annotations point: dashboards/RUNBOOKS.md, one section per alert.
+// Change it to your fork's copy.
+const RunbookBase = "https://github.com/meshplane/meshplane/blob/main/dashboards/RUNBOOKS.md"
+
+// File is a Prometheus rule file.
+type File struct {
+	Groups []Group `yaml:"groups"`
+}
+
+// Group is a rule group; its rules are evaluated in order, so alerts see the records above them.
+type Group struct {
+	Name     string `yaml:"name"`
+	Interval string `yaml:"interval,omitempty"`
+	Rules    []Rule `yaml:"rules"`
+}
+
+// Rule is a recording rule (Record) or an alerting rule (Alert).
+type Rule struct {
+	Record      string            `yaml:"record,omitempty"`
+	Alert       string            `yaml:"alert,omitempty"`
+	Expr        string            `yaml:"expr"`
+	For         string            `yaml:"for,omitempty"`
+	Labels      map[string]string `yaml:"labels,omitempty"`
+	Annotations map[string]string `yaml:"annotations,omitempty"`
+}
+
+// Alert names, also the anchors of their runbook sections.
+const (
+	AlertBurn              = "SLOErrorBudgetBurn"
+	AlertSLOAbsent         = "SLOMetricAbsent"
+	AlertBreakerOpen       = "CircuitBreakerOpen"
+	AlertReconcileErrors   = "OperatorReconcileErrors"
+	AlertApplyErrors       = "OperatorApplyErrors"
+	AlertPolicyConflict    = "TrafficPolicyConflict"
+	AlertSyncLag           = "ConsulSyncLagHigh"
+	AlertSyncErrors        = "ConsulSyncErrors"
+	AlertLogLinesDropped   = "LogLinesDropped"
+	severityCritical       = "critical"
+	severityWarning        = "warning"
+	absentFor              = 10 * time.Minute
+	syncLagThresholdSecond = 30
+)
+
+// Runbook is the runbook URL of an alert.
+func Runbook(alert string) string { return RunbookBase + "#" + anchor(alert) }
+
+// anchor is the GitHub heading anchor of a "## Alert" section: lower case.
+func anchor(alert string) string { return strings.ToLower(alert) }
+
+// Generate returns every Meshplane rule group: one per SLO, then the component alerts.
+func Generate(slos []slo.SLO) (File, error) {
+	var f File
+	for _, s := range slos {
+		g, err := SLOGroup(s)
+		if err != nil {
+			return File{}, err
+		}
+		f.Groups = append(f.Groups, g)
+	}
+	f.Groups = append(f.Groups, componentGroups()...)
+	return f, nil
+}
+
+// Marshal renders f as YAML.
+func (f File) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(f); err != nil {
+		return nil, fmt.Errorf("marshal rules: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("marshal rules: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// SLOGroup records an SLO's request and error rates over every window, its error ratio over the period
+// and its remaining budget, and alerts on each burn-rate tier and on a missing SLI.
+func SLOGroup(s slo.SLO) (Group, error) {
+	if err := s.Validate(); err != nil {
+		return Group{}, err
+	}
+	labels := s.Labels()
+	sel := func(record string) string {
+		return promql.Sel(record, promql.Eq("slo", s.Name)).String()
+	}
+	g := Group{Name: "slo-" + s.Name}
+	for _, d := range slo.Windows() {
+		w := slo.Duration(d)
+		g.Rules = append(g.Rules,
+			Rule{Record: slo.RequestsRecord(w), Expr: s.SLI.Total(w), Labels: labels},
+			Rule{Record: slo.ErrorsRecord(w), Expr: s.SLI.Errors(w), Labels: labels},
+			Rule{Record: slo.ErrorRatioRecord(w), Expr: sel(slo.ErrorsRecord(w)) + " / " + sel(slo.RequestsRecord(w)), Labels: labels},
+		)
+	}
+	period := slo.Duration(slo.Period)
+	first := slo.Duration(slo.Windows()[0])
+	g.Rules = append(g.Rules,
+		Rule{Record: slo.ObjectiveRecord, Expr: "vector(" + num(s.Objective) + ")", Labels: labels},
+		Rule{Record: slo.BudgetRecord, Expr: "vector(" + num(s.Budget()) + ")", Labels: labels},
+		// Weighted by traffic: the sum of recorded rates over the period, not the mean of ratios, so a
+		// quiet night does not count as much as a busy day.
+		Rule{Record: slo.ErrorRatioRecord(period),
+			Expr:   fmt.Sprintf("sum_over_time(%s[%s]) / sum_over_time(%s[%s])", sel(slo.ErrorsRecord(first)), period, sel(slo.RequestsRecord(first)), period),
+			Labels: labels},
+		Rule{Record: slo.BudgetRemainingRecord,
+			Expr:   fmt.Sprintf("1 - %s / %s", sel(slo.ErrorRatioRecord(period)), sel(slo.BudgetRecord)),
+			Labels: labels},
+	)
+	for _, t := range slo.Tiers {
+		g.Rules = append(g.Rules, burnAlert(s, t, sel))
+	}
+	g.Rules = append(g.Rules, Rule{
+		Alert:  AlertSLOAbsent,
+		Expr:   "absent(" + s.SLI.Source.String() + ")",
+		For:    slo.Duration(absentFor),
+		Labels: merge(labels, map[string]string{"severity": severityWarning}),
+		Annotations: annotations(AlertSLOAbsent,
+			"SLO {{ $labels.slo }} cannot be measured: no "+s.SLI.Source.Metric+" series",
+			"Prometheus has no "+s.SLI.Source.String()+" series for "+slo.Duration(absentFor)+
+				", so the SLO \""+s.Description+"\" and its burn-rate alerts are blind. The service may be down, "+
+				"not scraped, or its metric renamed."),
+	})
+	return g, nil
+}
+
+func burnAlert(s slo.SLO, t slo.Tier, sel func(string) string) Rule {
+	long, short := slo.Duration(t.Long), slo.Duration(t.Short)
+	threshold := fmt.Sprintf("(%s * %s)", num(t.Burn()), num(s.Budget()))
+	expr := fmt.Sprintf("%s > %s\nand\n%s > %s\nand\n%s * %d >= %d",
+		sel(slo.ErrorRatioRecord(long)), threshold,
+		sel(slo.ErrorRatioRecord(short)), threshold,
+		sel(slo.ErrorsRecord(long)), int(t.Long.Seconds()), slo.MinErrors)
+	return Rule{
+		Alert: AlertBurn,
+		Expr:  expr,
+		For:   slo.Duration(t.For),
+		Labels: merge(s.Labels(), map[string]string{
+			"severity": t.Severity, "long_window": long, "short_window": short,
+		}),
+		Annotations: annotations(AlertBurn,
+			fmt.Sprintf("SLO {{ $labels.slo }} is burning its error budget %s× too fast", num(t.Burn())),
+			fmt.Sprintf("Over the last %s and %s more than %s%% of requests failed the SLO \"%s\"; at this rate %s%% of the "+
+				"30-day error budget is gone within %s.", long, short, num(100*t.Burn()*s.Budget()), s.Description,
+				num(100*t.BudgetShare), long)),
+	}
+}
+
+// componentGroups are the alerts on the mesh's moving parts.
+func componentGroups() []Group {
+	return []Group{
+		{Name: "meshplane-resilience", Rules: []Rule{{
+			Alert: AlertBreakerOpen,
+			// Not closed rather than open: an open breaker turns half-open after its timeout and opens
+			// again while the dependency still fails, so "open" alone flaps.
+			Expr:   promql.Max(signal.BreakerState.Sel(promql.Eq("state", "closed")).String(), "service", "name") + " == 0",
+			For:    "5m",
+			Labels: map[string]string{"severity": severityWarning},
+			Annotations: annotations(AlertBreakerOpen,
+				"Breaker {{ $labels.name }} in {{ $labels.service }} has not closed for 5 minutes",
+				"{{ $labels.service }} fails calls to {{ $labels.name }} fast instead of sending them: the dependency "+
+					"kept failing its probe requests. Requests that need it are answered 503."),
+		}}},
+		{Name: "meshplane-operator", Rules: []Rule{
+			{
+				Alert: AlertReconcileErrors,
+				Expr: promql.Div(
+					promql.SumRate(signal.ReconcileErrors.Sel(), "10m", "controller"),
+					promql.SumRate(signal.ReconcileTotal.Sel(), "10m", "controller"),
+				) + " > 0.1",
+				For:    "15m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertReconcileErrors,
+					"Controller {{ $labels.controller }} fails more than 10% of its reconciles",
+					"For 15 minutes more than one in ten reconciles of {{ $labels.controller }} returned an error: "+
+						"policy changes may not reach the mesh."),
+			},
+			{
+				Alert:  AlertApplyErrors,
+				Expr:   promql.Sum(promql.Increase(signal.OperatorApplyErrors.Sel(), "10m"), "kind") + " > 0",
+				For:    "10m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertApplyErrors,
+					"The operator cannot apply {{ $labels.kind }} objects",
+					"Server-side apply of generated {{ $labels.kind }} objects has kept failing for 10 minutes: the mesh "+
+						"runs an older configuration than the TrafficPolicies say."),
+			},
+			{
+				Alert: AlertPolicyConflict,
+				Expr: promql.Sum(signal.TrafficPolicies.Sel(
+					promql.Eq("condition", "Accepted"), promql.Eq("status", "False"),
+					promql.Re("reason", "HostConflict|TargetConflict")).String(), "reason") + " > 0",
+				For:    "5m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertPolicyConflict,
+					"{{ $value }} TrafficPolicies are not in force: {{ $labels.reason }}",
+					"Policies stay unaccepted because another TrafficPolicy (TargetConflict) or an Istio object Meshplane "+
+						"does not own (HostConflict) already governs their Service; their owners believe a policy protects them."),
+			},
+		}},
+		{Name: "meshplane-consul-sync", Rules: []Rule{
+			{
+				Alert:  AlertSyncLag,
+				Expr:   promql.HistogramQuantile(0.99, signal.SyncLag.Bucket(), "10m", "direction") + " > " + strconv.Itoa(syncLagThresholdSecond),
+				For:    "10m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertSyncLag,
+					"Consul sync {{ $labels.direction }} lags more than 30s",
+					"For 10 minutes the slowest 1% of changes took more than 30s to reach the other side "+
+						"({{ $labels.direction }}): discovery there serves stale endpoints."),
+			},
+			{
+				Alert:  AlertSyncErrors,
+				Expr:   promql.SumRate(signal.SyncErrors.Sel(), "10m", "direction") + " > 0",
+				For:    "15m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertSyncErrors,
+					"Consul sync {{ $labels.direction }} keeps failing",
+					"Sync operations {{ $labels.direction }} have failed continuously for 15 minutes."),
+			},
+		}},
+		{Name: "meshplane-logs", Rules: []Rule{{
+			Alert: AlertLogLinesDropped,
+			// Lines dropped at shutdown are expected on every rollout; a full queue means Loki is slow or down.
+			Expr:   promql.SumRate(signal.LogLinesDropped.Sel(promql.Eq("reason", "queue_full")), "10m", "service") + " > 0",
+			For:    "10m",
+			Labels: map[string]string{"severity": severityWarning},
+			Annotations: annotations(AlertLogLinesDropped,
+				"{{ $labels.service }} drops log lines: its Loki queue is full",
+				"For 10 minutes {{ $labels.service }} dropped log lines instead of blocking requests: Loki is slow "+
+					"or unreachable, and its logs there are incomplete."),
+		}}},
+	}
+}
+
+func annotations(alert, summary, description string) map[string]string {
+	return map[string]string{"summary": summary, "description": description, "runbook_url": Runbook(alert)}
+}
+
+func merge(a, b map[string]string) map[string]string {
+	out := maps.Clone(a)
+	maps.Copy(out, b)
+	return out
+}
+
+// num formats a float for people: rounded to nine decimals, so 1 - 0.995 reads 0.005, not
+// 0.0050000000000000044.
+func num(f float64) string { return strconv.FormatFloat(math.Round(f*1e9)/1e9, 'g', -1, 64) }
