@@ -139,7 +139,9 @@ func SLOGroup(s slo.SLO) (Group, error) {
 		For:    slo.Duration(absentFor),
 		Labels: merge(labels, map[string]string{"severity": severityWarning}),
 		Annotations: annotations(AlertSLOAbsent,
-			"SLO {{ $labels.slo }} cannot be measured: no "+s.SLI.Source.Metric+" series",
+			// absent() keeps only the selector's equality matchers, so the SLO's name is written out
+			// rather than read from $labels.
+			"SLO "+s.Name+" cannot be measured: no "+s.SLI.Source.Metric+" series",
 			"Prometheus has no "+s.SLI.Source.String()+" series for "+slo.Duration(absentFor)+
 				", so the SLO \""+s.Description+"\" and its burn-rate alerts are blind. The service may be down, "+
 				"not scraped, or its metric renamed."),
