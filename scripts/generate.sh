@@ -7,4 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 while read -r dir; do
   (cd "$dir" && GOWORK=off go mod tidy)
 done < <(go list -m -f '{{.Dir}}')
+# --- Dashboards and alert rules: Grafana dashboards (JSON) and Prometheus rules (YAML) generated from
+# the Go model in dashboards/ into dashboards/generated/, committed and diffed in CI ---
+go run ./dashboards/cmd/generate -out dashboards/generated
+
 echo "generate: ok"
