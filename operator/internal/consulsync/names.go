@@ -1,5 +1,0 @@
-package consulsync
-
-import "regexp"
-
-var dnsUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
