@@ -11,4 +11,14 @@ done < <(go list -m -f '{{.Dir}}')
 # the Go model in dashboards/ into dashboards/generated/, committed and diffed in CI ---
 go run ./dashboards/cmd/generate -out dashboards/generated
 
+# --- Shop services: protobuf contracts (services/proto/*/v1/*.proto) -> Go (protoc-gen-go, -go-grpc) ---
+# protoc from Debian's protobuf-compiler; the plugins are pinned in versions.env and built by tools.sh.
+proto_bin="$(scripts/tools.sh --print-bin)"
+mapfile -t protos < <(cd services/proto && find . -name '*.proto' | sort)
+(cd services/proto && protoc -I . \
+  --plugin=protoc-gen-go="$proto_bin/protoc-gen-go" --plugin=protoc-gen-go-grpc="$proto_bin/protoc-gen-go-grpc" \
+  --go_out=. --go_opt=module=meshplane.dev/services/proto \
+  --go-grpc_out=. --go-grpc_opt=module=meshplane.dev/services/proto \
+  "${protos[@]}")
+
 echo "generate: ok"

@@ -1,10 +1,15 @@
 // Package logs gives a process its structured logger: log/slog JSON lines on stdout and, when a Loki
-// URL is configured, the same lines shipped to Loki through github.com/grafana/loki-client-go.
+// URL is configured, the same lines pushed to Loki's HTTP push API.
 //
-// loki-client-go's Handle blocks while the client retries a batch (for minutes with its defaults), so
-// a bounded queue sits in front of it: logging never waits for Loki; when the queue is full a line is
-// dropped and counted in meshplane_log_lines_dropped_total{reason="queue_full"}. Stream labels are
-// service, namespace and level only; trace ids travel inside the JSON line.
+// Shipping must never slow a request down, so a bounded queue sits between the logger and the
+// pusher: logging never waits for Loki; when the queue is full a line is dropped and counted in
+// meshplane_log_lines_dropped_total{reason="queue_full"}. Stream labels are service, namespace and
+// level only; trace ids travel inside the JSON line.
+//
+// The pusher is in-repo rather than github.com/grafana/loki-client-go: that client is archived, its
+// Handle blocks for minutes while it retries, it registers metrics in the global registry, and it
+// imports a 2022 Prometheus API (promql/parser.ParseMetric) that no longer exists, so it cannot build
+// in one workspace with a current prometheus/prometheus.
 package logs
 
 import (
@@ -19,9 +24,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/grafana/loki-client-go/loki"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/model"
 
 	"meshplane.dev/mesh/telemetry"
 )
@@ -61,13 +64,13 @@ type entry struct {
 type output struct {
 	stdoutMu sync.Mutex
 	stdout   io.Writer
-	labels   model.LabelSet
+	labels   map[string]string
 	opts     *slog.HandlerOptions
 
 	mu     sync.RWMutex // guards closed and sends on queue against close
 	closed bool
 	queue  chan entry
-	client *loki.Client
+	pusher *pusher
 	done   chan struct{} // closed when the shipping goroutine ends
 
 	lines   *prometheus.CounterVec
@@ -83,21 +86,21 @@ func New(o Options) (*Sink, error) {
 	out := &output{
 		stdout: o.Stdout,
 		opts:   &slog.HandlerOptions{Level: o.Level},
-		labels: model.LabelSet{"service": model.LabelValue(o.Service), "namespace": model.LabelValue(o.Namespace)},
+		labels: map[string]string{"service": o.Service, "namespace": o.Namespace},
 		lines: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshplane_log_lines_total",
 			Help: "Log lines written, by level.",
 		}, []string{"level"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshplane_log_lines_dropped_total",
-			Help: "Log lines not shipped to Loki: queue_full when Loki was too slow or down, shutdown when still queued at exit.",
+			Help: "Log lines not shipped to Loki: queue_full when Loki was too slow or down, send_failed when Loki refused a batch or stayed unreachable through the retries, shutdown when still unsent at exit.",
 		}, []string{"reason"}),
 		done: make(chan struct{}),
 	}
 	for _, l := range []string{"debug", "info", "warn", "error"} {
 		out.lines.WithLabelValues(l)
 	}
-	for _, r := range []string{"queue_full", "shutdown"} {
+	for _, r := range []string{"queue_full", "send_failed", "shutdown"} {
 		out.dropped.WithLabelValues(r)
 	}
 	queueLen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -133,45 +136,24 @@ func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 
 func (o *output) startLoki(opts Options) error {
 	u, err := url.Parse(opts.LokiURL)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return fmt.Errorf("logs: Loki URL %q is not an absolute URL", opts.LokiURL)
-	}
-	cfg, err := loki.NewDefaultConfig(strings.TrimSuffix(opts.LokiURL, "/") + "/loki/api/v1/push")
-	if err != nil {
-		return fmt.Errorf("logs: Loki config: %w", err)
-	}
-	cfg.BatchWait = time.Second
-	if opts.BatchWait > 0 {
-		cfg.BatchWait = opts.BatchWait
-	}
-	// Give up on a batch within seconds rather than the client's minutes: the queue in front absorbs
-	// the wait either way, but a short cycle lets shipping resume soon after Loki comes back.
-	cfg.Timeout = 5 * time.Second
-	cfg.BackoffConfig.MinBackoff = 250 * time.Millisecond
-	cfg.BackoffConfig.MaxBackoff = 2 * time.Second
-	cfg.BackoffConfig.MaxRetries = 3
-	client, err := loki.NewWithLogger(cfg, clientLogger{o})
-	if err != nil {
-		return fmt.Errorf("logs: Loki client: %w", err)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("logs: Loki URL %q is not an http(s) URL", opts.LokiURL)
 	}
 	size := opts.QueueSize
 	if size <= 0 {
 		size = 1024
 	}
-	o.client = client
-	o.queue = make(chan entry, size)
-	go o.ship()
-	return nil
-}
-
-// ship hands queued lines to the Loki client; this is the only goroutine that may block on Loki.
-func (o *output) ship() {
-	defer close(o.done)
-	for e := range o.queue {
-		ls := o.labels.Clone()
-		ls["level"] = model.LabelValue(e.level)
-		_ = o.client.Handle(ls, e.t, e.line) // Handle never returns an error; it blocks instead
+	wait := opts.BatchWait
+	if wait <= 0 {
+		wait = time.Second
 	}
+	o.pusher = newPusher(strings.TrimSuffix(opts.LokiURL, "/")+"/loki/api/v1/push", o.labels, wait, o.dropped)
+	o.queue = make(chan entry, size)
+	go func() {
+		defer close(o.done)
+		o.pusher.run(o.queue)
+	}()
+	return nil
 }
 
 // enqueue offers a line to the Loki queue without waiting.
@@ -212,22 +194,14 @@ func (s *Sink) Close(ctx context.Context) error {
 	close(o.queue)
 	o.mu.Unlock()
 
-	flushed := make(chan struct{})
-	go func() {
-		<-o.done
-		o.client.Stop() // pushes pending batches, retrying while Loki is down
-		close(flushed)
-	}()
-	select {
-	case <-flushed:
-		return nil
-	case <-ctx.Done():
-		// The shipping goroutine may be blocked inside the client; what it has not taken is lost.
-		if n := len(o.queue); n > 0 {
-			o.dropped.WithLabelValues("shutdown").Add(float64(n))
-		}
-		return fmt.Errorf("flush logs to Loki: %w", ctx.Err())
+	// The pusher drains the closed queue and pushes what is left; once ctx ends it stops retrying and
+	// counts what it could not send as dropped at shutdown.
+	o.pusher.stopBy(ctx)
+	<-o.done
+	if n := o.pusher.lost(); n > 0 {
+		return fmt.Errorf("flush logs to Loki: %d lines unsent when the deadline passed: %w", n, context.Cause(ctx))
 	}
+	return nil
 }
 
 // handler is the slog.Handler: it renders each record once as a JSON line, writes it to stdout and
@@ -294,27 +268,4 @@ func ParseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
-}
-
-// clientLogger routes the Loki client's own go-kit log calls to stdout only, never back into the
-// queue, which would feed on itself while Loki is down.
-type clientLogger struct{ o *output }
-
-// Log implements go-kit's log.Logger.
-func (c clientLogger) Log(keyvals ...any) error {
-	var b strings.Builder
-	b.WriteString(`{"time":"`)
-	b.WriteString(time.Now().UTC().Format(time.RFC3339Nano))
-	b.WriteString(`","level":"DEBUG","msg":"loki client"`)
-	for i := 0; i+1 < len(keyvals); i += 2 {
-		fmt.Fprintf(&b, ",%q:%q", fmt.Sprint(keyvals[i]), fmt.Sprint(keyvals[i+1]))
-	}
-	b.WriteString("}\n")
-	if c.o.opts.Level.Level() > slog.LevelDebug {
-		return nil
-	}
-	c.o.stdoutMu.Lock()
-	defer c.o.stdoutMu.Unlock()
-	_, err := io.WriteString(c.o.stdout, b.String())
-	return err
 }

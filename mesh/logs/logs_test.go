@@ -125,8 +125,8 @@ func queryLoki(base, query string) (map[string]string, string, error) {
 	return nil, "", fmt.Errorf("no line for %s yet", query)
 }
 
-// hangingLoki accepts connections and never answers: the worst case for loki-client-go, whose
-// Handle then blocks until its request times out.
+// hangingLoki accepts connections and never answers: the worst case for a pusher, which then waits
+// for its request timeout.
 func hangingLoki(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -163,8 +163,8 @@ func TestLoggingNeverWaitsForAHangingLoki(t *testing.T) {
 		}
 		close(done)
 	}()
-	// The client's request timeout is 5s and it retries: a logger that waited on it could not log
-	// 2000 lines before this deadline.
+	// A push waits 5s for its timeout and is retried: a logger that waited on it could not log 2000
+	// lines before this deadline.
 	wait.For(t, 4*time.Second, func() error {
 		select {
 		case <-done:

@@ -1,0 +1,268 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"meshplane.dev/mesh/breaker"
+	"meshplane.dev/mesh/httpmw"
+	"meshplane.dev/mesh/rpc"
+	catalogv1 "meshplane.dev/services/proto/catalog/v1"
+	ordersv1 "meshplane.dev/services/proto/orders/v1"
+)
+
+// Catalog is what the gateway needs of catalog.
+type Catalog interface {
+	ListProducts(ctx context.Context, in *catalogv1.ListProductsRequest, opts ...grpc.CallOption) (*catalogv1.ListProductsResponse, error)
+	GetProduct(ctx context.Context, in *catalogv1.GetProductRequest, opts ...grpc.CallOption) (*catalogv1.Product, error)
+}
+
+// Orders is what the gateway needs of orders.
+type Orders interface {
+	PlaceOrder(ctx context.Context, in *ordersv1.PlaceOrderRequest, opts ...grpc.CallOption) (*ordersv1.PlaceOrderResponse, error)
+	GetOrder(ctx context.Context, in *ordersv1.GetOrderRequest, opts ...grpc.CallOption) (*ordersv1.Order, error)
+}
+
+// Headers of the orders API.
+const (
+	// IdempotencyKeyHeader makes POST /v1/orders safe to retry: the same key places one order.
+	IdempotencyKeyHeader = "Idempotency-Key"
+	// ReplayedHeader is "true" on a response that returns an order placed by an earlier request.
+	ReplayedHeader = "Idempotent-Replayed"
+)
+
+// Product is the JSON form of a product.
+type Product struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	PriceCents  int64  `json:"priceCents"`
+	Currency    string `json:"currency"`
+}
+
+// ProductList is the body of GET /v1/products.
+type ProductList struct {
+	Products []Product `json:"products"`
+}
+
+// LineItem is an item of an order.
+type LineItem struct {
+	ProductID      string `json:"productId"`
+	Quantity       int32  `json:"quantity"`
+	UnitPriceCents int64  `json:"unitPriceCents,omitempty"`
+}
+
+// Order is the JSON form of an order.
+type Order struct {
+	ID         string     `json:"id"`
+	Items      []LineItem `json:"items"`
+	TotalCents int64      `json:"totalCents"`
+	Currency   string     `json:"currency"`
+	Status     string     `json:"status"`
+	ChargeID   string     `json:"chargeId"`
+	CreatedAt  time.Time  `json:"createdAt"`
+}
+
+// PlaceOrderRequest is the body of POST /v1/orders.
+type PlaceOrderRequest struct {
+	Items     []OrderItem `json:"items"`
+	CardToken string      `json:"cardToken"`
+}
+
+// OrderItem is an item of a PlaceOrderRequest.
+type OrderItem struct {
+	ProductID string `json:"productId"`
+	Quantity  int32  `json:"quantity"`
+}
+
+func productJSON(p *catalogv1.Product) Product {
+	return Product{ID: p.GetId(), Name: p.GetName(), Description: p.GetDescription(), PriceCents: p.GetPriceCents(), Currency: p.GetCurrency()}
+}
+
+func orderJSON(o *ordersv1.Order) Order {
+	out := Order{ID: o.GetId(), TotalCents: o.GetTotalCents(), Currency: o.GetCurrency(), Status: o.GetStatus(),
+		ChargeID: o.GetChargeId(), CreatedAt: time.UnixMilli(o.GetCreatedUnixMs()).UTC(), Items: []LineItem{}}
+	for _, it := range o.GetItems() {
+		out.Items = append(out.Items, LineItem{ProductID: it.GetProductId(), Quantity: it.GetQuantity(), UnitPriceCents: it.GetUnitPriceCents()})
+	}
+	return out
+}
+
+func listProducts(catalog Catalog) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		resp, err := catalog.ListProducts(r.Context(), &catalogv1.ListProductsRequest{})
+		if err != nil {
+			writeRPCError(w, "catalog", err)
+			return
+		}
+		out := ProductList{Products: make([]Product, 0, len(resp.GetProducts()))}
+		for _, p := range resp.GetProducts() {
+			out.Products = append(out.Products, productJSON(p))
+		}
+		httpmw.WriteJSON(w, http.StatusOK, out)
+	})
+}
+
+func getProduct(catalog Catalog) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := catalog.GetProduct(r.Context(), &catalogv1.GetProductRequest{Id: r.PathValue("id")})
+		if err != nil {
+			writeRPCError(w, "catalog", err)
+			return
+		}
+		httpmw.WriteJSON(w, http.StatusOK, productJSON(p))
+	})
+}
+
+// validKey accepts printable ASCII keys of 1-255 characters, as the Idempotency-Key draft suggests
+// for opaque keys such as UUIDs.
+func validKey(k string) error {
+	if len(k) == 0 || len(k) > 255 {
+		return fmt.Errorf("must be 1 to 255 characters")
+	}
+	for _, c := range k {
+		if c < 0x21 || c > 0x7e {
+			return fmt.Errorf("must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}
+
+func placeOrder(logger *slog.Logger, orders Orders) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body PlaceOrderRequest
+		if e := httpmw.DecodeJSON(r, &body); e != nil {
+			httpmw.WriteError(w, e.Status, *e)
+			return
+		}
+		key := r.Header.Get(IdempotencyKeyHeader)
+		if key == "" {
+			// Without a key the request is not retry-safe for the client, but the calls behind it
+			// still are: orders and payments deduplicate their own retries by this key.
+			key = "gw-" + randomHex(16)
+		} else if err := validKey(key); err != nil {
+			httpmw.WriteError(w, http.StatusBadRequest, httpmw.Error{Field: IdempotencyKeyHeader, Message: "header " + IdempotencyKeyHeader + ": " + err.Error()})
+			return
+		}
+		if e := validateOrder(body); e != nil {
+			httpmw.WriteError(w, http.StatusBadRequest, *e)
+			return
+		}
+		req := &ordersv1.PlaceOrderRequest{IdempotencyKey: key, CardToken: body.CardToken}
+		for _, it := range body.Items {
+			req.Items = append(req.Items, &ordersv1.LineItem{ProductId: it.ProductID, Quantity: it.Quantity})
+		}
+		resp, err := orders.PlaceOrder(r.Context(), req)
+		if err != nil {
+			writeRPCError(w, "orders", err)
+			return
+		}
+		if resp.GetReplayed() {
+			w.Header().Set(ReplayedHeader, "true")
+		}
+		w.Header().Set("Location", "/v1/orders/"+resp.GetOrder().GetId())
+		logger.InfoContext(r.Context(), "order accepted", slog.String("order_id", resp.GetOrder().GetId()), slog.Bool("replayed", resp.GetReplayed()))
+		httpmw.WriteJSON(w, http.StatusCreated, orderJSON(resp.GetOrder()))
+	})
+}
+
+// validateOrder checks what the gateway can check alone, naming fields as the client sent them.
+func validateOrder(b PlaceOrderRequest) *httpmw.Error {
+	bad := func(field, msg string) *httpmw.Error { return &httpmw.Error{Field: field, Message: field + ": " + msg} }
+	switch {
+	case len(b.Items) == 0:
+		return bad("items", "at least one item is required")
+	case len(b.Items) > 50:
+		return bad("items", "at most 50 items")
+	case strings.TrimSpace(b.CardToken) == "":
+		return bad("cardToken", "required")
+	}
+	for i, it := range b.Items {
+		if it.ProductID == "" {
+			return bad(fmt.Sprintf("items[%d].productId", i), "required")
+		}
+		if it.Quantity < 1 || it.Quantity > 100 {
+			return bad(fmt.Sprintf("items[%d].quantity", i), "must be between 1 and 100")
+		}
+	}
+	return nil
+}
+
+func getOrder(orders Orders) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o, err := orders.GetOrder(r.Context(), &ordersv1.GetOrderRequest{Id: r.PathValue("id")})
+		if err != nil {
+			writeRPCError(w, "orders", err)
+			return
+		}
+		httpmw.WriteJSON(w, http.StatusOK, orderJSON(o))
+	})
+}
+
+// protoFields maps the orders service's field paths to the JSON names clients use.
+var protoFields = strings.NewReplacer("product_id", "productId", "card_token", "cardToken", "idempotency_key", IdempotencyKeyHeader)
+
+// writeRPCError answers for a failed call to dep: client errors keep their meaning (400 naming the
+// field, 404, 409, 402 for a declined card); failures of dep, or of a dependency behind it, are
+// 503/504 naming which one failed.
+func writeRPCError(w http.ResponseWriter, dep string, err error) {
+	st := status.Convert(err)
+	if failed, reason, ok := breaker.FailedDependency(err); ok {
+		code := http.StatusServiceUnavailable
+		if st.Code() == codes.DeadlineExceeded {
+			code = http.StatusGatewayTimeout
+		}
+		msg := failed + " unavailable"
+		if reason == breaker.ReasonCircuitOpen {
+			msg = failed + " unavailable: circuit breaker open"
+		}
+		httpmw.WriteError(w, code, httpmw.Error{Message: msg, Dependency: failed})
+		return
+	}
+	switch st.Code() {
+	case codes.InvalidArgument:
+		field, problem, _ := rpc.FieldViolation(err)
+		field = protoFields.Replace(field)
+		msg := st.Message()
+		if field != "" {
+			msg = field + ": " + problem
+		}
+		httpmw.WriteError(w, http.StatusBadRequest, httpmw.Error{Message: msg, Field: field})
+	case codes.NotFound:
+		httpmw.WriteError(w, http.StatusNotFound, httpmw.Error{Message: st.Message()})
+	case codes.AlreadyExists:
+		httpmw.WriteError(w, http.StatusConflict, httpmw.Error{Message: st.Message(), Field: IdempotencyKeyHeader})
+	case codes.FailedPrecondition:
+		if rpc.Reason(err) == "CARD_DECLINED" {
+			httpmw.WriteError(w, http.StatusPaymentRequired, httpmw.Error{Message: "payment declined", Field: "cardToken"})
+			return
+		}
+		httpmw.WriteError(w, http.StatusConflict, httpmw.Error{Message: st.Message()})
+	case codes.ResourceExhausted:
+		httpmw.WriteError(w, http.StatusTooManyRequests, httpmw.Error{Message: st.Message(), Dependency: dep})
+	case codes.DeadlineExceeded:
+		httpmw.WriteError(w, http.StatusGatewayTimeout, httpmw.Error{Message: dep + " timed out", Dependency: dep})
+	case codes.Canceled:
+		httpmw.WriteError(w, 499, httpmw.Error{Message: "request cancelled"})
+	case codes.Unavailable:
+		httpmw.WriteError(w, http.StatusServiceUnavailable, httpmw.Error{Message: dep + " unavailable: " + st.Message(), Dependency: dep})
+	default:
+		httpmw.WriteError(w, http.StatusBadGateway, httpmw.Error{Message: dep + " failed: " + st.Message(), Dependency: dep})
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

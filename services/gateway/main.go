@@ -1,0 +1,80 @@
+// Command gateway is the shop's public HTTP/JSON API: it lists products (catalog) and places and
+// reads orders (orders), calling both over gRPC.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"meshplane.dev/mesh/config"
+	"meshplane.dev/mesh/service"
+	"meshplane.dev/mesh/telemetry"
+	catalogv1 "meshplane.dev/services/proto/catalog/v1"
+	ordersv1 "meshplane.dev/services/proto/orders/v1"
+
+	"meshplane.dev/services/gateway/internal/api"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg := DefaultConfig()
+	if len(args) == 1 && args[0] == "-config-doc" {
+		doc, err := config.Markdown(&cfg)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(stdout, doc)
+		return err
+	}
+	if err := config.Load(&cfg, args, getenv, stderr); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+
+	rt, err := service.Start("gateway", cfg.Config, stdout)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	catalogConn, _, err := rt.Dial("catalog", cfg.CatalogTarget, cfg.ClientConfig)
+	if err != nil {
+		return err
+	}
+	defer catalogConn.Close()
+	ordersConn, _, err := rt.Dial("orders", cfg.OrdersTarget, cfg.ClientConfig)
+	if err != nil {
+		return err
+	}
+	defer ordersConn.Close()
+
+	lis, err := service.Listen("http", cfg.HTTPAddr)
+	if err != nil {
+		return err
+	}
+	handler := api.NewServer(rt.Logger, telemetry.NewHTTPMetrics(rt.Registry), rt.Faults,
+		catalogv1.NewCatalogServiceClient(catalogConn), ordersv1.NewOrderServiceClient(ordersConn))
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	return rt.Serve(ctx, service.Traffic{Server: service.HTTPServer{Server: srv}, Listener: lis, Tags: []string{"http"}})
+}

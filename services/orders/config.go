@@ -1,0 +1,41 @@
+package main
+
+import "meshplane.dev/mesh/service"
+
+// Config is the orders service's configuration.
+type Config struct {
+	GRPCAddr       string `env:"GRPC_ADDR" help:"Listen address of the gRPC server (OrderService, grpc.health.v1)."`
+	CatalogTarget  string `env:"CATALOG_TARGET" help:"gRPC target of catalog: host:port, consul:///catalog, dns:///catalog.shop.svc.cluster.local:9010 or xds:///..."`
+	PaymentsTarget string `env:"PAYMENTS_TARGET" help:"gRPC target of payments, in the same forms."`
+	service.ClientConfig
+	service.Config
+}
+
+// DefaultConfig returns the defaults: gRPC on 127.0.0.1:9020, admin on 127.0.0.1:9021, catalog and
+// payments at their own defaults.
+func DefaultConfig() Config {
+	return Config{
+		GRPCAddr:       "127.0.0.1:9020",
+		CatalogTarget:  "127.0.0.1:9010",
+		PaymentsTarget: "127.0.0.1:9030",
+		ClientConfig:   service.DefaultClientConfig(),
+		Config:         service.DefaultConfig("127.0.0.1:9021"),
+	}
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	if err := service.ValidAddr("GRPC_ADDR", c.GRPCAddr); err != nil {
+		return err
+	}
+	if err := service.ValidTarget("CATALOG_TARGET", c.CatalogTarget); err != nil {
+		return err
+	}
+	if err := service.ValidTarget("PAYMENTS_TARGET", c.PaymentsTarget); err != nil {
+		return err
+	}
+	if err := c.ClientConfig.Validate(); err != nil {
+		return err
+	}
+	return c.Config.Validate()
+}

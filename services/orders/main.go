@@ -1,0 +1,79 @@
+// Command orders places and reads the shop's orders over gRPC (meshplane.orders.v1.OrderService):
+// it validates items against catalog, charges through payments and stores an order only once paid,
+// once per idempotency key.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"meshplane.dev/mesh/config"
+	"meshplane.dev/mesh/service"
+	catalogv1 "meshplane.dev/services/proto/catalog/v1"
+	ordersv1 "meshplane.dev/services/proto/orders/v1"
+	paymentsv1 "meshplane.dev/services/proto/payments/v1"
+
+	"meshplane.dev/services/orders/internal/server"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "orders:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg := DefaultConfig()
+	if len(args) == 1 && args[0] == "-config-doc" {
+		doc, err := config.Markdown(&cfg)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(stdout, doc)
+		return err
+	}
+	if err := config.Load(&cfg, args, getenv, stderr); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+
+	rt, err := service.Start("orders", cfg.Config, stdout)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	catalogConn, _, err := rt.Dial("catalog", cfg.CatalogTarget, cfg.ClientConfig)
+	if err != nil {
+		return err
+	}
+	defer catalogConn.Close()
+	paymentsConn, _, err := rt.Dial("payments", cfg.PaymentsTarget, cfg.ClientConfig)
+	if err != nil {
+		return err
+	}
+	defer paymentsConn.Close()
+
+	lis, err := service.Listen("grpc", cfg.GRPCAddr)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(rt.GRPCServerOptions()...)
+	ordersv1.RegisterOrderServiceServer(srv, server.New(rt.Logger, rt.Registry,
+		catalogv1.NewCatalogServiceClient(catalogConn), paymentsv1.NewPaymentServiceClient(paymentsConn)))
+	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())
+	rt.GRPCServerMetrics().InitializeMetrics(srv)
+	return rt.Serve(ctx, service.Traffic{Server: service.GRPC(srv), Listener: lis, Tags: []string{"grpc"}})
+}

@@ -1,0 +1,127 @@
+package server_test
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"meshplane.dev/mesh/rpc"
+	"meshplane.dev/mesh/telemetry/metricstest"
+	paymentsv1 "meshplane.dev/services/proto/payments/v1"
+
+	"meshplane.dev/services/payments/internal/server"
+)
+
+func newServer(t *testing.T) (*server.Server, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	return server.New(slog.New(slog.DiscardHandler), reg), reg
+}
+
+func charges(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	f, err := metricstest.Gather(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, r := range []string{"charged", "duplicate", "declined", "failed"} {
+		out[r] = f.Value("meshplane_payments_charges_total", map[string]string{"result": r})
+	}
+	return out
+}
+
+func req(key string, amount int64) *paymentsv1.ChargeRequest {
+	return &paymentsv1.ChargeRequest{IdempotencyKey: key, AmountCents: amount, Currency: "EUR", CardToken: "tok_visa"}
+}
+
+func TestChargeIsDeduplicatedByKey(t *testing.T) {
+	s, reg := newServer(t)
+	ctx := context.Background()
+	first, err := s.Charge(ctx, req("k1", 1250))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.Charge(ctx, req("k1", 1250))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.GetChargeId() != first.GetChargeId() || !again.GetDuplicate() || first.GetDuplicate() {
+		t.Errorf("retry: got %v after %v, want the same charge id marked duplicate", again, first)
+	}
+	if _, err := s.Charge(ctx, req("k1", 999)); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("same key, other amount: got %v, want AlreadyExists", err)
+	}
+	if diff := cmp.Diff(map[string]float64{"charged": 1, "duplicate": 1, "declined": 0, "failed": 1}, charges(t, reg)); diff != "" {
+		t.Errorf("charges (-want +got):\n%s", diff)
+	}
+}
+
+func TestConcurrentRetriesChargeOnce(t *testing.T) {
+	s, reg := newServer(t)
+	var wg sync.WaitGroup
+	ids := make([]string, 8)
+	for i := range ids {
+		wg.Go(func() {
+			r, err := s.Charge(context.Background(), req("same", 500))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = r.GetChargeId()
+		})
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("charge ids: got %v, want one id", ids)
+		}
+	}
+	if got := charges(t, reg)["charged"]; got != 1 {
+		t.Errorf("charged: got %v want 1", got)
+	}
+}
+
+func TestChargeRejectsInvalidInputNamingTheField(t *testing.T) {
+	tests := []struct {
+		name  string
+		req   *paymentsv1.ChargeRequest
+		field string
+	}{
+		{"no key", req("", 100), "idempotency_key"},
+		{"zero amount", req("k", 0), "amount_cents"},
+		{"bad currency", &paymentsv1.ChargeRequest{IdempotencyKey: "k", AmountCents: 1, Currency: "euro", CardToken: "t"}, "currency"},
+		{"no card", &paymentsv1.ChargeRequest{IdempotencyKey: "k", AmountCents: 1, Currency: "EUR"}, "card_token"},
+	}
+	s, _ := newServer(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.Charge(context.Background(), tt.req)
+			field, _, ok := rpc.FieldViolation(err)
+			if status.Code(err) != codes.InvalidArgument || !ok || field != tt.field {
+				t.Errorf("got %v (field %q), want InvalidArgument naming %s", err, field, tt.field)
+			}
+		})
+	}
+}
+
+func TestDeclinedCardIsNotStored(t *testing.T) {
+	s, reg := newServer(t)
+	r := req("k", 100)
+	r.CardToken = server.DeclineToken
+	for range 2 {
+		_, err := s.Charge(context.Background(), r)
+		if status.Code(err) != codes.FailedPrecondition || rpc.Reason(err) != server.ReasonCardDeclined {
+			t.Errorf("got %v, want FailedPrecondition CARD_DECLINED", err)
+		}
+	}
+	if diff := cmp.Diff(map[string]float64{"charged": 0, "duplicate": 0, "declined": 2, "failed": 0}, charges(t, reg)); diff != "" {
+		t.Errorf("charges (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,64 @@
+// Command payments charges cards for the shop over gRPC (meshplane.payments.v1.PaymentService),
+// exactly once per idempotency key.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"meshplane.dev/mesh/config"
+	"meshplane.dev/mesh/service"
+	paymentsv1 "meshplane.dev/services/proto/payments/v1"
+
+	"meshplane.dev/services/payments/internal/server"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "payments:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg := DefaultConfig()
+	if len(args) == 1 && args[0] == "-config-doc" {
+		doc, err := config.Markdown(&cfg)
+		if err != nil {
+			return err
+		}
+		_, err = io.WriteString(stdout, doc)
+		return err
+	}
+	if err := config.Load(&cfg, args, getenv, stderr); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration: %w", err)
+	}
+
+	rt, err := service.Start("payments", cfg.Config, stdout)
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	lis, err := service.Listen("grpc", cfg.GRPCAddr)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(rt.GRPCServerOptions()...)
+	paymentsv1.RegisterPaymentServiceServer(srv, server.New(rt.Logger, rt.Registry))
+	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())
+	rt.GRPCServerMetrics().InitializeMetrics(srv)
+	return rt.Serve(ctx, service.Traffic{Server: service.GRPC(srv), Listener: lis, Tags: []string{"grpc"}})
+}
