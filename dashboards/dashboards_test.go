@@ -3,6 +3,7 @@ package dashboards_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/prometheus/prometheus/promql/parser"
+	"go.yaml.in/yaml/v3"
 
 	"meshplane.dev/dashboards"
 	"meshplane.dev/dashboards/internal/dashboardtest"
@@ -366,4 +368,22 @@ func deref[T any](p *T) T {
 		return zero
 	}
 	return *p
+}
+
+// generatedRules reads the committed rule file.
+func generatedRules(t *testing.T) []rules.Rule {
+	t.Helper()
+	b, err := os.ReadFile(dashboardtest.RulesFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f rules.File
+	if err := yaml.Unmarshal(b, &f); err != nil {
+		t.Fatal(err)
+	}
+	var out []rules.Rule
+	for _, g := range f.Groups {
+		out = append(out, g.Rules...)
+	}
+	return out
 }

@@ -210,3 +210,82 @@ func deref[T any](p *T) T {
 	}
 	return *p
 }
+
+// Query is one PromQL expression to run, and where it comes from.
+type Query struct {
+	Where string
+	Expr  string
+	// Metrics are the metric names it reads.
+	Metrics []string
+}
+
+// PrometheusQueries lists every Prometheus query of the dashboards — panel queries and annotations,
+// variables filled in — and, for each "or" in one, both of its operands as queries of their own.
+func PrometheusQueries(files []File, singles map[string]string) ([]Query, error) {
+	var out []Query
+	add := func(where, expr string) error {
+		parsed, err := Parse(expr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		out = append(out, Query{Where: where, Expr: expr, Metrics: metricNames(parsed)})
+		for i, sides := range OrSides(parsed) {
+			for j, side := range sides {
+				p, err := Parse(side)
+				if err != nil {
+					return fmt.Errorf("%s: or operand: %w", where, err)
+				}
+				out = append(out, Query{Where: fmt.Sprintf("%s, operand %d of \"or\" #%d", where, j+1, i+1), Expr: side, Metrics: metricNames(p)})
+			}
+		}
+		return nil
+	}
+	for _, f := range files {
+		d := f.Dashboard
+		values, err := Values(d, singles)
+		if err != nil {
+			return nil, err
+		}
+		targets, err := Targets(d)
+		if err != nil {
+			return nil, err
+		}
+		for _, tg := range targets {
+			if tg.Datasource != "prometheus" {
+				continue
+			}
+			expr, err := Substitute(tg.Expr, values)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", tg, err)
+			}
+			if err := add(tg.String(), expr); err != nil {
+				return nil, err
+			}
+		}
+		for _, a := range d.Annotations.List {
+			if a.Expr == nil {
+				continue
+			}
+			expr, err := Substitute(*a.Expr, values)
+			if err != nil {
+				return nil, err
+			}
+			if err := add(deref(d.Uid)+" annotation "+a.Name, expr); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+func metricNames(e parser.Expr) []string {
+	var out []string
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok && !slices.Contains(out, vs.Name) {
+			out = append(out, vs.Name)
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return out
+}
