@@ -222,3 +222,6 @@ func (f *field) String() string {
 
 // Set implements flag.Value.
 func (f *field) Set(s string) error { return f.set(s) }
+
+// IsBoolFlag lets boolean settings be given as a bare flag (-consul-register).
+func (f *field) IsBoolFlag() bool { return f.v.IsValid() && f.v.Kind() == reflect.Bool }

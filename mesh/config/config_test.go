@@ -33,7 +33,7 @@ func defaults() cfg {
 func TestLoadPrecedenceFlagThenEnvThenDefault(t *testing.T) {
 	env := map[string]string{"GRPC_ADDR": "127.0.0.1:1", "CALL_TIMEOUT": "250ms", "TAGS": "a, b,", "LOG_LEVEL": "debug"}
 	got := defaults()
-	err := config.Load(&got, []string{"-grpc-addr", "127.0.0.1:2", "-rate=0.5", "-verbose=true"},
+	err := config.Load(&got, []string{"-grpc-addr", "127.0.0.1:2", "-rate=0.5", "-verbose"},
 		func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
