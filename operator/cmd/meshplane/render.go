@@ -1,0 +1,55 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+
+	"meshplane.dev/operator/internal/desiredstate"
+	"meshplane.dev/operator/internal/render"
+)
+
+func runRender(_ context.Context, s streams, args []string) error {
+	fs := flag.NewFlagSet("meshplane render", flag.ContinueOnError)
+	fs.SetOutput(s.stderr)
+	var files stringsFlag
+	fs.Var(&files, "f", "file or directory of YAML (TrafficPolicies and the Services they target); repeatable; - reads stdin")
+	explain := fs.Bool("explain", false, "print the effective policy of each TrafficPolicy as a table instead of the objects")
+	namespace := fs.String("namespace", "default", "namespace of documents that set none")
+	defaults := desiredstate.PlatformDefaults()
+	defaults.AddFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintln(s.stderr, "Usage: meshplane render -f PATH [-f PATH...] [--explain]")
+		fmt.Fprintln(s.stderr, "\nWrites the Istio objects the operator would generate, as YAML on stdout. Invalid input writes")
+		fmt.Fprintln(s.stderr, "every problem to stderr, nothing to stdout, and exits 1.")
+		fmt.Fprintln(s.stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return &exitError{code: 2}
+	}
+	if len(files) == 0 || fs.NArg() > 0 {
+		fs.Usage()
+		return &exitError{code: 2}
+	}
+	if err := defaults.Validate(); err != nil {
+		fmt.Fprintln(s.stderr, "meshplane render:", err)
+		return &exitError{code: 2}
+	}
+
+	// Every problem at once: decoding problems, then those of the documents that did decode.
+	in, problems := render.Load(files, s.stdin, *namespace)
+	rendered, invalid := render.Render(in, defaults)
+	if problems = append(problems, invalid...); len(problems) > 0 {
+		fmt.Fprintln(s.stderr, problems.Error())
+		return &exitError{code: 1}
+	}
+	if *explain {
+		return render.WriteExplain(s.stdout, rendered)
+	}
+	return render.WriteYAML(s.stdout, rendered)
+}

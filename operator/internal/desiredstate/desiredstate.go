@@ -1,0 +1,410 @@
+// Package desiredstate turns a TrafficPolicy and its Service into the Istio objects that implement it, and
+// computes the effective policy callers get. It is pure: no client, no clock, no environment. The
+// operator, the `meshplane render` CLI and the tests all call Build, so what is rendered offline is what
+// the operator applies.
+package desiredstate
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networkingapi "istio.io/api/networking/v1alpha3"
+	securityapi "istio.io/api/security/v1beta1"
+	typeapi "istio.io/api/type/v1beta1"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"meshplane.dev/operator/api/v1alpha1"
+)
+
+// Labels every generated object carries.
+const (
+	// LabelManagedBy marks objects Meshplane generated (value ManagedBy).
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedBy is the value of LabelManagedBy.
+	ManagedBy = "meshplane"
+	// LabelPolicy names the TrafficPolicy an object was generated from.
+	LabelPolicy = "traffic.meshplane.dev/policy"
+)
+
+// Defaults are the platform settings a policy inherits where it says nothing.
+type Defaults struct {
+	// Retries apply to a policy that leaves spec.retries unset. They are always written into the
+	// VirtualService, so Istio's own hidden default (which also retries 503s) never applies.
+	Retries v1alpha1.Retries
+	// ClusterDomain completes Service hosts: <svc>.<ns>.svc.<ClusterDomain>.
+	ClusterDomain string
+	// TrustDomain prefixes caller principals: <TrustDomain>/ns/<ns>/sa/<sa>.
+	TrustDomain string
+}
+
+// DefaultRetryOn are the retry conditions of the platform default: failures where the request never
+// reached the application, so retrying cannot repeat a side effect. Unlike Istio's own default, no 503.
+var DefaultRetryOn = []v1alpha1.RetryCondition{"connect-failure", "refused-stream", "unavailable", "cancelled"}
+
+// PlatformDefaults returns Meshplane's defaults: 2 retries on DefaultRetryOn, cluster.local domains.
+func PlatformDefaults() Defaults {
+	attempts := int32(2)
+	return Defaults{
+		Retries:       v1alpha1.Retries{Attempts: &attempts, RetryOn: slices.Clone(DefaultRetryOn)},
+		ClusterDomain: "cluster.local",
+		TrustDomain:   "cluster.local",
+	}
+}
+
+// Validate reports defaults that would generate invalid objects, with the same rules as spec.retries.
+func (d Defaults) Validate() error {
+	spec := v1alpha1.TrafficPolicySpec{TargetRef: v1alpha1.TargetRef{Name: "defaults"}, Retries: d.retries()}
+	var errs []error
+	for _, e := range spec.Validate(nil) {
+		errs = append(errs, fmt.Errorf("default %s", e.Error()))
+	}
+	if d.ClusterDomain == "" {
+		errs = append(errs, errors.New("cluster domain is empty"))
+	}
+	if d.TrustDomain == "" {
+		errs = append(errs, errors.New("trust domain is empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// retries returns the default retry policy; with 0 attempts the conditions and per-try timeout mean
+// nothing, so `--default-retry-attempts=0` alone disables retries.
+func (d Defaults) retries() *v1alpha1.Retries {
+	r := d.Retries
+	if r.Attempts != nil && *r.Attempts == 0 {
+		r.RetryOn, r.PerTryTimeout = nil, nil
+	}
+	return &r
+}
+
+// State is the Istio configuration one TrafficPolicy asks for. Nil objects are not wanted: a policy
+// without circuitBreaker, split or mtls DISABLE needs no DestinationRule (an empty one would still
+// shadow DestinationRules for the host elsewhere), without mtls no PeerAuthentication, without allow no
+// AuthorizationPolicy.
+type State struct {
+	DestinationRule     *networkingv1.DestinationRule
+	VirtualService      *networkingv1.VirtualService
+	PeerAuthentication  *securityv1.PeerAuthentication
+	AuthorizationPolicy *securityv1.AuthorizationPolicy
+	// Effective is the behaviour callers get, defaults included.
+	Effective v1alpha1.EffectivePolicy
+}
+
+// Objects returns the wanted objects in apply order: the DestinationRule (whose subsets a new route may
+// need) before the VirtualService, then the security policies.
+func (s *State) Objects() []client.Object {
+	var objs []client.Object
+	if s.DestinationRule != nil {
+		objs = append(objs, s.DestinationRule)
+	}
+	objs = append(objs, s.VirtualService)
+	if s.PeerAuthentication != nil {
+		objs = append(objs, s.PeerAuthentication)
+	}
+	if s.AuthorizationPolicy != nil {
+		objs = append(objs, s.AuthorizationPolicy)
+	}
+	return objs
+}
+
+// Spec returns the proto spec of a generated Istio object, to compare with proto.Equal (never
+// reflect.DeepEqual, which trips over protobuf internals); nil for any other object.
+func Spec(obj client.Object) proto.Message {
+	switch o := obj.(type) {
+	case *networkingv1.VirtualService:
+		return &o.Spec
+	case *networkingv1.DestinationRule:
+		return &o.Spec
+	case *securityv1.PeerAuthentication:
+		return &o.Spec
+	case *securityv1.AuthorizationPolicy:
+		return &o.Spec
+	}
+	return nil
+}
+
+// Host returns the fully qualified host of a Service: Istio resolves short names against the namespace
+// of the rule that uses them, so generated objects always spell hosts out.
+func Host(service, namespace, clusterDomain string) string {
+	return service + "." + namespace + ".svc." + clusterDomain
+}
+
+// InvalidError is Build's error when the policy cannot produce valid objects: every problem, each with
+// the field path it concerns.
+type InvalidError struct {
+	Errs field.ErrorList
+}
+
+func (e *InvalidError) Error() string {
+	msgs := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Build returns the Istio objects and effective policy for p. svc is p's target Service; it may be nil
+// when the policy needs no workload selector (no mtls, no allow). An invalid policy, or one whose
+// Service cannot provide a selector, gets an *InvalidError listing every problem.
+func Build(p *v1alpha1.TrafficPolicy, svc *corev1.Service, d Defaults) (*State, error) {
+	if err := d.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid defaults: %w", err)
+	}
+	if errs := p.Validate(); len(errs) > 0 {
+		return nil, &InvalidError{Errs: errs}
+	}
+	spec := &p.Spec
+	target := field.NewPath("spec", "targetRef", "name")
+	svcKey := p.Namespace + "/" + spec.TargetRef.Name
+	if svc != nil && (svc.Name != spec.TargetRef.Name || svc.Namespace != p.Namespace) {
+		return nil, fmt.Errorf("build TrafficPolicy %s/%s: given Service %s/%s, want %s", p.Namespace, p.Name, svc.Namespace, svc.Name, svcKey)
+	}
+	var selector map[string]string
+	if spec.MTLS != nil || spec.Allow != nil {
+		if svc == nil {
+			return nil, &InvalidError{Errs: field.ErrorList{field.Invalid(target, spec.TargetRef.Name,
+				"Service "+svcKey+" not found: mtls and allow need its selector to pick the workloads")}}
+		}
+		// An empty selector would make the PeerAuthentication or AuthorizationPolicy namespace-wide.
+		if len(svc.Spec.Selector) == 0 {
+			return nil, &InvalidError{Errs: field.ErrorList{field.Invalid(target, spec.TargetRef.Name,
+				"Service "+svcKey+" has no selector: mtls and allow need one to pick the workloads")}}
+		}
+		selector = svc.Spec.Selector
+	}
+
+	host := Host(spec.TargetRef.Name, p.Namespace, d.ClusterDomain)
+	retries, isDefault := spec.Retries, false
+	if retries == nil {
+		retries, isDefault = d.retries(), true
+	}
+	s := &State{
+		DestinationRule: destinationRule(p, host),
+		VirtualService:  virtualService(p, host, retries),
+		Effective:       effective(spec, host, retries, isDefault),
+	}
+	if spec.MTLS != nil {
+		s.PeerAuthentication = peerAuthentication(p, selector)
+	}
+	if spec.Allow != nil {
+		s.AuthorizationPolicy = authorizationPolicy(p, selector, d.TrustDomain)
+	}
+	return s, nil
+}
+
+func objectMeta(p *v1alpha1.TrafficPolicy) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name:      p.Name,
+		Namespace: p.Namespace,
+		Labels:    map[string]string{LabelManagedBy: ManagedBy, LabelPolicy: p.Name},
+	}
+}
+
+func virtualService(p *v1alpha1.TrafficPolicy, host string, r *v1alpha1.Retries) *networkingv1.VirtualService {
+	route := &networkingapi.HTTPRoute{Retries: &networkingapi.HTTPRetry{Attempts: *r.Attempts}}
+	if p.Spec.Timeout != nil {
+		route.Timeout = protoDuration(*p.Spec.Timeout)
+	}
+	if r.PerTryTimeout != nil {
+		route.Retries.PerTryTimeout = protoDuration(*r.PerTryTimeout)
+	}
+	if len(r.RetryOn) > 0 {
+		route.Retries.RetryOn = joinConditions(r.RetryOn)
+	}
+	if p.Spec.Split == nil {
+		route.Route = []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: host}}}
+	}
+	for _, s := range p.Spec.Split {
+		// A weight-0 subset is staged in the DestinationRule but not routed to.
+		if *s.Weight == 0 {
+			continue
+		}
+		route.Route = append(route.Route, &networkingapi.HTTPRouteDestination{
+			Destination: &networkingapi.Destination{Host: host, Subset: s.Subset},
+			Weight:      *s.Weight,
+		})
+	}
+	vs := &networkingv1.VirtualService{ObjectMeta: objectMeta(p)}
+	vs.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind("VirtualService"))
+	vs.Spec.Hosts = []string{host}
+	vs.Spec.Http = []*networkingapi.HTTPRoute{route}
+	return vs
+}
+
+func destinationRule(p *v1alpha1.TrafficPolicy, host string) *networkingv1.DestinationRule {
+	spec := &p.Spec
+	policy := &networkingapi.TrafficPolicy{}
+	if cb := spec.CircuitBreaker; cb != nil {
+		tcp := &networkingapi.ConnectionPoolSettings_TCPSettings{MaxConnections: deref(cb.MaxConnections)}
+		http := &networkingapi.ConnectionPoolSettings_HTTPSettings{
+			Http1MaxPendingRequests:  deref(cb.MaxPendingRequests),
+			Http2MaxRequests:         deref(cb.MaxRequests),
+			MaxRequestsPerConnection: deref(cb.MaxRequestsPerConnection),
+			MaxRetries:               deref(cb.MaxRetries),
+		}
+		// A pool size of 0 is Istio's default (unlimited), so an all-zero section is left out rather
+		// than written as an empty block.
+		pool := &networkingapi.ConnectionPoolSettings{}
+		if tcp.MaxConnections > 0 {
+			pool.Tcp = tcp
+		}
+		if http.Http1MaxPendingRequests > 0 || http.Http2MaxRequests > 0 || http.MaxRequestsPerConnection > 0 || http.MaxRetries > 0 {
+			pool.Http = http
+		}
+		if pool.Tcp != nil || pool.Http != nil {
+			policy.ConnectionPool = pool
+		}
+		outlier := &networkingapi.OutlierDetection{MaxEjectionPercent: deref(cb.MaxEjectionPercent)}
+		if cb.ConsecutiveErrors != nil {
+			// A wrapper, so an explicit 0 (stop ejecting on errors) survives.
+			outlier.Consecutive_5XxErrors = wrapperspb.UInt32(uint32(*cb.ConsecutiveErrors))
+		}
+		if cb.Interval != nil {
+			outlier.Interval = protoDuration(*cb.Interval)
+		}
+		if cb.BaseEjectionTime != nil {
+			outlier.BaseEjectionTime = protoDuration(*cb.BaseEjectionTime)
+		}
+		if cb.ConsecutiveErrors != nil || cb.Interval != nil || cb.BaseEjectionTime != nil || cb.MaxEjectionPercent != nil {
+			policy.OutlierDetection = outlier
+		}
+	}
+	// Only DISABLE gets an explicit tls block: an explicit ISTIO_MUTUAL would turn off auto-mTLS's
+	// plaintext fallback for endpoints without a sidecar.
+	if spec.MTLS != nil && spec.MTLS.Mode == v1alpha1.MTLSDisable {
+		policy.Tls = &networkingapi.ClientTLSSettings{Mode: networkingapi.ClientTLSSettings_DISABLE}
+	}
+	var subsets []*networkingapi.Subset
+	for _, s := range spec.Split {
+		labels := make(map[string]string, len(s.Labels))
+		for k, v := range s.Labels {
+			labels[k] = string(v)
+		}
+		subsets = append(subsets, &networkingapi.Subset{Name: s.Subset, Labels: labels})
+	}
+	if policy.ConnectionPool == nil && policy.OutlierDetection == nil && policy.Tls == nil && subsets == nil {
+		return nil
+	}
+	dr := &networkingv1.DestinationRule{ObjectMeta: objectMeta(p)}
+	dr.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind("DestinationRule"))
+	dr.Spec.Host = host
+	if policy.ConnectionPool != nil || policy.OutlierDetection != nil || policy.Tls != nil {
+		dr.Spec.TrafficPolicy = policy
+	}
+	dr.Spec.Subsets = subsets
+	return dr
+}
+
+func peerAuthentication(p *v1alpha1.TrafficPolicy, selector map[string]string) *securityv1.PeerAuthentication {
+	modes := map[v1alpha1.MTLSMode]securityapi.PeerAuthentication_MutualTLS_Mode{
+		v1alpha1.MTLSStrict:     securityapi.PeerAuthentication_MutualTLS_STRICT,
+		v1alpha1.MTLSPermissive: securityapi.PeerAuthentication_MutualTLS_PERMISSIVE,
+		v1alpha1.MTLSDisable:    securityapi.PeerAuthentication_MutualTLS_DISABLE,
+	}
+	pa := &securityv1.PeerAuthentication{ObjectMeta: objectMeta(p)}
+	pa.SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind("PeerAuthentication"))
+	pa.Spec.Selector = &typeapi.WorkloadSelector{MatchLabels: cloneMap(selector)}
+	pa.Spec.Mtls = &securityapi.PeerAuthentication_MutualTLS{Mode: modes[p.Spec.MTLS.Mode]}
+	return pa
+}
+
+func authorizationPolicy(p *v1alpha1.TrafficPolicy, selector map[string]string, trustDomain string) *securityv1.AuthorizationPolicy {
+	var principals []string
+	for _, c := range p.Spec.Allow {
+		ns := cmp.Or(c.Namespace, p.Namespace)
+		principals = append(principals, trustDomain+"/ns/"+ns+"/sa/"+c.ServiceAccount)
+	}
+	// Sorted and unique, so reordering the allow list in Git changes nothing in the cluster.
+	slices.Sort(principals)
+	principals = slices.Compact(principals)
+	ap := &securityv1.AuthorizationPolicy{ObjectMeta: objectMeta(p)}
+	ap.SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind("AuthorizationPolicy"))
+	ap.Spec.Selector = &typeapi.WorkloadSelector{MatchLabels: cloneMap(selector)}
+	ap.Spec.Action = securityapi.AuthorizationPolicy_ALLOW
+	ap.Spec.Rules = []*securityapi.Rule{{From: []*securityapi.Rule_From{{Source: &securityapi.Source{Principals: principals}}}}}
+	return ap
+}
+
+func effective(spec *v1alpha1.TrafficPolicySpec, host string, r *v1alpha1.Retries, isDefault bool) v1alpha1.EffectivePolicy {
+	e := v1alpha1.EffectivePolicy{
+		Host:              host,
+		Attempts:          *r.Attempts,
+		DefaultRetries:    isDefault,
+		WorstCaseAttempts: 1 + *r.Attempts,
+	}
+	for _, c := range r.RetryOn {
+		e.RetryOn = append(e.RetryOn, string(c))
+	}
+	var timeout, perTry time.Duration
+	if spec.Timeout != nil {
+		timeout = mustParse(*spec.Timeout)
+		e.Timeout = timeout.String()
+	}
+	if r.PerTryTimeout != nil && *r.Attempts > 0 {
+		perTry = mustParse(*r.PerTryTimeout)
+		e.PerTryTimeout = perTry.String()
+	}
+	// Without a per-try timeout an attempt is bounded only by the route timeout; with both, the route
+	// timeout cuts the retry chain short (istio/istio#21137).
+	var wait time.Duration
+	switch {
+	case timeout > 0 && perTry > 0:
+		wait = min(timeout, time.Duration(e.WorstCaseAttempts)*perTry)
+	case timeout > 0:
+		wait = timeout
+	case perTry > 0:
+		wait = time.Duration(e.WorstCaseAttempts) * perTry
+	}
+	if wait > 0 {
+		e.WorstCaseWait = wait.String()
+	}
+	return e
+}
+
+func joinConditions(cs []v1alpha1.RetryCondition) string {
+	s := make([]string, len(cs))
+	for i, c := range cs {
+		s[i] = string(c)
+	}
+	return strings.Join(s, ",")
+}
+
+// mustParse parses a duration Validate has accepted.
+func mustParse(d v1alpha1.Duration) time.Duration {
+	v, err := d.Parse()
+	if err != nil {
+		panic(fmt.Sprintf("duration %q passed validation but does not parse: %v", d, err))
+	}
+	return v
+}
+
+func protoDuration(d v1alpha1.Duration) *durationpb.Duration {
+	return durationpb.New(mustParse(d))
+}
+
+func deref(p *int32) int32 {
+	if p == nil {
+		return 0
+	}
+	return *p
+}
+
+func cloneMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

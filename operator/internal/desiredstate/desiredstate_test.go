@@ -1,0 +1,275 @@
+package desiredstate_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/durationpb"
+	networkingapi "istio.io/api/networking/v1alpha3"
+	securityapi "istio.io/api/security/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/desiredstate"
+	pt "meshplane.dev/operator/internal/policytest"
+)
+
+func build(t *testing.T, p *v1alpha1.TrafficPolicy, d desiredstate.Defaults) *desiredstate.State {
+	t.Helper()
+	s, err := desiredstate.Build(p, pt.Service(p.Namespace, p.Spec.TargetRef.Name), d)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	return s
+}
+
+const host = "orders.shop.svc.cluster.local"
+
+// The route's retries block is always explicit: unset retries become the platform default, never Istio's
+// hidden one (which also retries 503s).
+func TestRetriesAreAlwaysExplicit(t *testing.T) {
+	custom := desiredstate.PlatformDefaults()
+	*custom.Retries.Attempts = 1
+	custom.Retries.RetryOn = []v1alpha1.RetryCondition{"connect-failure"}
+	custom.Retries.PerTryTimeout = pt.Duration("2s")
+	off := desiredstate.PlatformDefaults()
+	*off.Retries.Attempts = 0 // retryOn left at the default: attempts 0 alone disables retries
+
+	tests := []struct {
+		name     string
+		policy   *v1alpha1.TrafficPolicy
+		defaults desiredstate.Defaults
+		want     *networkingapi.HTTPRetry
+	}{
+		{"unset uses platform default", pt.Policy("shop", "orders"), desiredstate.PlatformDefaults(),
+			&networkingapi.HTTPRetry{Attempts: 2, RetryOn: "connect-failure,refused-stream,unavailable,cancelled"}},
+		{"unset uses configured default", pt.Policy("shop", "orders"), custom,
+			&networkingapi.HTTPRetry{Attempts: 1, RetryOn: "connect-failure", PerTryTimeout: durationpb.New(2e9)}},
+		{"default of 0 attempts disables", pt.Policy("shop", "orders"), off,
+			&networkingapi.HTTPRetry{Attempts: 0}},
+		{"explicit 0 attempts", pt.Policy("shop", "orders", pt.Retries(0, "")), desiredstate.PlatformDefaults(),
+			&networkingapi.HTTPRetry{Attempts: 0}},
+		{"retryOn replaces the default list", pt.Policy("shop", "orders", pt.Timeout("3s"), pt.Retries(3, "1s", "5xx", "503")), desiredstate.PlatformDefaults(),
+			&networkingapi.HTTPRetry{Attempts: 3, PerTryTimeout: durationpb.New(1e9), RetryOn: "5xx,503"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vs := build(t, tt.policy, tt.defaults).VirtualService
+			if len(vs.Spec.Http) != 1 {
+				t.Fatalf("got %d HTTP routes, want 1", len(vs.Spec.Http))
+			}
+			if diff := cmp.Diff(tt.want, vs.Spec.Http[0].Retries, protocmp.Transform()); diff != "" {
+				t.Errorf("retries (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Zeros that mean something must reach the written document even though proto JSON drops them.
+func TestExplicitZerosAreWritten(t *testing.T) {
+	p := pt.Policy("shop", "orders", pt.Retries(0, ""), pt.MTLS(v1alpha1.MTLSDisable), pt.Allow("gateway"),
+		pt.CircuitBreaker(v1alpha1.CircuitBreaker{ConsecutiveErrors: pt.Int32(0)}))
+	s := build(t, p, desiredstate.PlatformDefaults())
+	tests := []struct {
+		obj  string
+		path []string
+		want any
+	}{
+		{"VirtualService", []string{"spec", "http", "0", "retries", "attempts"}, int64(0)},
+		{"DestinationRule", []string{"spec", "trafficPolicy", "tls", "mode"}, "DISABLE"},
+		{"DestinationRule", []string{"spec", "trafficPolicy", "outlierDetection", "consecutive5xxErrors"}, float64(0)},
+		{"AuthorizationPolicy", []string{"spec", "action"}, "ALLOW"},
+	}
+	docs := map[string]*unstructured.Unstructured{}
+	for _, obj := range s.Objects() {
+		u, err := desiredstate.Unstructured(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs[u.GetKind()] = u
+	}
+	for _, tt := range tests {
+		got, ok := lookup(docs[tt.obj].Object, tt.path)
+		if !ok || got != tt.want {
+			t.Errorf("%s %s = %v (present %v), want %v", tt.obj, strings.Join(tt.path, "."), got, ok, tt.want)
+		}
+	}
+	if _, ok := docs["VirtualService"].Object["status"]; ok {
+		t.Errorf("VirtualService document carries status; want spec only")
+	}
+}
+
+func lookup(m any, path []string) (any, bool) {
+	for _, k := range path {
+		switch v := m.(type) {
+		case map[string]any:
+			m = v[k]
+		case []any:
+			if k != "0" || len(v) == 0 {
+				return nil, false
+			}
+			m = v[0]
+		default:
+			return nil, false
+		}
+		if m == nil {
+			return nil, false
+		}
+	}
+	return m, true
+}
+
+func TestObjectsWanted(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy *v1alpha1.TrafficPolicy
+		want   []string // kinds in apply order
+	}{
+		{"timeout only needs no DestinationRule", pt.Policy("shop", "orders", pt.Timeout("1s")), []string{"VirtualService"}},
+		{"STRICT needs no DestinationRule tls", pt.Policy("shop", "orders", pt.MTLS(v1alpha1.MTLSStrict)), []string{"VirtualService", "PeerAuthentication"}},
+		{"DISABLE tells callers too", pt.Policy("shop", "orders", pt.MTLS(v1alpha1.MTLSDisable)), []string{"DestinationRule", "VirtualService", "PeerAuthentication"}},
+		{"split", pt.Policy("shop", "orders", pt.Split("v1", 90, "v2", 10)), []string{"DestinationRule", "VirtualService"}},
+		{"circuit breaker", pt.Policy("shop", "orders", pt.CircuitBreaker(v1alpha1.CircuitBreaker{MaxRetries: pt.Int32(3)})), []string{"DestinationRule", "VirtualService"}},
+		{"allow", pt.Policy("shop", "orders", pt.Allow("gateway")), []string{"VirtualService", "AuthorizationPolicy"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, obj := range build(t, tt.policy, desiredstate.PlatformDefaults()).Objects() {
+				got = append(got, obj.GetObjectKind().GroupVersionKind().Kind)
+				if obj.GetName() != "orders" || obj.GetNamespace() != "shop" {
+					t.Errorf("%T named %s/%s, want shop/orders", obj, obj.GetNamespace(), obj.GetName())
+				}
+				want := map[string]string{"app.kubernetes.io/managed-by": "meshplane", "traffic.meshplane.dev/policy": "orders"}
+				if diff := cmp.Diff(want, obj.GetLabels()); diff != "" {
+					t.Errorf("%T labels (-want +got):\n%s", obj, diff)
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("objects (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSplitRoutesOnlyToDefinedSubsets(t *testing.T) {
+	s := build(t, pt.Policy("shop", "orders", pt.Split("v1", 100, "v2", 0)), desiredstate.PlatformDefaults())
+	wantSubsets := []*networkingapi.Subset{
+		{Name: "v1", Labels: map[string]string{"version": "v1"}},
+		{Name: "v2", Labels: map[string]string{"version": "v2"}},
+	}
+	if diff := cmp.Diff(wantSubsets, s.DestinationRule.Spec.Subsets, protocmp.Transform()); diff != "" {
+		t.Errorf("subsets (-want +got):\n%s", diff)
+	}
+	// The weight-0 subset is staged in the DestinationRule but gets no route.
+	wantRoute := []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: host, Subset: "v1"}, Weight: 100}}
+	if diff := cmp.Diff(wantRoute, s.VirtualService.Spec.Http[0].Route, protocmp.Transform()); diff != "" {
+		t.Errorf("route (-want +got):\n%s", diff)
+	}
+	if s.DestinationRule.Spec.Host != host || s.VirtualService.Spec.Hosts[0] != host {
+		t.Errorf("hosts %q and %q, want the FQDN %q", s.DestinationRule.Spec.Host, s.VirtualService.Spec.Hosts, host)
+	}
+}
+
+func TestAllowListsPrincipals(t *testing.T) {
+	d := desiredstate.PlatformDefaults()
+	d.TrustDomain = "corp.example"
+	s := build(t, pt.Policy("shop", "orders", pt.Allow("gateway", "tools/loadgen", "shop/gateway")), d)
+	want := &securityapi.AuthorizationPolicy{
+		Selector: s.AuthorizationPolicy.Spec.Selector,
+		Action:   securityapi.AuthorizationPolicy_ALLOW,
+		Rules: []*securityapi.Rule{{From: []*securityapi.Rule_From{{Source: &securityapi.Source{
+			// Sorted and unique: the policy's namespace is the default, so gateway and shop/gateway are one.
+			Principals: []string{"corp.example/ns/shop/sa/gateway", "corp.example/ns/tools/sa/loadgen"},
+		}}}}},
+	}
+	if diff := cmp.Diff(want, &s.AuthorizationPolicy.Spec, protocmp.Transform()); diff != "" {
+		t.Errorf("AuthorizationPolicy (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]string{"app": "orders"}, s.AuthorizationPolicy.Spec.Selector.MatchLabels); diff != "" {
+		t.Errorf("selector is not the Service's (-want +got):\n%s", diff)
+	}
+}
+
+func TestEffectivePolicy(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy *v1alpha1.TrafficPolicy
+		want   v1alpha1.EffectivePolicy
+	}{
+		{"nothing set", pt.Policy("shop", "orders"), v1alpha1.EffectivePolicy{
+			Attempts: 2, RetryOn: []string{"connect-failure", "refused-stream", "unavailable", "cancelled"}, DefaultRetries: true,
+			WorstCaseAttempts: 3}},
+		{"timeout only", pt.Policy("shop", "orders", pt.Timeout("3s"), pt.Retries(2, "")), v1alpha1.EffectivePolicy{
+			Timeout: "3s", Attempts: 2, WorstCaseAttempts: 3, WorstCaseWait: "3s"}},
+		{"per-try only", pt.Policy("shop", "orders", pt.Retries(2, "500ms")), v1alpha1.EffectivePolicy{
+			Attempts: 2, PerTryTimeout: "500ms", WorstCaseAttempts: 3, WorstCaseWait: "1.5s"}},
+		{"timeout cuts the retry chain", pt.Policy("shop", "orders", pt.Timeout("2s"), pt.Retries(3, "1s")), v1alpha1.EffectivePolicy{
+			Timeout: "2s", Attempts: 3, PerTryTimeout: "1s", WorstCaseAttempts: 4, WorstCaseWait: "2s"}},
+		{"retry chain within timeout", pt.Policy("shop", "orders", pt.Timeout("1m30s"), pt.Retries(1, "10s", "reset")), v1alpha1.EffectivePolicy{
+			Timeout: "1m30s", Attempts: 1, PerTryTimeout: "10s", RetryOn: []string{"reset"}, WorstCaseAttempts: 2, WorstCaseWait: "20s"}},
+		{"retries off", pt.Policy("shop", "orders", pt.Timeout("2s"), pt.Retries(0, "")), v1alpha1.EffectivePolicy{
+			Timeout: "2s", Attempts: 0, WorstCaseAttempts: 1, WorstCaseWait: "2s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.want.Host = host
+			got := build(t, tt.policy, desiredstate.PlatformDefaults()).Effective
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("effective policy (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestBuildRejects(t *testing.T) {
+	noSelector := pt.Service("shop", "orders")
+	noSelector.Spec.Selector = nil
+	tests := []struct {
+		name   string
+		policy *v1alpha1.TrafficPolicy
+		svc    *corev1.Service
+		want   []string
+	}{
+		{"invalid spec", pt.Policy("shop", "orders", pt.Timeout("0s"), pt.MTLS("ON")), pt.Service("shop", "orders"),
+			[]string{"spec.timeout", "spec.mtls.mode"}},
+		{"mtls without the Service", pt.Policy("shop", "orders", pt.MTLS(v1alpha1.MTLSStrict)), nil,
+			[]string{`spec.targetRef.name: Invalid value: "orders": Service shop/orders not found`}},
+		{"allow without a selector", pt.Policy("shop", "orders", pt.Allow("gateway")), noSelector,
+			[]string{`Service shop/orders has no selector`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := desiredstate.Build(tt.policy, tt.svc, desiredstate.PlatformDefaults())
+			if _, ok := errors.AsType[*desiredstate.InvalidError](err); !ok {
+				t.Fatalf("Build error = %v, want *InvalidError", err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+	// Without mtls or allow the Service is not needed: its host is enough.
+	if _, err := desiredstate.Build(pt.Policy("shop", "orders", pt.Timeout("1s")), nil, desiredstate.PlatformDefaults()); err != nil {
+		t.Errorf("Build without Service for a timeout-only policy: %v", err)
+	}
+}
+
+func TestDefaultsValidate(t *testing.T) {
+	d := desiredstate.PlatformDefaults()
+	d.Retries.RetryOn = []v1alpha1.RetryCondition{"sometimes"}
+	*d.Retries.Attempts = 12
+	err := d.Validate()
+	if err == nil || !strings.Contains(err.Error(), "retries.attempts") || !strings.Contains(err.Error(), "retries.retryOn[0]") {
+		t.Errorf("Validate() = %v, want errors naming retries.attempts and retries.retryOn[0]", err)
+	}
+	if err := desiredstate.PlatformDefaults().Validate(); err != nil {
+		t.Errorf("platform defaults invalid: %v", err)
+	}
+}

@@ -1,0 +1,413 @@
+// Package render is `meshplane render`: it reads TrafficPolicies and Services from YAML, builds the Istio
+// objects with the same desiredstate.Build the operator uses, and writes them as YAML in a stable order,
+// or the effective policies as a table. It never writes partial output: either everything renders or
+// every problem is reported.
+package render
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	jsonserializer "k8s.io/apimachinery/pkg/runtime/serializer/json"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/desiredstate"
+)
+
+// Stdin is the path that reads standard input.
+const Stdin = "-"
+
+// Problem is one thing wrong with the input, printed as `FILE: TrafficPolicy NS/NAME: spec.FIELD: message`.
+type Problem struct {
+	File   string
+	Object string // "TrafficPolicy shop/orders", or empty when the document has no identity yet
+	Detail string
+}
+
+func (p Problem) String() string {
+	if p.Object == "" {
+		return p.File + ": " + p.Detail
+	}
+	return p.File + ": " + p.Object + ": " + p.Detail
+}
+
+// Problems is every problem found; rendering stops short of output when there is one.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Inputs are the documents render reads.
+type Inputs struct {
+	Policies []Policy
+	Services []Service
+}
+
+// Policy is a TrafficPolicy and the file it came from.
+type Policy struct {
+	File string
+	*v1alpha1.TrafficPolicy
+}
+
+// Service is a Service and the file it came from.
+type Service struct {
+	File string
+	*corev1.Service
+}
+
+// Rendered is one policy's generated objects.
+type Rendered struct {
+	Policy *v1alpha1.TrafficPolicy
+	State  *desiredstate.State
+}
+
+var (
+	scheme  = runtime.NewScheme()
+	decoder = jsonserializer.NewSerializerWithOptions(jsonserializer.DefaultMetaFactory, scheme, scheme,
+		jsonserializer.SerializerOptions{Strict: true})
+	policyGVK  = v1alpha1.GroupVersion.WithKind("TrafficPolicy")
+	serviceGVK = corev1.SchemeGroupVersion.WithKind("Service")
+)
+
+func init() {
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+	utilruntime.Must(corev1.AddToScheme(scheme))
+}
+
+// Load reads every path (a file, a directory of .yaml/.yml/.json files, or Stdin) and decodes the
+// TrafficPolicies and Services in them. Other kinds are skipped, so a directory of full manifests
+// works; unknown fields and unknown kinds of our own group are problems. Documents without a namespace
+// get namespace.
+func Load(paths []string, stdin io.Reader, namespace string) (*Inputs, Problems) {
+	in := &Inputs{}
+	var problems Problems
+	for _, path := range paths {
+		files, err := expand(path)
+		if err != nil {
+			problems = append(problems, Problem{File: path, Detail: err.Error()})
+			continue
+		}
+		for _, file := range files {
+			var data []byte
+			if file == Stdin {
+				data, err = io.ReadAll(stdin)
+				file = "<stdin>"
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				problems = append(problems, Problem{File: file, Detail: err.Error()})
+				continue
+			}
+			problems = append(problems, in.decode(file, data, namespace)...)
+		}
+	}
+	return in, problems
+}
+
+// expand lists the files a path stands for, in a stable order.
+func expand(path string) ([]string, error) {
+	if path == Stdin {
+		return []string{Stdin}, nil
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.IsDir() {
+		return []string{path}, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, e := range entries {
+		switch filepath.Ext(e.Name()) {
+		case ".yaml", ".yml", ".json":
+			if !e.IsDir() {
+				files = append(files, filepath.Join(path, e.Name()))
+			}
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no .yaml, .yml or .json files in directory")
+	}
+	return files, nil
+}
+
+func (in *Inputs) decode(file string, data []byte, namespace string) Problems {
+	var problems Problems
+	r := yaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for n := 1; ; n++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return problems
+		}
+		if err != nil {
+			return append(problems, Problem{File: file, Detail: fmt.Sprintf("document %d: %v", n, err)})
+		}
+		var tm metav1.TypeMeta
+		if err := sigsyaml.Unmarshal(doc, &tm); err != nil {
+			problems = append(problems, Problem{File: file, Detail: fmt.Sprintf("document %d: %v", n, err)})
+			continue
+		}
+		if tm.APIVersion == "" && tm.Kind == "" {
+			if isEmpty(doc) {
+				continue
+			}
+			problems = append(problems, Problem{File: file, Detail: fmt.Sprintf("document %d: apiVersion and kind are not set", n)})
+			continue
+		}
+		gvk := schema.FromAPIVersionAndKind(tm.APIVersion, tm.Kind)
+		switch {
+		case gvk == policyGVK:
+			p := &v1alpha1.TrafficPolicy{}
+			found, ok := decodeInto(file, n, doc, gvk, p, namespace)
+			if problems = append(problems, found...); !ok {
+				continue
+			}
+			in.Policies = append(in.Policies, Policy{File: file, TrafficPolicy: p})
+		case gvk == serviceGVK:
+			s := &corev1.Service{}
+			found, ok := decodeInto(file, n, doc, gvk, s, namespace)
+			if problems = append(problems, found...); !ok {
+				continue
+			}
+			in.Services = append(in.Services, Service{File: file, Service: s})
+		case gvk.Group == v1alpha1.GroupVersion.Group:
+			problems = append(problems, Problem{File: file, Detail: fmt.Sprintf("document %d: unknown kind %s %s (want %s %s)", n, tm.APIVersion, tm.Kind, v1alpha1.GroupVersion, policyGVK.Kind)})
+		}
+	}
+}
+
+// decodeInto decodes doc into obj and defaults its namespace.
+func decodeInto(file string, n int, doc []byte, gvk schema.GroupVersionKind, obj interface {
+	runtime.Object
+	metav1.Object
+}, namespace string) (Problems, bool) {
+	strict, err := Decode(doc, gvk, obj)
+	id := gvk.Kind
+	if obj.GetName() != "" {
+		obj.SetNamespace(cmp.Or(obj.GetNamespace(), namespace))
+		id = gvk.Kind + " " + obj.GetNamespace() + "/" + obj.GetName()
+	}
+	var problems Problems
+	for _, e := range strict {
+		detail := e.Error()
+		if m := strictField.FindStringSubmatch(detail); m != nil {
+			detail = m[2] + ": " + m[1] + " field"
+		}
+		problems = append(problems, Problem{File: file, Object: id, Detail: detail})
+	}
+	if err != nil {
+		return append(problems, Problem{File: file, Object: id, Detail: fmt.Sprintf("document %d: %v", n, err)}), false
+	}
+	if obj.GetName() == "" {
+		return append(problems, Problem{File: file, Object: id, Detail: fmt.Sprintf("document %d: metadata.name: Required value", n)}), false
+	}
+	return problems, true
+}
+
+// Decode decodes a YAML or JSON document of kind gvk into obj the way the API server reads it: field
+// names are case-sensitive, whole numbers written as floats (2.0) are integers, and unknown or duplicate
+// fields come back as strict errors while the rest of the object still decodes.
+func Decode(doc []byte, gvk schema.GroupVersionKind, obj runtime.Object) (strict []error, err error) {
+	j, err := sigsyaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return nil, err
+	}
+	fresh := obj.DeepCopyObject()
+	_, _, err = decoder.Decode(j, &gvk, obj)
+	if s, ok := runtime.AsStrictDecodingError(err); ok {
+		return s.Errors(), nil
+	}
+	if err == nil {
+		return nil, nil
+	}
+	// A type error. The API server reads numbers into int64 or float64 and accepts a float without a
+	// fraction as an integer, so normalise like that and try again; report the first error otherwise.
+	var v any
+	if utiljson.Unmarshal(j, &v) != nil || !wholeFloatsToInts(&v) {
+		return nil, err
+	}
+	normalized, merr := json.Marshal(v)
+	if merr != nil {
+		return nil, err
+	}
+	reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(fresh).Elem())
+	_, _, err2 := decoder.Decode(normalized, &gvk, obj)
+	if s, ok := runtime.AsStrictDecodingError(err2); ok {
+		return s.Errors(), nil
+	}
+	if err2 != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// wholeFloatsToInts turns floats without a fraction into int64 in a decoded JSON value and reports
+// whether it changed anything.
+func wholeFloatsToInts(v *any) bool {
+	changed := false
+	switch t := (*v).(type) {
+	case float64:
+		if t == math.Trunc(t) && math.Abs(t) < 1<<63 {
+			*v, changed = int64(t), true
+		}
+	case map[string]any:
+		for k, e := range t {
+			if wholeFloatsToInts(&e) {
+				t[k], changed = e, true
+			}
+		}
+	case []any:
+		for i := range t {
+			if wholeFloatsToInts(&t[i]) {
+				changed = true
+			}
+		}
+	}
+	return changed
+}
+
+var strictField = regexp.MustCompile(`^(unknown|duplicate) field "(.+)"$`)
+
+func isEmpty(doc []byte) bool {
+	for _, line := range strings.Split(string(doc), "\n") {
+		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+// Render builds every policy's objects with defaults. It reports every invalid field, missing Service
+// and duplicate target at once, and renders nothing if there is any.
+func Render(in *Inputs, d desiredstate.Defaults) ([]Rendered, Problems) {
+	services := map[string]*corev1.Service{}
+	var problems Problems
+	for _, s := range in.Services {
+		key := s.Namespace + "/" + s.Name
+		if _, dup := services[key]; dup {
+			problems = append(problems, Problem{File: s.File, Object: "Service " + key, Detail: "defined more than once"})
+		}
+		services[key] = s.Service
+	}
+	policies := slices.Clone(in.Policies)
+	slices.SortStableFunc(policies, func(a, b Policy) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	targets := map[string]string{}
+	var out []Rendered
+	for i, p := range policies {
+		id := "TrafficPolicy " + p.Namespace + "/" + p.Name
+		report := func(detail string) { problems = append(problems, Problem{File: p.File, Object: id, Detail: detail}) }
+		if i > 0 && policies[i-1].Namespace == p.Namespace && policies[i-1].Name == p.Name {
+			report("defined more than once")
+			continue
+		}
+		errs := p.Validate()
+		// One Service takes one policy: the first in name order claims it, valid or not, so a second
+		// policy is reported even while the first has problems of its own.
+		target := p.Namespace + "/" + p.Spec.TargetRef.Name
+		if other, taken := targets[target]; taken {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "targetRef", "name"), p.Spec.TargetRef.Name,
+				fmt.Sprintf("Service %s is already governed by TrafficPolicy %s; one Service takes one policy", target, other)))
+		} else {
+			targets[target] = p.Namespace + "/" + p.Name
+		}
+		if len(errs) > 0 {
+			for _, e := range errs {
+				report(e.Error())
+			}
+			continue
+		}
+		state, err := desiredstate.Build(p.TrafficPolicy, services[target], d)
+		if err != nil {
+			if invalid, ok := errors.AsType[*desiredstate.InvalidError](err); ok {
+				for _, e := range invalid.Errs {
+					report(e.Error())
+				}
+				continue
+			}
+			report(err.Error())
+			continue
+		}
+		out = append(out, Rendered{Policy: p.TrafficPolicy, State: state})
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	return out, nil
+}
+
+// WriteYAML writes every generated object as one YAML document, policies in namespace/name order and
+// each policy's objects in apply order.
+func WriteYAML(w io.Writer, rendered []Rendered) error {
+	var buf bytes.Buffer
+	for _, r := range rendered {
+		for _, obj := range r.State.Objects() {
+			u, err := desiredstate.Unstructured(obj)
+			if err != nil {
+				return err
+			}
+			b, err := sigsyaml.Marshal(u.Object)
+			if err != nil {
+				return fmt.Errorf("encode %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+			}
+			buf.WriteString("---\n")
+			buf.Write(b)
+		}
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// WriteExplain writes the effective policy of every rendered policy as a table.
+func WriteExplain(w io.Writer, rendered []Rendered) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POLICY\tHOST\tTIMEOUT\tRETRIES\tPER-TRY\tRETRY-ON\tWORST-CASE ATTEMPTS\tWORST-CASE WAIT\tMTLS")
+	for _, r := range rendered {
+		e := r.State.Effective
+		retries := fmt.Sprint(e.Attempts)
+		if e.DefaultRetries {
+			retries += " (default)"
+		}
+		mtls := "inherited"
+		if r.Policy.Spec.MTLS != nil {
+			mtls = string(r.Policy.Spec.MTLS.Mode)
+		}
+		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Policy.Namespace, r.Policy.Name, e.Host,
+			cmp.Or(e.Timeout, "none"), retries, cmp.Or(e.PerTryTimeout, "-"), cmp.Or(strings.Join(e.RetryOn, ","), "-"),
+			e.WorstCaseAttempts, cmp.Or(e.WorstCaseWait, "unbounded"), mtls)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,278 @@
+package render_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"meshplane.dev/operator/internal/desiredstate"
+	"meshplane.dev/operator/internal/render"
+	"meshplane.dev/operator/internal/testenv"
+)
+
+var (
+	update = flag.Bool("update", false, "rewrite the golden files from the current output")
+	env    *testenv.Env
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	env = testenv.MustStart(testenv.Options{})
+	code := m.Run()
+	if err := env.Stop(); err != nil {
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func renderFiles(t *testing.T, paths ...string) ([]byte, render.Problems) {
+	t.Helper()
+	in, problems := render.Load(paths, nil, "default")
+	rendered, invalid := render.Render(in, desiredstate.PlatformDefaults())
+	if problems = append(problems, invalid...); len(problems) > 0 {
+		return nil, problems
+	}
+	var out bytes.Buffer
+	if err := render.WriteYAML(&out, rendered); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes(), nil
+}
+
+// Each testdata/<case>.yaml (Services and TrafficPolicies) renders to testdata/<case>.golden.yaml. The
+// golden output must also be what Istio accepts: every object passes Istio's CRD schemas on a real API
+// server, and istioctl's analyzers find no error or warning in it together with the Services.
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob(filepath.Join("testdata", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	namespaces := map[string]bool{}
+	for _, input := range inputs {
+		if strings.HasSuffix(input, ".golden.yaml") {
+			continue
+		}
+		name := strings.TrimSuffix(filepath.Base(input), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			got, problems := renderFiles(t, input)
+			if problems != nil {
+				t.Fatalf("render %s:\n%v", input, problems)
+			}
+			golden := strings.TrimSuffix(input, ".yaml") + ".golden.yaml"
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if diff := cmp.Diff(string(want), string(got)); diff != "" {
+				t.Fatalf("render %s differs from %s (-want +got; go test -update rewrites it):\n%s", input, golden, diff)
+			}
+
+			// Istio's CRD schemas (including their CEL rules) accept every object.
+			for _, u := range documents(t, want) {
+				if ns := u.GetNamespace(); !namespaces[ns] {
+					if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+						t.Fatal(err)
+					}
+					namespaces[ns] = true
+				}
+				if err := env.Client.Create(ctx, u, client.DryRunAll, client.FieldValidation("Strict")); err != nil {
+					t.Errorf("API server rejects golden %s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+				}
+			}
+
+			// Istio's analyzers agree, with the Services the objects refer to.
+			services := filepath.Join(t.TempDir(), "services.yaml")
+			if err := os.WriteFile(services, servicesOf(t, input), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			msgs, err := testenv.Analyze(golden, services)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range msgs {
+				if m.Level == "Error" || m.Level == "Warning" {
+					t.Errorf("istioctl analyze %s: %s", golden, m)
+				}
+			}
+		})
+	}
+}
+
+func documents(t *testing.T, data []byte) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	r := yaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 || string(bytes.TrimSpace(doc)) == "---" {
+			continue
+		}
+		u := &unstructured.Unstructured{}
+		if err := sigsyaml.Unmarshal(doc, &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, u)
+	}
+}
+
+func servicesOf(t *testing.T, input string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	for _, u := range documents(t, data) {
+		if u.GetKind() == "Service" {
+			b, err := sigsyaml.Marshal(u.Object)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf.WriteString("---\n")
+			buf.Write(b)
+		}
+	}
+	return buf.Bytes()
+}
+
+// Bad input: every problem at once, each as FILE: KIND NS/NAME: FIELD: message, and nothing rendered.
+func TestProblems(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	services := write("services.yaml", `apiVersion: v1
+kind: Service
+metadata: {name: orders, namespace: shop}
+spec: {selector: {app: orders}}
+---
+# A Deployment is skipped: render reads whole manifest directories.
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: orders, namespace: shop}
+`)
+	policies := write("policies.yaml", `apiVersion: traffic.meshplane.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: orders, namespace: shop}
+spec:
+  targetRef: {name: orders}
+  timeout: 1s
+  retries: {attempts: 2, perTryTimeout: 2s}
+  circuitBreaker: {maxEjectionPercent: 0}
+---
+apiVersion: traffic.meshplane.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: orders-too, namespace: shop}
+spec:
+  targetRef: {name: orders}
+---
+apiVersion: traffic.meshplane.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: payments, namespace: shop}
+spec:
+  targetRef: {name: payments}
+  mtls: {mode: STRICT}
+  retry: {attempts: 1}
+---
+apiVersion: traffic.meshplane.dev/v1alpha1
+kind: TrafficPolicies
+metadata: {name: typo}
+`)
+	out, problems := renderFiles(t, services, policies)
+	if out != nil {
+		t.Errorf("rendered %d bytes despite problems, want nothing", len(out))
+	}
+	var got []string
+	for _, p := range problems {
+		got = append(got, p.String())
+	}
+	want := []string{
+		policies + `: TrafficPolicy shop/payments: spec.retry: unknown field`,
+		policies + `: document 4: unknown kind traffic.meshplane.dev/v1alpha1 TrafficPolicies (want traffic.meshplane.dev/v1alpha1 TrafficPolicy)`,
+		policies + `: TrafficPolicy shop/orders: spec.retries.perTryTimeout: Invalid value: "2s": spec.retries.perTryTimeout must not exceed spec.timeout (1s): each attempt must fit in the whole request`,
+		policies + `: TrafficPolicy shop/orders: spec.circuitBreaker.maxEjectionPercent: Invalid value: 0: must be between 1 and 100 (Istio reads 0 as its 10% default; set consecutiveErrors: 0 to stop ejecting)`,
+		policies + `: TrafficPolicy shop/orders-too: spec.targetRef.name: Invalid value: "orders": Service shop/orders is already governed by TrafficPolicy shop/orders; one Service takes one policy`,
+		policies + `: TrafficPolicy shop/payments: spec.targetRef.name: Invalid value: "payments": Service shop/payments not found: mtls and allow need its selector to pick the workloads`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+}
+
+// A directory reads its YAML files in name order, stdin reads with -, and the output does not depend on
+// the order of the inputs.
+func TestLoadSources(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"b-policy.yaml":  "apiVersion: traffic.meshplane.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: orders}\nspec: {targetRef: {name: orders}, mtls: {mode: STRICT}}\n",
+		"a-service.yml":  "apiVersion: v1\nkind: Service\nmetadata: {name: orders}\nspec: {selector: {app: orders}}\n",
+		"notes.txt":      "not YAML, not read",
+		"c-empty.yaml":   "# nothing\n---\n",
+		"d-catalog.json": `{"apiVersion":"traffic.meshplane.dev/v1alpha1","kind":"TrafficPolicy","metadata":{"name":"catalog","namespace":"web"},"spec":{"targetRef":{"name":"catalog"}}}`,
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, problems := render.Load([]string{dir}, nil, "shop")
+	if problems != nil {
+		t.Fatal(problems)
+	}
+	var got []string
+	for _, p := range in.Policies {
+		got = append(got, p.File+" "+p.Namespace+"/"+p.Name)
+	}
+	for _, s := range in.Services {
+		got = append(got, s.File+" "+s.Namespace+"/"+s.Name)
+	}
+	want := []string{
+		filepath.Join(dir, "b-policy.yaml") + " shop/orders",
+		filepath.Join(dir, "d-catalog.json") + " web/catalog",
+		filepath.Join(dir, "a-service.yml") + " shop/orders",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("loaded (-want +got):\n%s", diff)
+	}
+
+	stdin := strings.NewReader("apiVersion: traffic.meshplane.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: x}\nspec: {targetRef: {name: x}, bogus: 1}\n")
+	_, problems = render.Load([]string{render.Stdin}, stdin, "shop")
+	if len(problems) != 1 || problems[0].String() != "<stdin>: TrafficPolicy shop/x: spec.bogus: unknown field" {
+		t.Errorf("stdin problems = %q, want one naming <stdin> and spec.bogus", problems)
+	}
+
+	_, problems = render.Load([]string{filepath.Join(dir, "missing.yaml")}, nil, "shop")
+	if len(problems) != 1 || !strings.Contains(problems[0].String(), "no such file") {
+		t.Errorf("missing file problems = %q, want one saying no such file", problems)
+	}
+}
