@@ -292,6 +292,7 @@ func syntheticMesh(start, end time.Time) *dashboardtest.OpenMetrics {
 			om.Counter("meshplane_log_lines_total", with(t, "level", level), 1)
 		}
 		om.Counter("meshplane_log_lines_dropped_total", with(t, "reason", "queue_full"), 0.1)
+		om.Counter("meshplane_log_lines_dropped_total", with(t, "reason", "send_failed"), 0.05)
 		om.Steps("meshplane_log_lines_dropped_total", with(t, "reason", "shutdown"), 20*time.Minute)
 		om.Gauge("meshplane_log_queue_length", t, func(t float64) float64 { return float64(int(t) % 50) })
 	}
@@ -301,6 +302,8 @@ func syntheticMesh(start, end time.Time) *dashboardtest.OpenMetrics {
 	}{{"placed", 3.5}, {"rejected", 0.3}, {"payment_failed", 0.2}} {
 		om.Counter("meshplane_orders_total", with(target("orders"), "result", r.result), r.rate)
 	}
+	om.Counter("meshplane_catalog_cache_lookups_total", with(target("catalog"), "result", "hit"), 20)
+	om.Counter("meshplane_catalog_cache_lookups_total", with(target("catalog"), "result", "miss"), 4)
 	for _, r := range []struct {
 		result string
 		rate   float64

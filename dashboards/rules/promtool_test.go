@@ -281,14 +281,16 @@ func allScenarios() []scenario {
 			},
 		},
 		scenario{
-			name: "log lines dropped on a full queue alert; lines dropped at shutdown do not",
+			name: "log lines dropped on a full queue or a failed push alert; lines dropped at shutdown do not",
 			series: []inputSeries{
 				{`meshplane_log_lines_dropped_total{service="gateway", reason="queue_full"}`, "0+5x30"},
+				{`meshplane_log_lines_dropped_total{service="payments", reason="send_failed"}`, "0+5x30"},
 				{`meshplane_log_lines_dropped_total{service="orders", reason="shutdown"}`, "0+5x30"},
 			},
 			checks: []check{
 				{at: "5m", alert: rules.AlertLogLinesDropped},
-				{at: "25m", alert: rules.AlertLogLinesDropped, firing: []firing{alert(map[string]string{"service": "gateway"})}},
+				{at: "25m", alert: rules.AlertLogLinesDropped, firing: []firing{
+					alert(map[string]string{"service": "gateway"}), alert(map[string]string{"service": "payments"})}},
 			},
 		},
 	)

@@ -246,12 +246,13 @@ func componentGroups() []Group {
 		}},
 		{Name: "meshplane-logs", Rules: []Rule{{
 			Alert: AlertLogLinesDropped,
-			// Lines dropped at shutdown are expected on every rollout; a full queue means Loki is slow or down.
-			Expr:   promql.SumRate(signal.LogLinesDropped.Sel(promql.Eq("reason", "queue_full")), "10m", "service") + " > 0",
+			// Lines dropped at shutdown are expected on every rollout; a full queue or failed pushes mean
+			// Loki is slow, down or refusing.
+			Expr:   promql.SumRate(signal.LogLinesDropped.Sel(promql.Neq("reason", "shutdown")), "10m", "service") + " > 0",
 			For:    "10m",
 			Labels: map[string]string{"severity": severityWarning},
 			Annotations: annotations(AlertLogLinesDropped,
-				"{{ $labels.service }} drops log lines: its Loki queue is full",
+				"{{ $labels.service }} drops log lines: Loki does not take them",
 				"For 10 minutes {{ $labels.service }} dropped log lines instead of blocking requests: Loki is slow "+
 					"or unreachable, and its logs there are incomplete."),
 		}}},

@@ -118,7 +118,7 @@ var (
 	LogLines = Metric{Name: "meshplane_log_lines_total", Type: Counter, Origin: App,
 		Labels: []string{"level"}, Help: "Log lines written, by level."}
 	LogLinesDropped = Metric{Name: "meshplane_log_lines_dropped_total", Type: Counter, Origin: App,
-		Labels: []string{"reason"}, Help: "Log lines not shipped to Loki: queue_full or shutdown."}
+		Labels: []string{"reason"}, Help: "Log lines not shipped to Loki: queue_full (Loki too slow or down), send_failed (Loki refused a batch or stayed unreachable through the retries), shutdown (still unsent at exit)."}
 	LogQueueLength = Metric{Name: "meshplane_log_queue_length", Type: Gauge, Origin: App,
 		Help: "Log lines waiting in the bounded queue in front of the Loki client."}
 	BuildInfo = Metric{Name: "meshplane_build_info", Type: Gauge, Origin: App,
@@ -127,6 +127,9 @@ var (
 		Labels: []string{"result"}, Help: "Orders by result: placed, rejected, payment_failed."}
 	PaymentCharges = Metric{Name: "meshplane_payments_charges_total", Type: Counter, Origin: App,
 		Labels: []string{"result"}, Help: "Charges by result: charged, duplicate, declined, failed."}
+	// CatalogCacheLookups is beyond the metric contract: catalog's read cache.
+	CatalogCacheLookups = Metric{Name: "meshplane_catalog_cache_lookups_total", Type: Counter, Origin: App,
+		Labels: []string{"result"}, Help: "Catalog read-cache lookups by result: hit or miss."}
 )
 
 var (
@@ -213,7 +216,7 @@ var All = []Metric{
 	HTTPServerDuration, GRPCServerStarted, GRPCServerHandled, GRPCServerHandling,
 	GRPCClientStarted, GRPCClientHandled, GRPCClientHandling,
 	BreakerState, BreakerTransitions, BreakerRequests,
-	LogLines, LogLinesDropped, LogQueueLength, BuildInfo, Orders, PaymentCharges,
+	LogLines, LogLinesDropped, LogQueueLength, BuildInfo, Orders, PaymentCharges, CatalogCacheLookups,
 	Up,
 	ReconcileTotal, ReconcileErrors, ReconcileTime, WorkqueueDepth,
 	TrafficPolicies, OperatorConflicts, OperatorApplyErrors, ReconcileToReady, OperatorWrites,
