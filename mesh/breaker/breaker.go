@@ -230,7 +230,7 @@ func (b *Breaker) Allow() (done func(error), err error) {
 			result = "rejected_half_open"
 		}
 		b.m.requests.WithLabelValues(b.name, result).Inc()
-		return nil, fmt.Errorf("%s: %w (%s)", b.name, ErrOpen, err)
+		return nil, fmt.Errorf("%s: %w (%w)", b.name, ErrOpen, err)
 	}
 	return func(err error) {
 		b.m.requests.WithLabelValues(b.name, b.classify(err).String()).Inc()

@@ -23,7 +23,6 @@ type cfg struct {
 	Probes  uint32        `env:"PROBES" help:"Probes."`
 	Verbose bool          `env:"VERBOSE" help:"More output."`
 	Tags    []string      `env:"TAGS" help:"Tags."`
-	ignored int
 }
 
 func defaults() cfg {

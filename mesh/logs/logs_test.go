@@ -233,7 +233,7 @@ func BenchmarkLogWithLokiHanging(b *testing.B) {
 			if err != nil {
 				return
 			}
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 		}
 	}()
 	sink, err := logs.New(logs.Options{Service: "bench", Stdout: discard{}, LokiURL: "http://" + l.Addr().String(),

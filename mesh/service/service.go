@@ -176,7 +176,7 @@ func (s HTTPServer) Serve(l net.Listener) error {
 func (s HTTPServer) Shutdown(ctx context.Context) error {
 	err := s.Server.Shutdown(ctx)
 	if err != nil {
-		_ = s.Server.Close()
+		_ = s.Close()
 	}
 	return err
 }

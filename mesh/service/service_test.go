@@ -49,7 +49,7 @@ func TestServeDrainsReadinessFirstThenFinishesInFlight(t *testing.T) {
 	admin := "http://" + rt.AdminAddr()
 	wait.For(t, 5*time.Second, func() error {
 		if code, err := get(admin + "/readyz"); err != nil || code != 200 {
-			return fmt.Errorf("readyz: %d %v", code, err)
+			return fmt.Errorf("readyz: %d %w", code, err)
 		}
 		return nil
 	})
@@ -70,7 +70,7 @@ func TestServeDrainsReadinessFirstThenFinishesInFlight(t *testing.T) {
 	wait.For(t, 5*time.Second, func() error {
 		code, err := get(admin + "/readyz")
 		if err != nil || code != http.StatusServiceUnavailable {
-			return fmt.Errorf("readyz while draining: %d %v", code, err)
+			return fmt.Errorf("readyz while draining: %d %w", code, err)
 		}
 		return nil
 	})

@@ -57,12 +57,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	defer catalogConn.Close()
+	defer func() { _ = catalogConn.Close() }()
 	ordersConn, _, err := rt.Dial("orders", cfg.OrdersTarget, cfg.ClientConfig)
 	if err != nil {
 		return err
 	}
-	defer ordersConn.Close()
+	defer func() { _ = ordersConn.Close() }()
 
 	lis, err := service.Listen("http", cfg.HTTPAddr)
 	if err != nil {

@@ -70,7 +70,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	finished()
 	s := <-summary
-	s.WriteTable(stdout)
+	if err := s.WriteTable(stdout); err != nil {
+		return err
+	}
 	rt.Logger.Info("load finished", "requests", s.Total(), "errors", s.Errors(), "seconds", s.Elapsed.Seconds())
 	return nil
 }

@@ -59,12 +59,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	defer catalogConn.Close()
+	defer func() { _ = catalogConn.Close() }()
 	paymentsConn, _, err := rt.Dial("payments", cfg.PaymentsTarget, cfg.ClientConfig)
 	if err != nil {
 		return err
 	}
-	defer paymentsConn.Close()
+	defer func() { _ = paymentsConn.Close() }()
 
 	lis, err := service.Listen("grpc", cfg.GRPCAddr)
 	if err != nil {

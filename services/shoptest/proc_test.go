@@ -37,7 +37,7 @@ func buildAndRun(m *testing.M) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	for _, name := range []string{"catalog", "payments", "orders", "gateway"} {
 		src, err := filepath.Abs(filepath.Join("..", name))
 		if err != nil {
@@ -144,7 +144,7 @@ func (p *proc) exited() bool {
 // ready reports nil once /readyz answers 200.
 func (p *proc) ready() error {
 	if p.exited() {
-		return fmt.Errorf("%s exited: %v\n%s", p.name, p.err, p.out.tail(2000))
+		return fmt.Errorf("%s exited: %w\n%s", p.name, p.err, p.out.tail(2000))
 	}
 	code, _, err := request(http.MethodGet, "http://"+p.admin+"/readyz", "", nil)
 	if err != nil {

@@ -65,7 +65,7 @@ func startShop(t *testing.T) *shop {
 	wait.For(t, 30*time.Second, func() error {
 		code, body, err := request(http.MethodGet, s.gatewayURL+"/v1/products", "", nil)
 		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("GET /v1/products: %d %s %v", code, body, err)
+			return fmt.Errorf("GET /v1/products: %d %s %w", code, body, err)
 		}
 		return nil
 	})
@@ -248,7 +248,7 @@ func TestShop(t *testing.T) {
 		wait.For(t, 30*time.Second, func() error {
 			// Keep logging (each request logs on every hop) until the gateway's queue overflows.
 			if code, _, err := request(http.MethodGet, s.gatewayURL+route, "", nil); err != nil || code != http.StatusOK {
-				return fmt.Errorf("GET %s with Loki down: %d %v", route, code, err)
+				return fmt.Errorf("GET %s with Loki down: %d %w", route, code, err)
 			}
 			f := s.gateway.metrics(t)
 			dropped := f.Value("meshplane_log_lines_dropped_total", map[string]string{"reason": "queue_full"}) +
@@ -287,7 +287,7 @@ func TestShop(t *testing.T) {
 		wait.For(t, 5*time.Second, func() error {
 			code, _, err := request(http.MethodGet, "http://"+s.gateway.admin+"/readyz", "", nil)
 			if err != nil || code != http.StatusServiceUnavailable {
-				return fmt.Errorf("gateway /readyz after SIGTERM: %d %v", code, err)
+				return fmt.Errorf("gateway /readyz after SIGTERM: %d %w", code, err)
 			}
 			return nil
 		})

@@ -424,17 +424,20 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 }
 
 // WriteTable prints the summary as a table.
-func (s Summary) WriteTable(w io.Writer) {
-	fmt.Fprintf(w, "loadgen: %d runs in %.1fs (%.1f/s), %d not 2xx, %d ticks skipped with all %s\n",
+func (s Summary) WriteTable(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "loadgen: %d runs in %.1fs (%.1f/s), %d not 2xx, %d ticks skipped with all %s\n",
 		s.Total(), s.Elapsed.Seconds(), float64(s.Total())/max(s.Elapsed.Seconds(), 1e-9), s.Errors(), s.Skipped, "requests in flight")
-	fmt.Fprintf(w, "%-8s %7s %7s %9s %9s %9s  %s\n", "SCENARIO", "RUNS", "OK", "P50", "P95", "P99", "CODES")
+	fmt.Fprintf(&b, "%-8s %7s %7s %9s %9s %9s  %s\n", "SCENARIO", "RUNS", "OK", "P50", "P95", "P99", "CODES")
 	for _, sc := range s.Scenarios {
 		codes := make([]string, 0, len(sc.Codes))
 		for c, n := range sc.Codes {
 			codes = append(codes, fmt.Sprintf("%s=%d", c, n))
 		}
 		slices.Sort(codes)
-		fmt.Fprintf(w, "%-8s %7d %7d %9s %9s %9s  %s\n", sc.Name, sc.Count, sc.OK(),
+		fmt.Fprintf(&b, "%-8s %7d %7d %9s %9s %9s  %s\n", sc.Name, sc.Count, sc.OK(),
 			sc.P50.Round(time.Microsecond*100), sc.P95.Round(time.Microsecond*100), sc.P99.Round(time.Microsecond*100), strings.Join(codes, " "))
 	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

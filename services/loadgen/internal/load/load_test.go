@@ -99,7 +99,9 @@ func TestRunIsBoundedWeightedAndRetriesOrdersWithTheSameKey(t *testing.T) {
 		t.Errorf("meshplane_loadgen_requests_total{scenario=order,code=200}: got %v want %d", got, runs[load.Order])
 	}
 	var table bytes.Buffer
-	sum.WriteTable(&table)
+	if err := sum.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(table.String(), "200 runs") || !strings.Contains(table.String(), "browse") {
 		t.Errorf("summary table: got\n%s", table.String())
 	}
