@@ -260,6 +260,31 @@ func TestShop(t *testing.T) {
 		})
 	})
 
+	t.Run("loadgen drives every scenario through the gateway and summarises", func(t *testing.T) {
+		ports, err := devserver.FreePorts(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lg := start(t, "loadgen", map[string]string{
+			"TARGET_URL": s.gatewayURL, "RATE": "200", "REQUESTS": "60", "CONCURRENCY": "4", "SEED": "1",
+			"SCENARIOS": "browse=4,product=2,order=1", "ADMIN_ADDR": "127.0.0.1:" + strconv.Itoa(ports[0]),
+		})
+		select {
+		case <-lg.done:
+		case <-time.After(60 * time.Second):
+			t.Fatal("loadgen did not finish 60 requests within 60s")
+		}
+		out := lg.out.tail(4000)
+		if lg.err != nil || !strings.Contains(out, "loadgen: 60 runs") || !strings.Contains(out, ", 0 not 2xx") {
+			t.Errorf("loadgen: exit %v, output:\n%s\nwant 60 runs, all 2xx", lg.err, out)
+		}
+		for _, sc := range []string{"browse", "product", "order"} {
+			if !strings.Contains(out, "\n"+sc+" ") {
+				t.Errorf("summary has no %s row:\n%s", sc, out)
+			}
+		}
+	})
+
 	t.Run("SIGTERM during an in-flight request: readiness fails first, the request completes, exit 0", func(t *testing.T) {
 		// Hold GET /v1/products in catalog, so it is in flight in the gateway too.
 		s.catalog.setFaults(t, `[{"target":"ListProducts","delay":"3s"}]`)
