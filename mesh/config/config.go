@@ -33,13 +33,14 @@ type Field struct {
 }
 
 // Load fills cfg, a pointer to a struct holding defaults, from getenv and then from args. Errors name
-// the variable or flag and the bad value. Output of -h goes to usage.
-func Load(cfg any, args []string, getenv func(string) string, usage io.Writer) error {
+// the variable or flag and the bad value. -h writes the usage of program to usage and returns
+// flag.ErrHelp, which callers treat as a clean exit.
+func Load(cfg any, program string, args []string, getenv func(string) string, usage io.Writer) error {
 	fields, err := walk(cfg)
 	if err != nil {
 		return err
 	}
-	fs := flag.NewFlagSet("service", flag.ContinueOnError)
+	fs := flag.NewFlagSet(program, flag.ContinueOnError)
 	fs.SetOutput(usage)
 	for _, f := range fields {
 		if v := getenv(f.Env); v != "" {

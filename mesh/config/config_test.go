@@ -1,6 +1,8 @@
 package config_test
 
 import (
+	"errors"
+	"flag"
 	"io"
 	"strings"
 	"testing"
@@ -32,7 +34,7 @@ func defaults() cfg {
 func TestLoadPrecedenceFlagThenEnvThenDefault(t *testing.T) {
 	env := map[string]string{"GRPC_ADDR": "127.0.0.1:1", "CALL_TIMEOUT": "250ms", "TAGS": "a, b,", "LOG_LEVEL": "debug"}
 	got := defaults()
-	err := config.Load(&got, []string{"-grpc-addr", "127.0.0.1:2", "-rate=0.5", "-verbose"},
+	err := config.Load(&got, "test", []string{"-grpc-addr", "127.0.0.1:2", "-rate=0.5", "-verbose"},
 		func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +67,7 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := defaults()
-			err := config.Load(&c, tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			err := config.Load(&c, "test", tt.args, func(k string) string { return tt.env[k] }, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("got %v, want an error containing %q", err, tt.wantErr)
 			}
@@ -89,5 +91,19 @@ func TestMarkdownListsEverySettingWithItsDefault(t *testing.T) {
 		"| `TAGS` | `-tags` | (empty) | Tags. |\n"
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("markdown (-want +got):\n%s", diff)
+	}
+}
+
+func TestHelpListsEveryFlagWithItsVariable(t *testing.T) {
+	c := defaults()
+	var usage strings.Builder
+	err := config.Load(&c, "payments", []string{"-h"}, func(string) string { return "" }, &usage)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: got %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"Usage of payments", "-call-timeout", "(env CALL_TIMEOUT)", "(default 2s)"} {
+		if !strings.Contains(usage.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, usage.String())
+		}
 	}
 }

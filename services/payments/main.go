@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -40,7 +42,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		_, err = io.WriteString(stdout, doc)
 		return err
 	}
-	if err := config.Load(&cfg, args, getenv, stderr); err != nil {
+	if err := config.Load(&cfg, "payments", args, getenv, stderr); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if err := cfg.Validate(); err != nil {
