@@ -131,7 +131,8 @@ func Targets(d dashboard.Dashboard) ([]Target, error) {
 	return out, nil
 }
 
-// Builtins are the values the tests give Grafana's built-in variables: a rate window of four 15s scrapes.
+// Builtins are the values the tests give Grafana's built-in variables by default: a rate window of
+// four 15s scrapes.
 var Builtins = map[string]string{
 	"__rate_interval": "1m",
 	"__interval":      "1m",
@@ -140,11 +141,16 @@ var Builtins = map[string]string{
 }
 
 // Values gives every variable of d a value: a multi-value variable its All value (.+), a single-value
-// one the value in singles, a text box "". Built-ins come from Builtins.
-func Values(d dashboard.Dashboard, singles map[string]string) (map[string]string, error) {
+// one the value in given, a text box "". Built-ins come from given, else from Builtins.
+func Values(d dashboard.Dashboard, given map[string]string) (map[string]string, error) {
 	out := map[string]string{}
 	for k, v := range Builtins {
 		out[k] = v
+	}
+	for k, v := range given {
+		if strings.HasPrefix(k, "__") {
+			out[k] = v
+		}
 	}
 	for _, v := range d.Templating.List {
 		switch {
@@ -155,7 +161,7 @@ func Values(d dashboard.Dashboard, singles map[string]string) (map[string]string
 		case deref(v.Multi):
 			out[v.Name] = deref(v.AllValue)
 		default:
-			val, ok := singles[v.Name]
+			val, ok := given[v.Name]
 			if !ok {
 				return nil, fmt.Errorf("%s: no test value for single-value variable %s", deref(d.Uid), v.Name)
 			}
@@ -220,8 +226,9 @@ type Query struct {
 }
 
 // PrometheusQueries lists every Prometheus query of the dashboards — panel queries and annotations,
-// variables filled in — and, for each "or" in one, both of its operands as queries of their own.
-func PrometheusQueries(files []File, singles map[string]string) ([]Query, error) {
+// variables filled in from given (see Values) — and, for each "or" in one, both of its operands as
+// queries of their own.
+func PrometheusQueries(files []File, given map[string]string) ([]Query, error) {
 	var out []Query
 	add := func(where, expr string) error {
 		parsed, err := Parse(expr)
@@ -242,7 +249,7 @@ func PrometheusQueries(files []File, singles map[string]string) ([]Query, error)
 	}
 	for _, f := range files {
 		d := f.Dashboard
-		values, err := Values(d, singles)
+		values, err := Values(d, given)
 		if err != nil {
 			return nil, err
 		}
