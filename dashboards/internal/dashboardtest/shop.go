@@ -53,7 +53,7 @@ func Start(t testing.TB, binary string, env map[string]string) *Process {
 	}
 	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() {
-		p.Stop()
+		_ = p.Stop()
 		if t.Failed() {
 			t.Logf("--- %s output (tail) ---\n%s", p.Name, p.Tail(3000))
 		}
