@@ -17,12 +17,19 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
 )
 
+// Classic is the classic dashboard schema Meshplane's dashboards are built in. The SDK marks it
+// deprecated in favour of its v2 schema, but v2 imports only into Grafana 12 with the new dashboard APIs
+// enabled, while classic JSON imports into any Grafana from 10 on, through the UI, the HTTP API or file
+// provisioning.
+type Classic = dashboard.Dashboard //nolint:staticcheck // on purpose, see above
+
 // Build turns d into a Grafana dashboard: panels and rows numbered from 1 in order, queries lettered
 // A, B, … within each panel, every panel and query bound to the dashboard's datasource variables.
-func Build(d Dashboard) (dashboard.Dashboard, error) {
+func Build(d Dashboard) (Classic, error) {
 	if err := d.Validate(); err != nil {
-		return dashboard.Dashboard{}, err
+		return Classic{}, err
 	}
+	//nolint:staticcheck // the classic schema's builder, see Classic
 	b := dashboard.NewDashboardBuilder(d.Title).
 		Uid(d.UID).
 		Description(d.Description).

@@ -50,8 +50,8 @@ func run(_ context.Context, args []string, _ func(string) string, stdout, stderr
 	if err := write(*out, files); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "generate: %d files in %s\n", len(files), *out)
-	return nil
+	_, err = fmt.Fprintf(stdout, "generate: %d files in %s\n", len(files), *out)
+	return err
 }
 
 // Files returns every generated file's path (relative to -out) and content.

@@ -21,6 +21,8 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/loki"
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
 	"github.com/prometheus/prometheus/promql/parser"
+
+	"meshplane.dev/dashboards"
 )
 
 func init() {
@@ -43,17 +45,17 @@ func RulesFile() string { return filepath.Join(GeneratedDir(), "prometheus", "me
 // Decode reads dashboard JSON into the SDK's types. It fails on anything the SDK's strict decoder
 // rejects (unknown or missing fields, wrong types). The value comes from the lenient decoder: in SDK
 // v0.0.18 the strict decoder returns a typed nil error from every panel and so drops all panels.
-func Decode(b []byte) (dashboard.Dashboard, error) {
-	var strict dashboard.Dashboard
+func Decode(b []byte) (dashboards.Classic, error) {
+	var strict dashboards.Classic
 	if err := strict.UnmarshalJSONStrict(b); err != nil {
 		var be cog.BuildErrors
 		if !errors.As(err, &be) || len(be) > 0 {
-			return dashboard.Dashboard{}, fmt.Errorf("strict decode: %w", err)
+			return dashboards.Classic{}, fmt.Errorf("strict decode: %w", err)
 		}
 	}
-	var d dashboard.Dashboard
+	var d dashboards.Classic
 	if err := json.Unmarshal(b, &d); err != nil {
-		return dashboard.Dashboard{}, fmt.Errorf("decode: %w", err)
+		return dashboards.Classic{}, fmt.Errorf("decode: %w", err)
 	}
 	return d, nil
 }
@@ -62,7 +64,7 @@ func Decode(b []byte) (dashboard.Dashboard, error) {
 type File struct {
 	Path      string
 	JSON      []byte
-	Dashboard dashboard.Dashboard
+	Dashboard dashboards.Classic
 }
 
 // Load decodes every generated dashboard, in file name order.
@@ -107,7 +109,7 @@ func (t Target) String() string {
 }
 
 // Targets lists every query of every panel of d, in panel order.
-func Targets(d dashboard.Dashboard) ([]Target, error) {
+func Targets(d dashboards.Classic) ([]Target, error) {
 	var out []Target
 	uid := deref(d.Uid)
 	for _, pr := range d.Panels {
@@ -142,7 +144,7 @@ var Builtins = map[string]string{
 
 // Values gives every variable of d a value: a multi-value variable its All value (.+), a single-value
 // one the value in given, a text box "". Built-ins come from given, else from Builtins.
-func Values(d dashboard.Dashboard, given map[string]string) (map[string]string, error) {
+func Values(d dashboards.Classic, given map[string]string) (map[string]string, error) {
 	out := map[string]string{}
 	for k, v := range Builtins {
 		out[k] = v
