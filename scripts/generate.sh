@@ -7,9 +7,16 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 while read -r dir; do
   (cd "$dir" && GOWORK=off go mod tidy)
 done < <(go list -m -f '{{.Dir}}')
-# --- Dashboards and alert rules: Grafana dashboards (JSON) and Prometheus rules (YAML) generated from
-# the Go model in dashboards/ into dashboards/generated/, committed and diffed in CI ---
-go run ./dashboards/cmd/generate -out dashboards/generated
+
+# --- Operator: deepcopy, TrafficPolicy CRD and RBAC from kubebuilder markers (controller-gen) ---
+# The CRD comes from operator/api (types and validation markers), the ClusterRole (and the leader
+# election Role) from the +kubebuilder:rbac markers in operator/cmd/manager and operator/internal/controller.
+# Never edit the outputs by hand.
+controller_gen="$(scripts/tools.sh --print-bin)/controller-gen"
+(cd operator/api && "$controller_gen" object paths=./... &&
+  "$controller_gen" crd:crdVersions=v1 paths=./... output:crd:artifacts:config=../config/crd/bases)
+(cd operator && "$controller_gen" rbac:roleName=meshplane-operator paths="{./cmd/manager/...,./internal/controller/...}" \
+  output:rbac:artifacts:config=config/rbac)
 
 # --- Shop services: protobuf contracts (services/proto/*/v1/*.proto) -> Go (protoc-gen-go, -go-grpc) ---
 # protoc from Debian's protobuf-compiler; the plugins are pinned in versions.env and built by tools.sh.
@@ -35,5 +42,9 @@ awk -v gen=.services-config.md.tmp '
   !skip { print }' README.md > README.md.tmp
 mv README.md.tmp README.md
 rm -f .services-config.md.tmp
+
+# --- Dashboards and alert rules: Grafana dashboards (JSON) and Prometheus rules (YAML) generated from
+# the Go model in dashboards/ into dashboards/generated/, committed and diffed in CI ---
+go run ./dashboards/cmd/generate -out dashboards/generated
 
 echo "generate: ok"

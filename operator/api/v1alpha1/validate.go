@@ -94,10 +94,9 @@ func (r TargetRef) validate(path *field.Path) field.ErrorList {
 		errs = append(errs, field.NotSupported(path.Child("kind"), r.Kind, []string{"Service"}))
 	}
 	name := path.Child("name")
-	switch {
-	case r.Name == "":
+	if r.Name == "" {
 		errs = append(errs, field.Required(name, "the Service this policy governs"))
-	default:
+	} else {
 		for _, msg := range validation.IsDNS1035Label(r.Name) {
 			errs = append(errs, field.Invalid(name, r.Name, "must be a Service name: "+msg))
 		}
@@ -243,10 +242,9 @@ func validateSplit(split []Subset, path *field.Path) field.ErrorList {
 	for i, s := range split {
 		p := path.Index(i)
 		name := p.Child("subset")
-		switch {
-		case s.Subset == "":
+		if s.Subset == "" {
 			errs = append(errs, field.Required(name, "a DNS label naming the subset"))
-		default:
+		} else {
 			for _, msg := range content.IsDNS1123Label(s.Subset) {
 				errs = append(errs, field.Invalid(name, s.Subset, msg))
 			}

@@ -22,7 +22,7 @@ func main() {
 		if exit, ok := errors.AsType[*exitError](err); ok {
 			os.Exit(exit.code)
 		}
-		fmt.Fprintln(os.Stderr, "meshplane:", err)
+		say(os.Stderr, "meshplane: %v", err)
 		os.Exit(1)
 	}
 }
@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "meshplane: unknown command %q\n", args[0])
+		say(stderr, "meshplane: unknown command %q", args[0])
 		usage(stderr)
 		return &exitError{code: 2}
 	}
@@ -69,16 +69,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "Usage: meshplane COMMAND [flags]\n\nCommands:")
+	say(w, "Usage: meshplane COMMAND [flags]\n\nCommands:")
 	names := make([]string, 0, len(commands))
 	for name := range commands {
 		names = append(names, name)
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", name, commands[name].summary)
+		say(w, "  %-10s %s", name, commands[name].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'meshplane COMMAND -h' for a command's flags.")
+	say(w, "\nRun 'meshplane COMMAND -h' for a command's flags.")
 }
 
 // stringsFlag is a repeatable string flag.
@@ -89,4 +89,9 @@ func (f *stringsFlag) String() string { return strings.Join(*f, ",") }
 func (f *stringsFlag) Set(v string) error {
 	*f = append(*f, v)
 	return nil
+}
+
+// say writes one line for the user; a terminal that cannot be written to leaves nothing to report to.
+func say(w io.Writer, format string, args ...any) {
+	_, _ = fmt.Fprintf(w, format+"\n", args...)
 }

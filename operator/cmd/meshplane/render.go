@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 
 	"meshplane.dev/operator/internal/desiredstate"
 	"meshplane.dev/operator/internal/render"
@@ -20,10 +19,9 @@ func runRender(_ context.Context, s streams, args []string) error {
 	defaults := desiredstate.PlatformDefaults()
 	defaults.AddFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(s.stderr, "Usage: meshplane render -f PATH [-f PATH...] [--explain]")
-		fmt.Fprintln(s.stderr, "\nWrites the Istio objects the operator would generate, as YAML on stdout. Invalid input writes")
-		fmt.Fprintln(s.stderr, "every problem to stderr, nothing to stdout, and exits 1.")
-		fmt.Fprintln(s.stderr, "\nFlags:")
+		say(s.stderr, "Usage: meshplane render -f PATH [-f PATH...] [--explain]\n\n"+
+			"Writes the Istio objects the operator would generate, as YAML on stdout. Invalid input writes\n"+
+			"every problem to stderr, nothing to stdout, and exits 1.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -37,7 +35,7 @@ func runRender(_ context.Context, s streams, args []string) error {
 		return &exitError{code: 2}
 	}
 	if err := defaults.Validate(); err != nil {
-		fmt.Fprintln(s.stderr, "meshplane render:", err)
+		say(s.stderr, "meshplane render: %v", err)
 		return &exitError{code: 2}
 	}
 
@@ -45,7 +43,7 @@ func runRender(_ context.Context, s streams, args []string) error {
 	in, problems := render.Load(files, s.stdin, *namespace)
 	rendered, invalid := render.Render(in, defaults)
 	if problems = append(problems, invalid...); len(problems) > 0 {
-		fmt.Fprintln(s.stderr, problems.Error())
+		say(s.stderr, "%s", problems.Error())
 		return &exitError{code: 1}
 	}
 	if *explain {

@@ -393,8 +393,8 @@ func WriteYAML(w io.Writer, rendered []Rendered) error {
 
 // WriteExplain writes the effective policy of every rendered policy as a table.
 func WriteExplain(w io.Writer, rendered []Rendered) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POLICY\tHOST\tTIMEOUT\tRETRIES\tPER-TRY\tRETRY-ON\tWORST-CASE ATTEMPTS\tWORST-CASE WAIT\tMTLS")
+	var table strings.Builder
+	table.WriteString("POLICY\tHOST\tTIMEOUT\tRETRIES\tPER-TRY\tRETRY-ON\tWORST-CASE ATTEMPTS\tWORST-CASE WAIT\tMTLS\n")
 	for _, r := range rendered {
 		e := r.State.Effective
 		retries := fmt.Sprint(e.Attempts)
@@ -405,9 +405,13 @@ func WriteExplain(w io.Writer, rendered []Rendered) error {
 		if r.Policy.Spec.MTLS != nil {
 			mtls = string(r.Policy.Spec.MTLS.Mode)
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Policy.Namespace, r.Policy.Name, e.Host,
+		table.WriteString(strings.Join([]string{r.Policy.Namespace + "/" + r.Policy.Name, e.Host,
 			cmp.Or(e.Timeout, "none"), retries, cmp.Or(e.PerTryTimeout, "-"), cmp.Or(strings.Join(e.RetryOn, ","), "-"),
-			e.WorstCaseAttempts, cmp.Or(e.WorstCaseWait, "unbounded"), mtls)
+			fmt.Sprint(e.WorstCaseAttempts), cmp.Or(e.WorstCaseWait, "unbounded"), mtls}, "\t") + "\n")
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if _, err := io.WriteString(tw, table.String()); err != nil {
+		return err
 	}
 	return tw.Flush()
 }

@@ -1,0 +1,202 @@
+// Command manager runs the Meshplane operator: it reconciles TrafficPolicies into Istio objects. It runs
+// in a cluster or against any kubeconfig:
+//
+//	go run ./operator/cmd/manager --kubeconfig PATH
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/controller"
+	"meshplane.dev/operator/internal/desiredstate"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			_, _ = fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// options are the manager's flags. Controllers added later (e.g. the Consul catalog sync) add their own
+// fields and flags here and their setup in run.
+type options struct {
+	kubeconfig              string
+	metricsAddr             string
+	probeAddr               string
+	leaderElect             bool
+	leaderElectionNamespace string
+	namespaces              string
+	defaults                desiredstate.Defaults
+	log                     zap.Options
+}
+
+func (o *options) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the cluster to manage (default: $KUBECONFIG, else in-cluster)")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of the /healthz and /readyz probes; 0 disables them")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "elect a leader, so only one of several replicas reconciles")
+	fs.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (required outside a cluster)")
+	fs.StringVar(&o.namespaces, "namespaces", "", "comma-separated namespaces to watch (default: all)")
+	o.defaults = desiredstate.PlatformDefaults()
+	o.defaults.AddFlags(fs)
+	o.log = zap.Options{Development: false}
+	o.log.BindFlags(fs)
+}
+
+var setGlobalLoggers sync.Once
+
+// Leader election keeps a Lease in the namespace the operator runs in (meshplane-system when deployed)
+// and records its transitions as core Events there.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete,namespace=meshplane-system
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch,namespace=meshplane-system
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	o.addFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := o.defaults.Validate(); err != nil {
+		return err
+	}
+	logger := zap.New(zap.UseFlagOptions(&o.log), zap.WriteTo(stderr))
+	// controller-runtime's and client-go's loggers are process-wide and not safe to replace while a
+	// previous manager's goroutines still log (tests call run more than once): the first run sets them.
+	setGlobalLoggers.Do(func() {
+		ctrl.SetLogger(logger)
+		klog.SetLogger(logger) // client-go's own messages (leader election, event broadcasting) too
+	})
+
+	cfg, err := restConfig(o.kubeconfig, getenv)
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        newScheme(),
+		Logger:                        logger,
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              "meshplane-operator.traffic.meshplane.dev",
+		LeaderElectionNamespace:       o.leaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         cache.Options{DefaultNamespaces: watched(o.namespaces)},
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	// Ready once the cache has synced: before that, status and metrics would describe an empty cluster.
+	if err := mgr.AddReadyzCheck("cache", func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("cache not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+
+	metrics := controller.NewMetrics(mgr.GetClient())
+	if err := metrics.Register(crmetrics.Registry); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	defer metrics.Unregister(crmetrics.Registry)
+	policies := &controller.TrafficPolicyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    mgr.GetScheme(),
+		Recorder:  mgr.GetEventRecorder("meshplane"),
+		Defaults:  o.defaults,
+		Metrics:   metrics,
+	}
+	if err := policies.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("set up trafficpolicy controller: %w", err)
+	}
+
+	logger.Info("Starting manager", "host", cfg.Host, "namespaces", o.namespaces, "leaderElect", o.leaderElect)
+	return mgr.Start(ctx)
+}
+
+// restConfig loads the kubeconfig at path, or $KUBECONFIG, or the in-cluster configuration.
+func restConfig(path string, getenv func(string) string) (*rest.Config, error) {
+	if path == "" {
+		path = getenv("KUBECONFIG")
+	}
+	if path == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no --kubeconfig, no $KUBECONFIG, and not in a cluster: %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// watched turns --namespaces into the cache's namespace set; nil watches all namespaces.
+func watched(list string) map[string]cache.Config {
+	var out map[string]cache.Config
+	for _, ns := range strings.Split(list, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			if out == nil {
+				out = map[string]cache.Config{}
+			}
+			out[ns] = cache.Config{}
+		}
+	}
+	return out
+}
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	utilruntime.Must(networkingv1.AddToScheme(s))
+	utilruntime.Must(securityv1.AddToScheme(s))
+	return s
+}

@@ -1,0 +1,322 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+	networkingapi "istio.io/api/networking/v1alpha3"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/desiredstate"
+)
+
+// The kinds a policy generates.
+const (
+	kindDR = "DestinationRule"
+	kindVS = "VirtualService"
+	kindPA = "PeerAuthentication"
+	kindAP = "AuthorizationPolicy"
+)
+
+var generatedKinds = []string{kindDR, kindVS, kindPA, kindAP}
+
+func newObject(kind string) client.Object {
+	var obj client.Object
+	switch kind {
+	case kindDR:
+		obj = &networkingv1.DestinationRule{}
+		obj.GetObjectKind().SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind(kind))
+	case kindVS:
+		obj = &networkingv1.VirtualService{}
+		obj.GetObjectKind().SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind(kind))
+	case kindPA:
+		obj = &securityv1.PeerAuthentication{}
+		obj.GetObjectKind().SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind(kind))
+	case kindAP:
+		obj = &securityv1.AuthorizationPolicy{}
+		obj.GetObjectKind().SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind(kind))
+	}
+	return obj
+}
+
+func kindOf(obj client.Object) string { return obj.GetObjectKind().GroupVersionKind().Kind }
+
+// owned returns, by kind, the objects this policy generated that exist now (per the cache). Generated
+// objects carry the policy's name.
+func (r *TrafficPolicyReconciler) owned(ctx context.Context, p *v1alpha1.TrafficPolicy) (map[string]client.Object, error) {
+	out := map[string]client.Object{}
+	for _, kind := range generatedKinds {
+		obj := newObject(kind)
+		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(p), obj); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("get %s %s/%s: %w", kind, p.Namespace, p.Name, err)
+		}
+		if metav1.IsControlledBy(obj, p) {
+			out[kind] = obj
+		}
+	}
+	return out, nil
+}
+
+// step is one write: apply obj, or delete it.
+type step struct {
+	obj    client.Object
+	delete bool
+}
+
+// apply brings the cluster to state s, skipping kinds that have foreign objects, and returns the
+// generated objects in force, in apply order.
+//
+// Make-before-break: Istio applies configuration eventually and per object, so a VirtualService that
+// routes to a subset its DestinationRule lacks fails requests (503, no healthy upstream) until both
+// arrive. The DestinationRule is written first with every subset the live VirtualService still uses, then
+// the VirtualService, then the DestinationRule again without the subsets nobody routes to any more.
+// Adding a subset therefore writes the DestinationRule before the VirtualService, and removing one writes
+// the VirtualService first.
+func (r *TrafficPolicyReconciler) apply(ctx context.Context, p *v1alpha1.TrafficPolicy, s *desiredstate.State, f foreign) ([]v1alpha1.GeneratedObject, error) {
+	current, err := r.owned(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	curVS, _ := current[kindVS].(*networkingv1.VirtualService)
+	curDR, _ := current[kindDR].(*networkingv1.DestinationRule)
+	skipVS, skipDR := len(f[kindVS]) > 0, len(f[kindDR]) > 0
+	// Without its DestinationRule, a split VirtualService would route to subsets that do not exist.
+	holdVS := skipVS || (skipDR && len(subsetsRoutedTo(s.VirtualService)) > 0)
+
+	var steps []step
+	switch {
+	case s.DestinationRule != nil && !skipDR:
+		bridge := withSubsetsInUse(s.DestinationRule, curDR, curVS)
+		steps = append(steps, step{obj: bridge})
+		if !holdVS {
+			steps = append(steps, step{obj: s.VirtualService})
+			if bridge != s.DestinationRule {
+				steps = append(steps, step{obj: s.DestinationRule})
+			}
+		}
+	default:
+		if !holdVS {
+			steps = append(steps, step{obj: s.VirtualService})
+		}
+		if s.DestinationRule == nil && curDR != nil && (!holdVS || len(subsetsRoutedTo(curVS)) == 0) {
+			steps = append(steps, step{obj: curDR, delete: true})
+		}
+	}
+	switch cur := current[kindPA]; {
+	case s.PeerAuthentication != nil:
+		steps = append(steps, step{obj: s.PeerAuthentication})
+	case cur != nil:
+		steps = append(steps, step{obj: cur, delete: true})
+	}
+	switch cur := current[kindAP]; {
+	case s.AuthorizationPolicy != nil:
+		steps = append(steps, step{obj: s.AuthorizationPolicy})
+	case cur != nil:
+		steps = append(steps, step{obj: cur, delete: true})
+	}
+
+	var generated []v1alpha1.GeneratedObject
+	for _, st := range steps {
+		if st.delete {
+			if err := r.remove(ctx, st.obj); err != nil {
+				return generated, err
+			}
+			continue
+		}
+		if err := r.write(ctx, p, st.obj); err != nil {
+			return generated, err
+		}
+	}
+	for _, obj := range s.Objects() {
+		switch kind := kindOf(obj); {
+		case kind == kindVS && holdVS, kind == kindDR && skipDR:
+		default:
+			generated = append(generated, generatedObject(obj))
+		}
+	}
+	return generated, nil
+}
+
+// subsetsRoutedTo returns the subsets a VirtualService routes to.
+func subsetsRoutedTo(vs *networkingv1.VirtualService) []string {
+	if vs == nil {
+		return nil
+	}
+	var subsets []string
+	for _, route := range vs.Spec.Http {
+		for _, d := range route.Route {
+			if s := d.GetDestination().GetSubset(); s != "" && !slices.Contains(subsets, s) {
+				subsets = append(subsets, s)
+			}
+		}
+	}
+	return subsets
+}
+
+// withSubsetsInUse returns want plus the subsets of the live DestinationRule that the live
+// VirtualService still routes to, or want itself when it already has them all.
+func withSubsetsInUse(want, liveDR *networkingv1.DestinationRule, liveVS *networkingv1.VirtualService) *networkingv1.DestinationRule {
+	if liveDR == nil {
+		return want
+	}
+	var bridge *networkingv1.DestinationRule
+	for _, name := range subsetsRoutedTo(liveVS) {
+		if slices.ContainsFunc(want.Spec.Subsets, func(s *networkingapi.Subset) bool { return s.GetName() == name }) {
+			continue
+		}
+		i := slices.IndexFunc(liveDR.Spec.Subsets, func(s *networkingapi.Subset) bool { return s.GetName() == name })
+		if i < 0 {
+			continue
+		}
+		if bridge == nil {
+			bridge = want.DeepCopy()
+		}
+		bridge.Spec.Subsets = append(bridge.Spec.Subsets, proto.Clone(liveDR.Spec.Subsets[i]).(*networkingapi.Subset))
+	}
+	if bridge == nil {
+		return want
+	}
+	return bridge
+}
+
+// write applies obj with server-side apply under FieldManager, owned by p. An object of that name that p
+// does not control is left alone and reported. Fields other managers added to a generated object are
+// removed: the object is Meshplane's, and it must match the policy exactly.
+func (r *TrafficPolicyReconciler) write(ctx context.Context, p *v1alpha1.TrafficPolicy, obj client.Object) error {
+	kind, key := kindOf(obj), client.ObjectKeyFromObject(obj)
+	cached := newObject(kind)
+	err := r.Client.Get(ctx, key, cached)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("get %s %s: %w", kind, key, err)
+	}
+	if err == nil && matches(cached, obj, p) {
+		return nil
+	}
+	// The cache may lag behind a write of the previous reconcile: decide on the live object.
+	live := newObject(kind)
+	exists := true
+	if err := r.APIReader.Get(ctx, key, live); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("get %s %s: %w", kind, key, err)
+		}
+		exists = false
+	}
+	if exists && !metav1.IsControlledBy(live, p) {
+		r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
+		return fmt.Errorf("apply %s %s: it exists and was not generated by this TrafficPolicy; rename or remove it", kind, key)
+	}
+	if exists && matches(live, obj, p) {
+		return nil
+	}
+
+	u, err := desiredstate.Unstructured(obj)
+	if err != nil {
+		return err
+	}
+	if err := controllerutil.SetControllerReference(p, u, r.Scheme); err != nil {
+		return fmt.Errorf("apply %s %s: %w", kind, key, err)
+	}
+	applied := u.DeepCopy()
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(applied), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
+		return fmt.Errorf("apply %s %s: %w", kind, key, err)
+	}
+	result, err := typed(applied, kind)
+	if err != nil {
+		return err
+	}
+	if !proto.Equal(desiredstate.Spec(result), desiredstate.Spec(obj)) {
+		// Another manager owns fields the policy does not set (e.g. a hand-added fault injection):
+		// apply cannot remove what it never owned, so replace the object.
+		u.SetResourceVersion(result.GetResourceVersion())
+		u.SetAnnotations(result.GetAnnotations())
+		u.SetFinalizers(result.GetFinalizers())
+		if err := r.Client.Update(ctx, u, client.FieldOwner(FieldManager)); err != nil {
+			r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
+			return fmt.Errorf("replace %s %s: %w", kind, key, err)
+		}
+	}
+	op := "update"
+	if !exists {
+		op = "create"
+	}
+	r.Metrics.Writes.WithLabelValues(kind, op).Inc()
+	logf.FromContext(ctx).Info("Applied "+kind, "object", klog.KObj(obj), "op", op)
+	return nil
+}
+
+// matches reports whether a live object is p's and already says what obj says.
+func matches(live, obj client.Object, p *v1alpha1.TrafficPolicy) bool {
+	if !metav1.IsControlledBy(live, p) {
+		return false
+	}
+	for k, v := range obj.GetLabels() {
+		if live.GetLabels()[k] != v {
+			return false
+		}
+	}
+	return proto.Equal(desiredstate.Spec(live), desiredstate.Spec(obj))
+}
+
+// typed converts an apply response to its Go type.
+func typed(u *unstructured.Unstructured, kind string) (client.Object, error) {
+	b, err := json.Marshal(u.Object)
+	if err != nil {
+		return nil, err
+	}
+	obj := newObject(kind)
+	if err := json.Unmarshal(b, obj); err != nil {
+		return nil, fmt.Errorf("decode %s %s/%s: %w", kind, u.GetNamespace(), u.GetName(), err)
+	}
+	return obj, nil
+}
+
+// remove deletes a generated object, only if it is still the one observed.
+func (r *TrafficPolicyReconciler) remove(ctx context.Context, obj client.Object) error {
+	kind := kindOf(obj)
+	uid := obj.GetUID()
+	err := r.Client.Delete(ctx, obj, client.Preconditions{UID: &uid})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		return nil
+	case err != nil:
+		r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
+		return fmt.Errorf("delete %s %s/%s: %w", kind, obj.GetNamespace(), obj.GetName(), err)
+	}
+	r.Metrics.Writes.WithLabelValues(kind, "delete").Inc()
+	logf.FromContext(ctx).Info("Deleted "+kind, "object", klog.KObj(obj))
+	return nil
+}
+
+// prune deletes every object p generated whose kind is not in keep.
+func (r *TrafficPolicyReconciler) prune(ctx context.Context, p *v1alpha1.TrafficPolicy, keep map[string]bool) ([]string, error) {
+	current, err := r.owned(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	var deleted []string
+	for _, kind := range []string{kindVS, kindDR, kindPA, kindAP} {
+		if obj := current[kind]; obj != nil && !keep[kind] {
+			if err := r.remove(ctx, obj); err != nil {
+				return deleted, err
+			}
+			deleted = append(deleted, kind)
+		}
+	}
+	return deleted, nil
+}
