@@ -79,7 +79,7 @@ type step struct {
 }
 
 // apply brings the cluster to state s, skipping kinds that have foreign objects, and returns the
-// generated objects in force, in apply order.
+// objects of the policy that exist afterwards, in apply order.
 //
 // Make-before-break: Istio applies configuration eventually and per object, so a VirtualService that
 // routes to a subset its DestinationRule lacks fails requests (503, no healthy upstream) until both
@@ -130,26 +130,39 @@ func (r *TrafficPolicyReconciler) apply(ctx context.Context, p *v1alpha1.Traffic
 		steps = append(steps, step{obj: cur, delete: true})
 	}
 
-	var generated []v1alpha1.GeneratedObject
+	present := map[string]bool{}
+	for kind := range current {
+		present[kind] = true
+	}
 	for _, st := range steps {
+		kind := kindOf(st.obj)
 		if st.delete {
 			if err := r.remove(ctx, st.obj); err != nil {
-				return generated, err
+				return listed(p, present), err
 			}
+			present[kind] = false
 			continue
 		}
 		if err := r.write(ctx, p, st.obj); err != nil {
-			return generated, err
+			return listed(p, present), err
+		}
+		present[kind] = true
+	}
+	return listed(p, present), nil
+}
+
+// listed names, in apply order, the objects of p whose kinds are present: what status reports as
+// generated, including an object left in place because of a conflict.
+func listed(p *v1alpha1.TrafficPolicy, present map[string]bool) []v1alpha1.GeneratedObject {
+	var out []v1alpha1.GeneratedObject
+	for _, kind := range generatedKinds {
+		if present[kind] {
+			obj := newObject(kind)
+			obj.SetName(p.Name)
+			out = append(out, generatedObject(obj))
 		}
 	}
-	for _, obj := range s.Objects() {
-		switch kind := kindOf(obj); {
-		case kind == kindVS && holdVS, kind == kindDR && skipDR:
-		default:
-			generated = append(generated, generatedObject(obj))
-		}
-	}
-	return generated, nil
+	return out
 }
 
 // subsetsRoutedTo returns the subsets a VirtualService routes to.

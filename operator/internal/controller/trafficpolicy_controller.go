@@ -156,17 +156,30 @@ func (r *TrafficPolicyReconciler) reconcile(ctx context.Context, p *v1alpha1.Tra
 		return out
 	}
 
+	// What was generated stays while the Service is missing or the spec unusable: a Service deleted by
+	// mistake, or an edit that cannot be built, should not also take the policy in force away.
+	keep := func(out outcome) outcome {
+		current, err := r.owned(ctx, p)
+		if err != nil {
+			out.err = err
+		}
+		present := map[string]bool{}
+		for kind := range current {
+			present[kind] = true
+		}
+		out.generated = listed(p, present)
+		return out
+	}
 	svc := &corev1.Service{}
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.TargetRef.Name}, svc); err != nil {
 		if apierrors.IsNotFound(err) {
-			// What was generated stays: a Service deleted by mistake should not also lose its policy.
-			return notAccepted(v1alpha1.ReasonServiceNotFound, fmt.Sprintf("Service %s/%s not found", p.Namespace, p.Spec.TargetRef.Name))
+			return keep(notAccepted(v1alpha1.ReasonServiceNotFound, fmt.Sprintf("Service %s/%s not found", p.Namespace, p.Spec.TargetRef.Name)))
 		}
 		return outcome{readyReason: v1alpha1.ReasonApplyFailed, readyMessage: err.Error(), err: err}
 	}
 	state, err := desiredstate.Build(p, svc, r.Defaults)
 	if err != nil {
-		return notAccepted(v1alpha1.ReasonInvalid, err.Error())
+		return keep(notAccepted(v1alpha1.ReasonInvalid, err.Error()))
 	}
 
 	foreign, err := r.foreignObjects(ctx, p, state)

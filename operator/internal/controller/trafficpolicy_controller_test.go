@@ -180,6 +180,15 @@ func TestForeignVirtualServiceIsReportedNotFought(t *testing.T) {
 	if err := condition(p, v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonNotAccepted); err != nil {
 		t.Error(err)
 	}
+	// Status still lists what exists: the policy's own VirtualService, left in place, and its
+	// PeerAuthentication.
+	var kinds []string
+	for _, g := range get(t, p).Status.Generated {
+		kinds = append(kinds, g.Kind)
+	}
+	if want := []string{"VirtualService", "PeerAuthentication"}; !slices.Equal(kinds, want) {
+		t.Errorf("status.generated kinds %v, want %v", kinds, want)
+	}
 
 	// Nothing is written for the kind in conflict while it lasts, even when the policy changes.
 	update(t, p, func(p *v1alpha1.TrafficPolicy) { p.Spec.Timeout = pt.Duration("4s") })
@@ -309,6 +318,26 @@ func TestServiceNotFound(t *testing.T) {
 	})
 	create(t, pt.Service(ns, "orders"))
 	wait.For(t, timeout, func() error { return inSync(p) })
+}
+
+// A Service without a selector cannot scope mTLS or an allow list (an empty selector would cover the
+// whole namespace): the policy says so and writes nothing.
+func TestServiceWithoutSelector(t *testing.T) {
+	ns := namespace(t)
+	svc := pt.Service(ns, "external")
+	svc.Spec.Selector = nil
+	p := pt.Policy(ns, "external", pt.MTLS(v1alpha1.MTLSStrict))
+	create(t, svc, p)
+	wait.For(t, timeout, func() error {
+		return condition(p, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonInvalid)
+	})
+	c := meta.FindStatusCondition(get(t, p).Status.Conditions, v1alpha1.ConditionAccepted)
+	if !strings.Contains(c.Message, "spec.targetRef.name") || !strings.Contains(c.Message, "has no selector") {
+		t.Errorf("Invalid message %q, want it to name spec.targetRef.name and the missing selector", c.Message)
+	}
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &securityv1.PeerAuthentication{}); !apierrors.IsNotFound(err) {
+		t.Errorf("PeerAuthentication: %v, want none", err)
+	}
 }
 
 // The API server rejects an invalid policy itself (CEL), naming the field.
