@@ -6,10 +6,11 @@
 // meshplane_log_lines_dropped_total{reason="queue_full"}. Stream labels are service, namespace and
 // level only; trace ids travel inside the JSON line.
 //
-// The pusher is in-repo rather than github.com/grafana/loki-client-go: that client is archived, its
-// Handle blocks for minutes while it retries, it registers metrics in the global registry, and it
-// imports a 2022 Prometheus API (promql/parser.ParseMetric) that no longer exists, so it cannot build
-// in one workspace with a current prometheus/prometheus.
+// Lines reach Loki through github.com/grafana/loki-client-go. That client is archived and its Handle
+// blocks for as long as its one loop is sending or retrying a batch (minutes with its defaults), so one
+// goroutine of ours is the only caller of Handle, fed by the bounded queue; the client's retries are
+// shortened, its logfmt output silenced, and its count of batches given up on is exported as
+// reason="send_failed". (It also pins this workspace to a Prometheus 2.x parser: see versions.env.)
 package logs
 
 import (
@@ -19,12 +20,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"meshplane.dev/mesh/telemetry"
 )
@@ -67,14 +68,14 @@ type output struct {
 	labels   map[string]string
 	opts     *slog.HandlerOptions
 
-	mu     sync.RWMutex // guards closed and sends on queue against close
-	closed bool
-	queue  chan entry
-	pusher *pusher
-	done   chan struct{} // closed when the shipping goroutine ends
+	mu      sync.RWMutex // guards closed and sends on queue against close
+	closed  bool
+	queue   chan entry
+	shipper *shipper
+	done    chan struct{} // closed when the shipping goroutine ends
 
 	lines   *prometheus.CounterVec
-	dropped *prometheus.CounterVec
+	dropped *prometheus.CounterVec // queue_full and shutdown; send_failed comes from the client
 }
 
 // New builds a Sink. With a LokiURL it starts the goroutine that feeds the Loki client; call Close to
@@ -93,14 +94,14 @@ func New(o Options) (*Sink, error) {
 		}, []string{"level"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshplane_log_lines_dropped_total",
-			Help: "Log lines not shipped to Loki: queue_full when Loki was too slow or down, send_failed when Loki refused a batch or stayed unreachable through the retries, shutdown when still unsent at exit.",
+			Help: droppedHelp,
 		}, []string{"reason"}),
 		done: make(chan struct{}),
 	}
 	for _, l := range []string{"debug", "info", "warn", "error"} {
 		out.lines.WithLabelValues(l)
 	}
-	for _, r := range []string{"queue_full", "send_failed", "shutdown"} {
+	for _, r := range []string{"queue_full", "shutdown"} {
 		out.dropped.WithLabelValues(r)
 	}
 	queueLen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -112,7 +113,7 @@ func New(o Options) (*Sink, error) {
 		}
 		return float64(len(out.queue))
 	})
-	if err := registerAll(o.Registerer, out.lines, out.dropped, queueLen); err != nil {
+	if err := registerAll(o.Registerer, out.lines, droppedCollector{out}, queueLen); err != nil {
 		return nil, err
 	}
 	if o.LokiURL == "" {
@@ -135,9 +136,8 @@ func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 }
 
 func (o *output) startLoki(opts Options) error {
-	u, err := url.Parse(opts.LokiURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("logs: Loki URL %q is not an http(s) URL", opts.LokiURL)
+	if err := validLokiURL(opts.LokiURL); err != nil {
+		return err
 	}
 	size := opts.QueueSize
 	if size <= 0 {
@@ -147,13 +147,42 @@ func (o *output) startLoki(opts Options) error {
 	if wait <= 0 {
 		wait = time.Second
 	}
-	o.pusher = newPusher(strings.TrimSuffix(opts.LokiURL, "/")+"/loki/api/v1/push", o.labels, wait, o.dropped)
+	sh, err := newShipper(opts.LokiURL, o.labels, wait, func(reason string, n int) {
+		o.dropped.WithLabelValues(reason).Add(float64(n))
+	})
+	if err != nil {
+		return err
+	}
+	o.shipper = sh
 	o.queue = make(chan entry, size)
 	go func() {
 		defer close(o.done)
-		o.pusher.run(o.queue)
+		o.shipper.run(o.queue)
 	}()
 	return nil
+}
+
+const droppedHelp = "Log lines not shipped to Loki: queue_full when Loki was too slow or down, send_failed when Loki refused a batch or stayed unreachable through the retries, shutdown when still unsent at exit."
+
+// droppedCollector exports meshplane_log_lines_dropped_total: our own counts, plus the client's count of
+// entries it gave up on, read at scrape time.
+type droppedCollector struct{ o *output }
+
+var droppedDesc = prometheus.NewDesc("meshplane_log_lines_dropped_total", droppedHelp, []string{"reason"}, nil)
+
+func (c droppedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- droppedDesc }
+
+func (c droppedCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range []string{"queue_full", "shutdown"} {
+		var m dto.Metric
+		_ = c.o.dropped.WithLabelValues(r).Write(&m)
+		ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, m.GetCounter().GetValue(), r)
+	}
+	failed := 0.0
+	if c.o.shipper != nil {
+		failed = c.o.shipper.sendFailed()
+	}
+	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, failed, "send_failed")
 }
 
 // enqueue offers a line to the Loki queue without waiting.
@@ -194,14 +223,19 @@ func (s *Sink) Close(ctx context.Context) error {
 	close(o.queue)
 	o.mu.Unlock()
 
-	// The pusher drains the closed queue and pushes what is left; once ctx ends it stops retrying and
-	// counts what it could not send as dropped at shutdown.
-	o.pusher.stopBy(ctx)
-	<-o.done
-	if n := o.pusher.lost(); n > 0 {
-		return fmt.Errorf("flush logs to Loki: %d lines unsent when the deadline passed: %w", n, context.Cause(ctx))
+	// The shipper hands what is queued to the client and flushes it; once ctx ends it stops handing
+	// lines over and counts the rest as dropped at shutdown. A client stuck retrying a batch is left to
+	// finish on its own: Close does not wait for it past ctx.
+	o.shipper.stopBy(ctx, o.done)
+	select {
+	case <-o.done:
+		if n := o.shipper.lost(); n > 0 {
+			return fmt.Errorf("flush logs to Loki: %d lines unsent when the deadline passed: %w", n, context.Cause(ctx))
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("flush logs to Loki: %d lines still queued when the deadline passed: %w", len(o.queue), context.Cause(ctx))
 	}
-	return nil
 }
 
 // handler is the slog.Handler: it renders each record once as a JSON line, writes it to stdout and

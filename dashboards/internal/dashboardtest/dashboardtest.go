@@ -194,7 +194,7 @@ func Substitute(expr string, values map[string]string) (string, error) {
 
 // Parse parses a PromQL expression with Prometheus's own parser.
 func Parse(expr string) (parser.Expr, error) {
-	return parser.NewParser(parser.Options{}).ParseExpr(expr)
+	return parser.ParseExpr(expr)
 }
 
 // OrSides returns both operands of every "or" in expr (outermost first), each as PromQL text that can be
