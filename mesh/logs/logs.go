@@ -2,7 +2,7 @@
 // URL is configured, the same lines pushed to Loki's HTTP push API.
 //
 // Shipping must never slow a request down, so a bounded queue sits between the logger and the
-// pusher: logging never waits for Loki; when the queue is full a line is dropped and counted in
+// Loki client: logging never waits for Loki; when the queue is full a line is dropped and counted in
 // meshplane_log_lines_dropped_total{reason="queue_full"}. Stream labels are service, namespace and
 // level only; trace ids travel inside the JSON line.
 //

@@ -125,7 +125,7 @@ func queryLoki(base, query string) (map[string]string, string, error) {
 	return nil, "", fmt.Errorf("no line for %s yet", query)
 }
 
-// hangingLoki accepts connections and never answers: the worst case for a pusher, which then waits
+// hangingLoki accepts connections and never answers: the worst case for a Loki client, which then waits
 // for its request timeout.
 func hangingLoki(t *testing.T) string {
 	t.Helper()
