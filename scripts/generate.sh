@@ -10,12 +10,12 @@ done < <(go list -m -f '{{.Dir}}')
 
 # --- Operator: deepcopy, TrafficPolicy CRD and RBAC from kubebuilder markers (controller-gen) ---
 # The CRD comes from operator/api (types and validation markers), the ClusterRole (and the leader
-# election Role) from the +kubebuilder:rbac markers in operator/cmd/manager and operator/internal/controller.
+# election Role) from the +kubebuilder:rbac markers in operator/cmd/manager, operator/internal/controller and operator/internal/consulsync.
 # Never edit the outputs by hand.
 controller_gen="$(scripts/tools.sh --print-bin)/controller-gen"
 (cd operator/api && "$controller_gen" object paths=./... &&
   "$controller_gen" crd:crdVersions=v1 paths=./... output:crd:artifacts:config=../config/crd/bases)
-(cd operator && "$controller_gen" rbac:roleName=meshplane-operator paths="{./cmd/manager/...,./internal/controller/...}" \
+(cd operator && "$controller_gen" rbac:roleName=meshplane-operator paths="{./cmd/manager/...,./internal/controller/...,./internal/consulsync/...}" \
   output:rbac:artifacts:config=config/rbac)
 
 # --- Shop services: protobuf contracts (services/proto/*/v1/*.proto) -> Go (protoc-gen-go, -go-grpc) ---

@@ -34,6 +34,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/consulsync"
 	"meshplane.dev/operator/internal/controller"
 	"meshplane.dev/operator/internal/desiredstate"
 )
@@ -60,6 +61,7 @@ type options struct {
 	leaderElectionNamespace string
 	namespaces              string
 	defaults                desiredstate.Defaults
+	consul                  consulsync.Options
 	log                     zap.Options
 }
 
@@ -72,6 +74,7 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.namespaces, "namespaces", "", "comma-separated namespaces to watch (default: all)")
 	o.defaults = desiredstate.PlatformDefaults()
 	o.defaults.AddFlags(fs)
+	o.consul.BindFlags(fs)
 	o.log = zap.Options{Development: false}
 	o.log.BindFlags(fs)
 }
@@ -97,6 +100,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := o.defaults.Validate(); err != nil {
 		return err
 	}
+	if err := o.consul.Validate(); err != nil {
+		return err
+	}
 	logger := zap.New(zap.UseFlagOptions(&o.log), zap.WriteTo(stderr))
 	// controller-runtime's and client-go's loggers are process-wide and not safe to replace while a
 	// previous manager's goroutines still log (tests call run more than once): the first run sets them.
@@ -118,7 +124,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		LeaderElectionID:              "meshplane-operator.traffic.meshplane.dev",
 		LeaderElectionNamespace:       o.leaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         cache.Options{DefaultNamespaces: watched(o.namespaces)},
+		Cache:                         cache.Options{DefaultNamespaces: watched(o.namespaces, o.consul)},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
@@ -154,6 +160,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := policies.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up trafficpolicy controller: %w", err)
 	}
+	catalogSync, err := consulsync.Setup(mgr, o.consul, crmetrics.Registry)
+	if err != nil {
+		return fmt.Errorf("set up consul sync: %w", err)
+	}
+	if catalogSync != nil {
+		defer catalogSync.Metrics.Unregister(crmetrics.Registry)
+	}
 
 	logger.Info("Starting manager", "host", cfg.Host, "namespaces", o.namespaces, "leaderElect", o.leaderElect)
 	return mgr.Start(ctx)
@@ -178,8 +191,9 @@ func restConfig(path string, getenv func(string) string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// watched turns --namespaces into the cache's namespace set; nil watches all namespaces.
-func watched(list string) map[string]cache.Config {
+// watched turns --namespaces into the cache's namespace set; nil watches all namespaces. The Consul sync's
+// ServiceEntry namespace is always watched when that direction is on.
+func watched(list string, consul consulsync.Options) map[string]cache.Config {
 	var out map[string]cache.Config
 	for _, ns := range strings.Split(list, ",") {
 		if ns = strings.TrimSpace(ns); ns != "" {
@@ -188,6 +202,9 @@ func watched(list string) map[string]cache.Config {
 			}
 			out[ns] = cache.Config{}
 		}
+	}
+	if out != nil && consul.Address != "" && consul.ToIstio {
+		out[consul.ServiceEntryNamespace] = cache.Config{}
 	}
 	return out
 }

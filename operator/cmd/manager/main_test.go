@@ -15,10 +15,12 @@ import (
 	"testing"
 	"time"
 
+	consulapi "github.com/hashicorp/consul/api"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +34,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"meshplane.dev/mesh/devserver"
+	"meshplane.dev/mesh/devserver/devservertest"
 	"meshplane.dev/mesh/wait"
 	"meshplane.dev/operator/api/v1alpha1"
 	pt "meshplane.dev/operator/internal/policytest"
@@ -120,9 +123,15 @@ func operatorKubeconfig(t *testing.T) string {
 
 // The manager binary's run, started with a plain kubeconfig as the operator's service account (RBAC
 // exactly as generated), serves probes and metrics on loopback, takes the leader lease, applies the
-// retry-default flag, watches only the namespaces it is told to, and stops cleanly.
+// retry-default flag, watches only the namespaces it is told to, syncs the catalog with a real Consul
+// both ways, and stops cleanly.
 func TestRunAgainstKubeconfig(t *testing.T) {
 	kubeconfig := operatorKubeconfig(t)
+	consulSrv := devservertest.Consul(t)
+	consul, err := consulapi.NewClient(&consulapi.Config{Address: consulSrv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ports, err := devserver.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +151,8 @@ func TestRunAgainstKubeconfig(t *testing.T) {
 			"--leader-elect", "--leader-election-namespace", systemNS,
 			"--namespaces", watchedNS,
 			"--default-retry-attempts", "1",
+			"--consul-address", consulSrv.Addr, "--cluster-name", "test",
+			"--consul-serviceentry-namespace", watchedNS,
 		}, func(string) string { return "" }, io.Discard, &logs)
 	}()
 	t.Cleanup(func() {
@@ -195,6 +206,34 @@ func TestRunAgainstKubeconfig(t *testing.T) {
 		t.Errorf("policy in unwatched namespace %s was reconciled: %+v", ignoredNS, p.Status.Conditions)
 	}
 
+	// The catalog sync runs inside the manager: the watched Service's endpoint reaches Consul, and a
+	// Consul-only service comes back as a ServiceEntry in the configured namespace.
+	slice := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: "orders-1", Namespace: watchedNS, Labels: map[string]string{discoveryv1.LabelServiceName: "orders"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.9.0.1"}}},
+	}
+	if err := env.Client.Create(context.Background(), slice); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := consul.Catalog().Register(&consulapi.CatalogRegistration{
+		Node: "vm-1", Address: "10.8.0.1",
+		Service: &consulapi.AgentService{ID: "billing-1", Service: "billing", Port: 8080},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, time.Minute, func() error {
+		entries, _, err := consul.Health().Service("orders", "", true, nil)
+		if err != nil {
+			return err
+		}
+		if len(entries) != 1 || entries[0].Service.Address != "10.9.0.1" || entries[0].Node.Node != "k8s-test" {
+			return fmt.Errorf("consul orders = %d passing instances, want 10.9.0.1 on node k8s-test", len(entries))
+		}
+		se := &networkingv1.ServiceEntry{}
+		return env.Client.Get(context.Background(), client.ObjectKey{Namespace: watchedNS, Name: "consul-billing"}, se)
+	})
+
 	lease := &coordinationv1.Lease{}
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: systemNS, Name: "meshplane-operator.traffic.meshplane.dev"}, lease); err != nil {
 		t.Errorf("leader election lease: %v", err)
@@ -209,6 +248,8 @@ func TestRunAgainstKubeconfig(t *testing.T) {
 		"meshplane_operator_reconcile_to_ready_seconds_bucket{", "meshplane_operator_writes_total{",
 		"controller_runtime_reconcile_total{", "controller_runtime_reconcile_errors_total{",
 		"controller_runtime_reconcile_time_seconds_bucket{", "workqueue_depth{",
+		"meshplane_consul_sync_services{", "meshplane_consul_sync_writes_total{", "meshplane_consul_sync_errors_total{",
+		"meshplane_consul_sync_lag_seconds_bucket{",
 	} {
 		if !strings.Contains(body, "\n"+name) {
 			t.Errorf("/metrics lacks %s", strings.TrimSuffix(name, "{"))
@@ -239,6 +280,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--default-retry-on", "sometimes", "--kubeconfig", env.Kubeconfig},
 		{"--no-such-flag"},
 		{"--kubeconfig", filepath.Join(t.TempDir(), "missing")},
+		{"--kubeconfig", env.Kubeconfig, "--consul-address", "127.0.0.1:1", "--consul-sync-mode", "nodeport"},
 	} {
 		var stderr bytes.Buffer
 		if err := run(context.Background(), args, func(string) string { return "" }, io.Discard, &stderr); err == nil {

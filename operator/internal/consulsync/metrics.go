@@ -1,0 +1,76 @@
+package consulsync
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Directions label every metric of the sync.
+const (
+	DirectionToConsul = "to_consul"
+	DirectionToIstio  = "to_istio"
+)
+
+// Metrics are the sync's Prometheus metrics (names are a contract with the dashboards module).
+type Metrics struct {
+	Services *prometheus.GaugeVec
+	Writes   *prometheus.CounterVec
+	Errors   *prometheus.CounterVec
+	Lag      *prometheus.HistogramVec
+}
+
+// NewMetrics creates the metrics; Register adds them to a registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Services: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshplane_consul_sync_services",
+			Help: "Services currently synced, by direction (to_consul: Consul services registered from Kubernetes; to_istio: ServiceEntries from Consul).",
+		}, []string{"direction"}),
+		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshplane_consul_sync_writes_total",
+			Help: "Writes the sync performed, by direction and operation (register, deregister, apply, delete). A no-op resync adds none.",
+		}, []string{"direction", "op"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshplane_consul_sync_errors_total",
+			Help: "Failed Consul or Kubernetes calls of the sync, by direction.",
+		}, []string{"direction"}),
+		Lag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "meshplane_consul_sync_lag_seconds",
+			Help:    "Time from a change at the source (Kubernetes event, Consul index) to the write that reflects it.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"direction"}),
+	}
+	for _, d := range []string{DirectionToConsul, DirectionToIstio} {
+		m.Services.WithLabelValues(d)
+		m.Errors.WithLabelValues(d)
+	}
+	for _, op := range []string{"register", "deregister"} {
+		m.Writes.WithLabelValues(DirectionToConsul, op)
+	}
+	for _, op := range []string{"apply", "delete"} {
+		m.Writes.WithLabelValues(DirectionToIstio, op)
+	}
+	return m
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.Services, m.Writes, m.Errors, m.Lag}
+}
+
+// Register adds the metrics to reg.
+func (m *Metrics) Register(reg prometheus.Registerer) error {
+	for _, c := range m.collectors() {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register consul sync metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// Unregister removes the metrics from reg (a manager that runs again in the same process re-registers).
+func (m *Metrics) Unregister(reg prometheus.Registerer) {
+	for _, c := range m.collectors() {
+		reg.Unregister(c)
+	}
+}

@@ -1,0 +1,457 @@
+package consulsync_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	consulapi "github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
+
+	"meshplane.dev/mesh/devserver"
+	"meshplane.dev/mesh/devserver/devservertest"
+	"meshplane.dev/mesh/wait"
+	"meshplane.dev/operator/internal/consulsync"
+	"meshplane.dev/operator/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	env = testenv.MustStart(testenv.Options{})
+	code := m.Run()
+	if err := env.Stop(); err != nil {
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// startSync runs a manager with the sync against envtest and consul, scoped to namespace ns (which also
+// receives the ServiceEntries), until the test ends.
+func startSync(t *testing.T, ns string, consulAddr string) *consulsync.Sync {
+	t.Helper()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 env.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		// Each test runs its own manager with the same controller names.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := consulsync.Options{
+		Address: consulAddr, ToConsul: true, ToIstio: true, Cluster: "east", DefaultSync: true,
+		Mode: string(consulsync.ModeEndpoints), ServiceEntryNamespace: ns,
+	}
+	s, err := consulsync.Setup(mgr, opts, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	})
+	return s
+}
+
+func consulClient(t *testing.T, srv *devserver.Server) *consulapi.Client {
+	t.Helper()
+	c, err := consulapi.NewClient(&consulapi.Config{Address: srv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func service(ns, name string, annotations map[string]string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Annotations: annotations},
+		Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": name},
+			Ports:    []corev1.ServicePort{{Name: "grpc", Port: 9090, TargetPort: intstr.FromInt(9090)}},
+		},
+	}
+}
+
+// endpointSlice is what the EndpointSlice controller would write for svc: addr → ready.
+func endpointSlice(ns, svc string, eps map[string]bool) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Name: svc + "-abc", Namespace: ns, Labels: map[string]string{discoveryv1.LabelServiceName: svc}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To[int32](9090)}},
+	}
+	addrs := make([]string, 0, len(eps))
+	for a := range eps {
+		addrs = append(addrs, a)
+	}
+	sort.Strings(addrs)
+	for _, a := range addrs {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{a},
+			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(eps[a])},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: svc + "-" + strings.ReplaceAll(a, ".", "-")},
+		})
+	}
+	return s
+}
+
+// instances summarises a Consul service as sorted "address:port status" lines, each with its node.
+func instances(c *consulapi.Client, name string) ([]string, error) {
+	entries, _, err := c.Health().Service(name, "", false, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, fmt.Sprintf("%s %s:%d %s", e.Node.Node, e.Service.Address, e.Service.Port, e.Checks.AggregatedStatus()))
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func wantInstances(t *testing.T, c *consulapi.Client, name string, want []string) {
+	t.Helper()
+	wait.For(t, 20*time.Second, func() error {
+		got, err := instances(c, name)
+		if err != nil {
+			return err
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			return fmt.Errorf("consul service %s (-want +got):\n%s", name, diff)
+		}
+		return nil
+	})
+}
+
+func mustCreate(t *testing.T, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := env.Client.Create(context.Background(), o); err != nil {
+			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
+		}
+	}
+}
+
+func TestKubernetesToConsul(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	srv := devservertest.Consul(t)
+	c := consulClient(t, srv)
+
+	// A service registered by hand on a real agent, with the same name: the sync must never touch it.
+	if err := c.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{ID: "orders-vm", Name: "orders", Address: "192.168.9.9", Port: 9090}); err != nil {
+		t.Fatal(err)
+	}
+	// Left over from before a restart: an owned registration of a Service that no longer exists (must
+	// go), and one on the same node without the owner mark (not ours: must stay).
+	for _, reg := range []*consulapi.AgentService{
+		{ID: "gone-1", Service: "gone", Address: "10.1.9.9", Port: 80, Meta: map[string]string{
+			"external-source": "kubernetes", "external-k8s-ns": ns, "external-k8s-service": "gone", "meshplane-sync": "east"}},
+		{ID: "manual-1", Service: "manual", Address: "10.1.9.8", Port: 80},
+	} {
+		if _, err := c.Catalog().Register(&consulapi.CatalogRegistration{Node: "k8s-east", Address: "127.0.0.1", Service: reg}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := startSync(t, ns, srv.Addr)
+	wantInstances(t, c, "gone", nil)
+	wantInstances(t, c, "manual", []string{"k8s-east 10.1.9.8:80 passing"})
+
+	slice := endpointSlice(ns, "orders", map[string]bool{"10.1.0.1": true, "10.1.0.2": false})
+	mustCreate(t, service(ns, "orders", nil), slice)
+	wantInstances(t, c, "orders", []string{
+		"k8s-east 10.1.0.1:9090 passing",
+		"k8s-east 10.1.0.2:9090 critical",
+		"meshplane-dev 192.168.9.9:9090 passing",
+	})
+
+	// Meta says where an instance came from and who owns it.
+	cs, _, err := c.Catalog().Service("orders", "k8s", nil)
+	if err != nil || len(cs) != 2 {
+		t.Fatalf("catalog orders tagged k8s = %d entries, %v; want 2", len(cs), err)
+	}
+	for _, e := range cs {
+		m := e.ServiceMeta
+		if m["external-source"] != "kubernetes" || m["external-k8s-ns"] != ns || m["external-k8s-service"] != "orders" || m["k8s-cluster"] != "east" || m["meshplane-sync"] != "east" || !strings.HasPrefix(m["k8s-pod"], "orders-") {
+			t.Errorf("instance %s meta = %v", e.ServiceID, m)
+		}
+	}
+
+	// Readiness changes and endpoint churn follow.
+	slice.Endpoints[1].Conditions.Ready = ptr.To(true)
+	slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.1.0.3"}})
+	if err := env.Client.Update(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	wantInstances(t, c, "orders", []string{
+		"k8s-east 10.1.0.1:9090 passing",
+		"k8s-east 10.1.0.2:9090 passing",
+		"k8s-east 10.1.0.3:9090 passing",
+		"meshplane-dev 192.168.9.9:9090 passing",
+	})
+	slice.Endpoints = slice.Endpoints[1:]
+	if err := env.Client.Update(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	wantInstances(t, c, "orders", []string{
+		"k8s-east 10.1.0.2:9090 passing",
+		"k8s-east 10.1.0.3:9090 passing",
+		"meshplane-dev 192.168.9.9:9090 passing",
+	})
+
+	// Opt-out annotation: not registered. A typo in it: a Warning event, and nothing already registered lost.
+	mustCreate(t, service(ns, "internal", map[string]string{consulsync.AnnotationSync: "false"}), endpointSlice(ns, "internal", map[string]bool{"10.1.1.1": true}))
+	var svc corev1.Service
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "orders"}, &svc); err != nil {
+		t.Fatal(err)
+	}
+	svc.Annotations = map[string]string{consulsync.AnnotationSync: "yes"}
+	if err := env.Client.Update(ctx, &svc); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, func() error {
+		var evs eventsv1.EventList
+		if err := env.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == "orders" && e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, `annotation consul.meshplane.dev/sync: invalid value "yes"`) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Warning event naming the annotation among %d events", len(evs.Items))
+	})
+	if got, _ := instances(c, "internal"); len(got) != 0 {
+		t.Errorf("opted-out service registered: %v", got)
+	}
+	wantInstances(t, c, "orders", []string{
+		"k8s-east 10.1.0.2:9090 passing",
+		"k8s-east 10.1.0.3:9090 passing",
+		"meshplane-dev 192.168.9.9:9090 passing",
+	})
+
+	// Deleting the Service removes only what the sync owns.
+	if err := env.Client.Delete(ctx, &svc); err != nil {
+		t.Fatal(err)
+	}
+	wantInstances(t, c, "orders", []string{"meshplane-dev 192.168.9.9:9090 passing"})
+	if got := testutil.ToFloat64(s.Metrics.Writes.WithLabelValues(consulsync.DirectionToConsul, "deregister")); got < 3 {
+		t.Errorf("deregister writes = %v, want at least 3", got)
+	}
+	if got := testutil.CollectAndCount(s.Metrics.Lag); got == 0 {
+		t.Errorf("lag histogram has no series")
+	}
+}
+
+// registerVM registers a non-Kubernetes instance on its own node with a check of the given status.
+func registerVM(t *testing.T, c *consulapi.Client, node, addr, status string) {
+	t.Helper()
+	_, err := c.Catalog().Register(&consulapi.CatalogRegistration{
+		Node: node, Address: addr,
+		Service: &consulapi.AgentService{ID: "billing-" + node, Service: "billing", Address: addr, Port: 8080, Meta: map[string]string{"protocol": "http", "version": "v1"}},
+		Check:   &consulapi.AgentCheck{Node: node, CheckID: "billing-" + node + ":alive", Name: "alive", ServiceID: "billing-" + node, Status: status},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// endpointsOf returns the addresses of the ServiceEntry's endpoints, or an error if it does not exist.
+func endpointsOf(ctx context.Context, ns, name string) ([]string, error) {
+	var se networkingv1.ServiceEntry
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &se); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range se.Spec.Endpoints {
+		out = append(out, e.Address)
+	}
+	return out, nil
+}
+
+func wantEndpoints(t *testing.T, ns, name string, want []string) {
+	t.Helper()
+	wait.For(t, 20*time.Second, func() error {
+		got, err := endpointsOf(context.Background(), ns, name)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("serviceentry %s endpoints = %v, want %v", name, got, want)
+		}
+		return nil
+	})
+}
+
+func wantGone(t *testing.T, ns, name string) {
+	t.Helper()
+	wait.For(t, 20*time.Second, func() error {
+		_, err := endpointsOf(context.Background(), ns, name)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("serviceentry %s still there (get: %w)", name, err)
+	})
+}
+
+func TestConsulToIstio(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	srv := devservertest.Consul(t)
+	c := consulClient(t, srv)
+	startSync(t, ns, srv.Addr)
+
+	registerVM(t, c, "vm-1", "10.2.0.1", consulapi.HealthPassing)
+	registerVM(t, c, "vm-2", "10.2.0.2", consulapi.HealthCritical)
+	// Registered from Kubernetes elsewhere (e.g. consul-k8s): not imported back.
+	if _, err := c.Catalog().Register(&consulapi.CatalogRegistration{
+		Node: "k8s-west", Address: "127.0.0.1",
+		Service: &consulapi.AgentService{ID: "web-1", Service: "web", Address: "10.3.0.1", Port: 80, Meta: map[string]string{"external-source": "kubernetes"}},
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	wantEndpoints(t, ns, "consul-billing", []string{"10.2.0.1"})
+	registerVM(t, c, "vm-2", "10.2.0.2", consulapi.HealthPassing)
+	wantEndpoints(t, ns, "consul-billing", []string{"10.2.0.1", "10.2.0.2"})
+
+	var se networkingv1.ServiceEntry
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "consul-billing"}, &se); err != nil {
+		t.Fatal(err)
+	}
+	if got := se.Spec.Hosts; !slices.Equal(got, []string{"billing.service.consul"}) {
+		t.Errorf("hosts = %v", got)
+	}
+	if se.Spec.Resolution.String() != "STATIC" || len(se.Spec.Ports) != 1 || se.Spec.Ports[0].Protocol != "HTTP" {
+		t.Errorf("spec = %v, want STATIC with one HTTP port", &se.Spec)
+	}
+	if _, err := endpointsOf(ctx, ns, "consul-web"); !apierrors.IsNotFound(err) {
+		t.Errorf("service from Kubernetes imported as a ServiceEntry (err %v)", err)
+	}
+
+	// Istio's own analyzers accept what the sync wrote.
+	analyzeServiceEntry(t, &se)
+
+	// Deregistering the last instance removes the service from Consul, and the ServiceEntry with it.
+	for _, node := range []string{"vm-1", "vm-2"} {
+		if _, err := c.Catalog().Deregister(&consulapi.CatalogDeregistration{Node: node}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantGone(t, ns, "consul-billing")
+}
+
+func analyzeServiceEntry(t *testing.T, se *networkingv1.ServiceEntry) {
+	t.Helper()
+	se = se.DeepCopy()
+	se.ManagedFields = nil
+	se.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind("ServiceEntry"))
+	b, err := yaml.Marshal(se)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "se.yaml")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := testenv.Analyze(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range msgs {
+		if m.Level == "Error" || m.Level == "Warning" {
+			t.Errorf("istioctl analyze: %s", m)
+		}
+	}
+}
+
+// TestConsulRestartAndNoOpResync: a Consul that comes back empty gets everything again, once, and nothing
+// stale; a resync with nothing changed writes nothing, to Consul or to the apiserver.
+func TestConsulRestartAndNoOpResync(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	srv := devservertest.Consul(t)
+	c := consulClient(t, srv)
+	s := startSync(t, ns, srv.Addr)
+
+	mustCreate(t,
+		service(ns, "orders", nil), endpointSlice(ns, "orders", map[string]bool{"10.1.0.1": true, "10.1.0.2": true}),
+		service(ns, "payments", nil), endpointSlice(ns, "payments", map[string]bool{"10.1.0.5": true}),
+	)
+	registerVM(t, c, "vm-1", "10.2.0.1", consulapi.HealthPassing)
+	wantInstances(t, c, "orders", []string{"k8s-east 10.1.0.1:9090 passing", "k8s-east 10.1.0.2:9090 passing"})
+	wantInstances(t, c, "payments", []string{"k8s-east 10.1.0.5:9090 passing"})
+	wantEndpoints(t, ns, "consul-billing", []string{"10.2.0.1"})
+
+	// No-op resync: every Service reconciled again, zero writes.
+	writes := func() float64 {
+		return testutil.ToFloat64(s.Metrics.Writes.WithLabelValues(consulsync.DirectionToConsul, "register")) +
+			testutil.ToFloat64(s.Metrics.Writes.WithLabelValues(consulsync.DirectionToConsul, "deregister")) +
+			testutil.ToFloat64(s.Metrics.Writes.WithLabelValues(consulsync.DirectionToIstio, "apply")) +
+			testutil.ToFloat64(s.Metrics.Writes.WithLabelValues(consulsync.DirectionToIstio, "delete"))
+	}
+	before := writes()
+	reconciled := s.ToConsul.Reconciled()
+	if err := s.ToConsul.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, func() error {
+		if n := s.ToConsul.Reconciled() - reconciled; n < 2 {
+			return fmt.Errorf("%d services reconciled after resync, want 2", n)
+		}
+		return nil
+	})
+	if after := writes(); after != before {
+		t.Errorf("no-op resync wrote %v times, want 0", after-before)
+	}
+
+	// Consul restarts empty on the same address.
+	port := srv.Port()
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	srv = devservertest.ConsulOnPort(t, port)
+	c = consulClient(t, srv)
+
+	wantInstances(t, c, "orders", []string{"k8s-east 10.1.0.1:9090 passing", "k8s-east 10.1.0.2:9090 passing"})
+	wantInstances(t, c, "payments", []string{"k8s-east 10.1.0.5:9090 passing"})
+	// billing was only in the old Consul: its ServiceEntry must not outlive it.
+	wantGone(t, ns, "consul-billing")
+	// And the sync keeps following the new server.
+	registerVM(t, c, "vm-1", "10.2.0.1", consulapi.HealthPassing)
+	wantEndpoints(t, ns, "consul-billing", []string{"10.2.0.1"})
+	services, _, err := c.Catalog().NodeServiceList("k8s-east", nil)
+	if err != nil || len(services.Services) != 3 {
+		t.Errorf("k8s-east node has %v services (%v), want exactly 3: no duplicates", len(services.Services), err)
+	}
+}

@@ -1,0 +1,423 @@
+package consulsync
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+)
+
+// ToConsul registers Kubernetes Services into Consul. Every instance lives on one synthetic node per cluster
+// (registered through the catalog API, so no agent's anti-entropy removes it) and carries MetaOwner; only
+// instances with this cluster's owner mark on this node are ever changed or deleted. It keeps the node's
+// actual state from a blocking query and writes only differences: a resync with nothing changed writes
+// nothing.
+type ToConsul struct {
+	Client   client.Client
+	Consul   *consulapi.Client
+	Settings Settings
+	// Node is the synthetic Consul node's name.
+	Node    string
+	Metrics *Metrics
+	// Recorder, if set, receives Warning events for Services with bad annotations.
+	Recorder events.EventRecorder
+	// ResyncPeriod re-checks every Service against Consul this often (0: never); drift is normally seen
+	// through the blocking query at once.
+	ResyncPeriod time.Duration
+
+	state      nodeState
+	reconciled atomic.Int64
+	events     chan event.TypedGenericEvent[*corev1.Service]
+	pending    sync.Map // Service key → time of the oldest change not yet written, for the lag metric
+}
+
+// SetupWithManager registers the reconciler (Services, their EndpointSlices, and changes seen in Consul)
+// and the node watcher with mgr.
+func (r *ToConsul) SetupWithManager(mgr ctrl.Manager) error {
+	r.events = make(chan event.TypedGenericEvent[*corev1.Service], 1024)
+	r.state.instances = map[string]Instance{}
+	if err := mgr.Add(&nodeWatcher{r: r}); err != nil {
+		return err
+	}
+	noted := func(key types.NamespacedName) []reconcile.Request {
+		r.pending.LoadOrStore(key.String(), time.Now())
+		return []reconcile.Request{{NamespacedName: key}}
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("consul-sync-to-consul").
+		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return noted(client.ObjectKeyFromObject(o))
+		})).
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			svc := o.GetLabels()[discoveryv1.LabelServiceName]
+			if svc == "" {
+				return nil
+			}
+			return noted(types.NamespacedName{Namespace: o.GetNamespace(), Name: svc})
+		})).
+		WatchesRawSource(source.Channel(r.events, &handler.TypedEnqueueRequestForObject[*corev1.Service]{})).
+		Complete(r)
+}
+
+// Reconciled counts Services checked against Consul without error since start.
+func (r *ToConsul) Reconciled() int64 { return r.reconciled.Load() }
+
+// Resync re-checks every Service and every registration this sync owns against Consul.
+func (r *ToConsul) Resync(ctx context.Context) error {
+	var svcs corev1.ServiceList
+	if err := r.Client.List(ctx, &svcs); err != nil {
+		return err
+	}
+	keys := map[types.NamespacedName]bool{}
+	for _, s := range svcs.Items {
+		keys[client.ObjectKeyFromObject(&s)] = true
+	}
+	for _, k := range r.state.keys() {
+		keys[k] = true
+	}
+	for k := range keys {
+		r.enqueue(ctx, k)
+	}
+	return nil
+}
+
+func (r *ToConsul) enqueue(ctx context.Context, key types.NamespacedName) {
+	select {
+	case r.events <- event.TypedGenericEvent[*corev1.Service]{Object: &corev1.Service{ObjectMeta: metaFor(key)}}:
+	case <-ctx.Done():
+	}
+}
+
+// Reconcile makes the Consul registrations of one Service match it: register or update first, then
+// deregister, so an endpoint that stays never disappears in between.
+func (r *ToConsul) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
+	log := logf.FromContext(ctx)
+	if !r.state.loaded() {
+		// Until Consul's state is known every instance would look missing and be written again.
+		return ctrl.Result{RequeueAfter: 200 * time.Millisecond}, nil
+	}
+	defer func() {
+		if err == nil {
+			r.reconciled.Add(1)
+		}
+	}()
+	desired, keep, err := r.desired(ctx, req.NamespacedName)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if keep {
+		return ctrl.Result{}, nil
+	}
+	actual := r.state.forService(req.NamespacedName)
+
+	writes := 0
+	for _, d := range desired {
+		if a, ok := actual[d.ID]; ok && a.Equal(d) {
+			continue
+		}
+		if err := r.register(d); err != nil {
+			r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
+			return ctrl.Result{}, fmt.Errorf("register consul instance %s: %w", d.ID, err)
+		}
+		writes++
+	}
+	for id := range actual {
+		if slices.ContainsFunc(desired, func(d Instance) bool { return d.ID == id }) {
+			continue
+		}
+		if err := r.deregister(id); err != nil {
+			r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
+			return ctrl.Result{}, fmt.Errorf("deregister consul instance %s: %w", id, err)
+		}
+		writes++
+	}
+	if t, ok := r.pending.LoadAndDelete(req.String()); ok && writes > 0 {
+		r.Metrics.Lag.WithLabelValues(DirectionToConsul).Observe(time.Since(t.(time.Time)).Seconds())
+	}
+	if writes > 0 {
+		log.V(1).Info("Synced service to Consul", "service", klog.KRef(req.Namespace, req.Name), "instances", len(desired), "writes", writes)
+	}
+	r.Metrics.Services.WithLabelValues(DirectionToConsul).Set(float64(r.state.serviceCount()))
+	return ctrl.Result{}, nil
+}
+
+// desired returns the instances a Service should have; keep means leave Consul as it is (a bad
+// annotation: nothing already registered is lost to a typo).
+func (r *ToConsul) desired(ctx context.Context, key types.NamespacedName) ([]Instance, bool, error) {
+	var svc corev1.Service
+	if err := r.Client.Get(ctx, key, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	if !svc.DeletionTimestamp.IsZero() {
+		return nil, false, nil
+	}
+	ok, err := ShouldSync(&svc, r.Settings)
+	if err != nil {
+		r.warn(&svc, err)
+		return nil, true, nil
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	var slices discoveryv1.EndpointSliceList
+	if err := r.Client.List(ctx, &slices, client.InNamespace(key.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: key.Name}); err != nil {
+		return nil, false, err
+	}
+	desired, err := DesiredInstances(&svc, slices.Items, r.Settings)
+	if err != nil {
+		r.warn(&svc, err)
+		return nil, true, nil
+	}
+	return desired, false, nil
+}
+
+func (r *ToConsul) warn(svc *corev1.Service, err error) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(svc, nil, corev1.EventTypeWarning, "ConsulSyncSkipped", "SyncToConsul", "%v", err)
+	}
+}
+
+func (r *ToConsul) nodeMeta() map[string]string {
+	return map[string]string{MetaExternalSource: "kubernetes", MetaOwner: r.Settings.Cluster, MetaCluster: r.Settings.Cluster}
+}
+
+func (r *ToConsul) register(in Instance) error {
+	output := "Kubernetes endpoint is ready"
+	if in.Status != consulapi.HealthPassing {
+		output = "Kubernetes endpoint is not ready"
+	}
+	_, err := r.Consul.Catalog().Register(&consulapi.CatalogRegistration{
+		Node:           r.Node,
+		Address:        "127.0.0.1",
+		NodeMeta:       r.nodeMeta(),
+		SkipNodeUpdate: true,
+		Service: &consulapi.AgentService{
+			ID: in.ID, Service: in.Service, Address: in.Address, Port: in.Port,
+			Tags: in.Tags, Meta: in.Meta,
+		},
+		Check: &consulapi.AgentCheck{
+			Node: r.Node, CheckID: checkID(in.ID), Name: "Kubernetes readiness", Type: "kubernetes-readiness",
+			ServiceID: in.ID, ServiceName: in.Service, Status: in.Status, Output: output,
+		},
+	}, nil)
+	if err != nil {
+		return err
+	}
+	r.Metrics.Writes.WithLabelValues(DirectionToConsul, "register").Inc()
+	r.state.put(in)
+	return nil
+}
+
+func (r *ToConsul) deregister(id string) error {
+	if _, err := r.Consul.Catalog().Deregister(&consulapi.CatalogDeregistration{Node: r.Node, ServiceID: id}, nil); err != nil {
+		return err
+	}
+	r.Metrics.Writes.WithLabelValues(DirectionToConsul, "deregister").Inc()
+	r.state.remove(id)
+	return nil
+}
+
+func checkID(serviceID string) string { return serviceID + ":k8s-readiness" }
+
+// nodeState is the sync's view of the instances it owns on its node. Writes update it at once; the
+// node watcher replaces it with what Consul reports.
+type nodeState struct {
+	mu        sync.Mutex
+	instances map[string]Instance
+	synced    bool
+}
+
+func (s *nodeState) loaded() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.synced
+}
+
+func (s *nodeState) put(in Instance) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.instances[in.ID] = in
+}
+
+func (s *nodeState) remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.instances, id)
+}
+
+func (s *nodeState) forService(key types.NamespacedName) map[string]Instance {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]Instance{}
+	for id, in := range s.instances {
+		if in.Key() == key.String() {
+			out[id] = in
+		}
+	}
+	return out
+}
+
+func (s *nodeState) keys() []types.NamespacedName {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[types.NamespacedName]bool{}
+	for _, in := range s.instances {
+		seen[types.NamespacedName{Namespace: in.Meta[MetaNamespace], Name: in.Meta[MetaService]}] = true
+	}
+	return slices.Collect(maps.Keys(seen))
+}
+
+func (s *nodeState) serviceCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := map[string]bool{}
+	for _, in := range s.instances {
+		names[in.Service] = true
+	}
+	return len(names)
+}
+
+// replace swaps in Consul's view and returns the Services whose instances differ from what the sync
+// believed: changes by someone else, or a Consul that came back empty.
+func (s *nodeState) replace(observed map[string]Instance) []types.NamespacedName {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	changed := map[types.NamespacedName]bool{}
+	key := func(in Instance) types.NamespacedName {
+		return types.NamespacedName{Namespace: in.Meta[MetaNamespace], Name: in.Meta[MetaService]}
+	}
+	for id, in := range s.instances {
+		if o, ok := observed[id]; !ok || !o.Equal(in) {
+			changed[key(in)] = true
+		}
+	}
+	for id, o := range observed {
+		if _, ok := s.instances[id]; !ok {
+			changed[key(o)] = true
+		}
+	}
+	s.instances = observed
+	first := !s.synced
+	s.synced = true
+	if first {
+		// Everything owned here is checked once after start: registrations of Services deleted while the
+		// sync was down are found and removed.
+		for _, in := range observed {
+			changed[key(in)] = true
+		}
+	}
+	return slices.Collect(maps.Keys(changed))
+}
+
+// nodeWatcher follows the sync's node with a blocking query and feeds differences back as reconciles.
+type nodeWatcher struct{ r *ToConsul }
+
+// NeedLeaderElection: only the leader writes, so only the leader needs to know the node.
+func (w *nodeWatcher) NeedLeaderElection() bool { return true }
+
+func (w *nodeWatcher) Start(ctx context.Context) error {
+	r := w.r
+	log := logf.FromContext(ctx).WithValues("node", r.Node)
+	b := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
+	var index uint64
+	var resync <-chan time.Time
+	if r.ResyncPeriod > 0 {
+		t := time.NewTicker(r.ResyncPeriod)
+		defer t.Stop()
+		resync = t.C
+	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-resync:
+				_ = r.Resync(ctx)
+			}
+		}
+	}()
+	for ctx.Err() == nil {
+		observed, meta, err := w.read(ctx, index)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
+			log.Error(err, "Reading Consul node failed; retrying")
+			// After an error Consul may be a new, empty server whose index is below ours: start over.
+			index = 0
+			b.wait(ctx)
+			continue
+		}
+		b.reset()
+		for _, k := range r.state.replace(observed) {
+			r.enqueue(ctx, k)
+		}
+		// Blocking-query rules: an index that goes backwards means a restore or a new server; never wait
+		// on 0 after a response.
+		if meta.LastIndex < index {
+			index = 0
+		} else {
+			index = max(meta.LastIndex, 1)
+		}
+	}
+	return nil
+}
+
+// read returns the owned instances on the node with their check status, blocking until the node's
+// services change past index (or Consul's wait time).
+func (w *nodeWatcher) read(ctx context.Context, index uint64) (map[string]Instance, *consulapi.QueryMeta, error) {
+	r := w.r
+	q := (&consulapi.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx)
+	list, meta, err := r.Consul.Catalog().NodeServiceList(r.Node, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	checks, _, err := r.Consul.Health().Node(r.Node, (&consulapi.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, nil, err
+	}
+	status := map[string]string{}
+	for _, c := range checks {
+		if c.ServiceID != "" && c.CheckID == checkID(c.ServiceID) {
+			status[c.ServiceID] = c.Status
+		}
+	}
+	out := map[string]Instance{}
+	if list == nil {
+		return out, meta, nil
+	}
+	for _, s := range list.Services {
+		if s.Meta[MetaOwner] != r.Settings.Cluster {
+			continue
+		}
+		tags := slices.Clone(s.Tags)
+		slices.Sort(tags)
+		out[s.ID] = Instance{
+			ID: s.ID, Service: s.Service, Address: s.Address, Port: s.Port,
+			Tags: tags, Meta: s.Meta, Status: status[s.ID],
+		}
+	}
+	return out, meta, nil
+}
