@@ -34,10 +34,13 @@ const (
 	MetaService        = "external-k8s-service"
 	MetaCluster        = "k8s-cluster"
 	// MetaOwner marks a registration as owned by the sync of one cluster: only those are ever deleted.
-	MetaOwner    = "meshplane-sync"
-	MetaPod      = "k8s-pod"
-	MetaNode     = "k8s-node"
-	MetaProtocol = "protocol"
+	MetaOwner = "meshplane-sync"
+	MetaPod   = "k8s-pod"
+	// MetaPortPrefix + a port's name holds that port's number on the instance, for every named port:
+	// e.g. port-http-metrics lets Prometheus' Consul discovery scrape an admin port.
+	MetaPortPrefix = "port-"
+	MetaNode       = "k8s-node"
+	MetaProtocol   = "protocol"
 	// TagKubernetes is on every instance synced from Kubernetes.
 	TagKubernetes = "k8s"
 )
@@ -148,9 +151,15 @@ func DesiredInstances(svc *corev1.Service, endpointSlices []discoveryv1.Endpoint
 		if slices.ContainsFunc(eps, func(e endpoint) bool { return e.ready }) {
 			status = "passing"
 		}
+		m := maps.Clone(meta)
+		for _, p := range svc.Spec.Ports {
+			if p.Name != "" {
+				m[MetaPortPrefix+p.Name] = strconv.Itoa(int(p.Port))
+			}
+		}
 		return []Instance{{
 			ID: instanceID(name, svc, svc.Spec.ClusterIP, int(port.Port)), Service: name,
-			Address: svc.Spec.ClusterIP, Port: int(port.Port), Tags: tags, Meta: meta, Status: status,
+			Address: svc.Spec.ClusterIP, Port: int(port.Port), Tags: tags, Meta: m, Status: status,
 		}}, nil
 	}
 
@@ -162,6 +171,9 @@ func DesiredInstances(svc *corev1.Service, endpointSlices []discoveryv1.Endpoint
 		}
 		if e.node != "" {
 			m[MetaNode] = e.node
+		}
+		for n, p := range e.ports {
+			m[MetaPortPrefix+n] = strconv.Itoa(p)
 		}
 		status := "critical"
 		if e.ready {
@@ -214,6 +226,8 @@ type endpoint struct {
 	port      int
 	ready     bool
 	pod, node string
+	// ports are every named port of the endpoint's slice, by name.
+	ports map[string]int
 }
 
 // endpoints flattens the slices into unique (address, port) endpoints of the selected port. During slice
@@ -226,9 +240,19 @@ func endpoints(svc *corev1.Service, endpointSlices []discoveryv1.EndpointSlice, 
 			continue
 		}
 		target := -1
+		var named map[string]int
 		for _, p := range sl.Ports {
-			if p.Port != nil && ptrString(p.Name) == port.Name {
+			if p.Port == nil {
+				continue
+			}
+			if ptrString(p.Name) == port.Name {
 				target = int(*p.Port)
+			}
+			if n := ptrString(p.Name); n != "" {
+				if named == nil {
+					named = map[string]int{}
+				}
+				named[n] = int(*p.Port)
 			}
 		}
 		if target < 0 {
@@ -262,7 +286,7 @@ func endpoints(svc *corev1.Service, endpointSlices []discoveryv1.EndpointSlice, 
 					continue
 				}
 				seen[k] = len(out)
-				out = append(out, endpoint{address: addr, port: target, ready: ready, pod: pod, node: node})
+				out = append(out, endpoint{address: addr, port: target, ready: ready, pod: pod, node: node, ports: named})
 			}
 		}
 	}

@@ -69,6 +69,7 @@ func TestDesiredInstances(t *testing.T) {
 		slices   []discoveryv1.EndpointSlice
 		settings Settings
 		want     []string
+		wantMeta map[string]string // meta every instance must carry (besides the ownership keys)
 	}{
 		{
 			name:   "ready and not-ready endpoints map to passing and critical",
@@ -135,7 +136,8 @@ func TestDesiredInstances(t *testing.T) {
 				Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("grpc"), Port: ptr.To[int32](9091)}, {Name: ptr.To("http-admin"), Port: ptr.To[int32](8081)}},
 				Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"10.1.0.1"}}},
 			}},
-			want: []string{"orders 10.1.0.1:8081 passing"},
+			want:     []string{"orders 10.1.0.1:8081 passing"},
+			wantMeta: map[string]string{"port-grpc": "9091", "port-http-admin": "8081"},
 		},
 		{
 			name:   "no endpoints: no instances",
@@ -158,6 +160,11 @@ func TestDesiredInstances(t *testing.T) {
 				t.Errorf("instances (-want +got):\n%s", diff)
 			}
 			for _, in := range got {
+				for k, v := range tt.wantMeta {
+					if in.Meta[k] != v {
+						t.Errorf("instance %s meta %s = %q, want %q", in.ID, k, in.Meta[k], v)
+					}
+				}
 				if in.Meta[MetaOwner] != "east" || in.Meta[MetaExternalSource] != "kubernetes" || in.Key() != "shop/orders" {
 					t.Errorf("instance %s meta = %v, want owner east, external-source kubernetes, key shop/orders", in.ID, in.Meta)
 				}
@@ -178,6 +185,7 @@ func TestDesiredInstancesMetaAndTags(t *testing.T) {
 		Meta: map[string]string{
 			MetaExternalSource: "kubernetes", MetaNamespace: "shop", MetaService: "orders",
 			MetaCluster: "east", MetaOwner: "east", MetaPod: "orders-abc", MetaProtocol: "grpc",
+			"port-grpc": "9091",
 		},
 	}
 	if diff := cmp.Diff(want, got[0]); diff != "" {
