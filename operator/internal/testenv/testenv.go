@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -37,8 +38,10 @@ type Options struct {
 	GarbageCollector bool
 	// Dir holds the kubeconfig and logs; empty means a new temporary directory removed by Stop.
 	Dir string
-	// ExtraAPIServerArgs are appended to the apiserver's flags (e.g. "--secure-port=6443").
+	// ExtraAPIServerArgs are appended to the apiserver's flags.
 	ExtraAPIServerArgs map[string]string
+	// APIServerPort is the apiserver's port on 127.0.0.1; 0 picks a free one.
+	APIServerPort int
 }
 
 // Env is a running control plane.
@@ -99,6 +102,10 @@ func Start(o Options) (*Env, error) {
 	}
 	e.env.ControlPlane.KubectlPath = filepath.Join(bin, "kubectl")
 	api := e.env.ControlPlane.GetAPIServer()
+	if o.APIServerPort != 0 {
+		api.SecureServing.Address = "127.0.0.1"
+		api.SecureServing.Port = strconv.Itoa(o.APIServerPort)
+	}
 	for k, v := range o.ExtraAPIServerArgs {
 		api.Configure().Set(strings.TrimPrefix(k, "--"), v)
 	}
