@@ -165,8 +165,8 @@ go 1.26.0
 // The versions istio.io/istio asks for are refused by the proxy; these are the served ones.
 require (
 	istio.io/istio $ISTIO_VERSION
-	istio.io/api $ISTIO_API_VERSION
-	istio.io/client-go $ISTIO_CLIENT_GO_VERSION
+	istio.io/api ${LIB_ISTIO_API#*@}
+	istio.io/client-go ${LIB_ISTIO_CLIENT_GO#*@}
 	github.com/envoyproxy/go-control-plane/envoy $ENVOY_GO_CONTROL_PLANE_VERSION
 	github.com/envoyproxy/go-control-plane/contrib $ENVOY_GO_CONTROL_PLANE_CONTRIB_VERSION
 )
