@@ -79,6 +79,8 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Log, when set, also receives the server's output.
 	Log io.Writer
+	// LogFile receives the server's output; empty means Dir/server.log.
+	LogFile string
 }
 
 func (o Options) readyTimeout() time.Duration {
@@ -145,15 +147,46 @@ func (s *Server) LogTail(n int) string {
 	return string(b)
 }
 
+// Program is any other process to run like the servers here: output to a log file, started once Ready
+// says so, stopped by Server.Stop.
+type Program struct {
+	// Name is the component name, for messages.
+	Name string
+	// Bin is the executable's path.
+	Bin  string
+	Args []string
+	// Env is added to this process's environment.
+	Env []string
+	// Addr is the host:port the program serves.
+	Addr string
+	// Ready returns nil once the program serves; HTTPReady builds the usual probe.
+	Ready func(context.Context) error
+}
+
+// Run starts p with its working directory and log in o (o.Port is not used) and waits until it is ready.
+func Run(ctx context.Context, o Options, p Program) (*Server, error) {
+	return startEnv(ctx, p.Name, o, p.Addr, p.Bin, p.Args, p.Env, p.Ready)
+}
+
+// HTTPReady is a readiness probe that wants 200 from url.
+func HTTPReady(url string) func(context.Context) error { return httpReady(url, nil) }
+
 // start runs bin with args in dir, output to dir/server.log, and waits until ready returns nil.
 func start(ctx context.Context, name string, o Options, addr string, bin string, args []string, ready func(context.Context) error) (*Server, error) {
+	return startEnv(ctx, name, o, addr, bin, args, nil, ready)
+}
+
+func startEnv(ctx context.Context, name string, o Options, addr string, bin string, args, env []string, ready func(context.Context) error) (*Server, error) {
 	if o.Dir == "" {
 		return nil, fmt.Errorf("start %s: Options.Dir is required", name)
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	logPath := filepath.Join(o.Dir, "server.log")
+	logPath := o.LogFile
+	if logPath == "" {
+		logPath = filepath.Join(o.Dir, "server.log")
+	}
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -165,6 +198,9 @@ func start(ctx context.Context, name string, o Options, addr string, bin string,
 	// Not CommandContext: the server outlives ctx, which only bounds the start; Stop ends it.
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = o.Dir
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	// Own process group, so a Ctrl-C meant for the parent reaches the server only through Stop.

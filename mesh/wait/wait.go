@@ -4,6 +4,7 @@ package wait
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -19,6 +20,9 @@ func Until(ctx context.Context, interval time.Duration, cond func(context.Contex
 		if err == nil {
 			return nil
 		}
+		if stop, ok := errors.AsType[stopError](err); ok {
+			return stop.err
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%w; last: %w", context.Cause(ctx), err)
@@ -26,6 +30,15 @@ func Until(ctx context.Context, interval time.Duration, cond func(context.Contex
 		}
 	}
 }
+
+// Stop wraps err so that Until returns it at once instead of polling again: for conditions that can
+// tell they will never hold (the process being waited for exited).
+func Stop(err error) error { return stopError{err} }
+
+type stopError struct{ err error }
+
+func (e stopError) Error() string { return e.err.Error() }
+func (e stopError) Unwrap() error { return e.err }
 
 // For polls cond every 100ms for up to timeout and fails the test with cond's last error if it never
 // returns nil.

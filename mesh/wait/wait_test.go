@@ -32,3 +32,15 @@ func TestUntilReportsLastErrorAtDeadline(t *testing.T) {
 		t.Fatalf("Until = %v, want deadline exceeded naming the last error", err)
 	}
 }
+
+func TestUntilStopsOnStop(t *testing.T) {
+	calls := 0
+	gone := errors.New("process exited")
+	err := wait.Until(context.Background(), time.Millisecond, func(context.Context) error {
+		calls++
+		return wait.Stop(gone)
+	})
+	if !errors.Is(err, gone) || calls != 1 {
+		t.Fatalf("Until = %v after %d calls, want the stop error after 1", err, calls)
+	}
+}
