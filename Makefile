@@ -17,6 +17,28 @@ help: ## Show this help.
 	@echo "Meshplane — make targets:"
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
+MESHPLANE := .local/bin/meshplane
+
+.PHONY: up
+up: tools ## Start the whole platform locally: apiserver, operator + Consul sync, Consul, shop, Prometheus, Loki, load (UP_FLAGS=--port prometheus=19090 ...).
+	@go build -o $(MESHPLANE) ./operator/cmd/meshplane
+	@$(MESHPLANE) up $(UP_FLAGS)
+
+.PHONY: status
+status: ## Show the local platform's components, health, URLs and TrafficPolicies.
+	@go build -o $(MESHPLANE) ./operator/cmd/meshplane
+	@$(MESHPLANE) status
+
+.PHONY: drill
+drill: ## Payments failure drill on the running platform: error rate, breaker open and closed, from Prometheus.
+	@go build -o $(MESHPLANE) ./operator/cmd/meshplane
+	@$(MESHPLANE) drill $(DRILL_FLAGS)
+
+.PHONY: down
+down: ## Stop the local platform; no process is left behind.
+	@go build -o $(MESHPLANE) ./operator/cmd/meshplane
+	@$(MESHPLANE) down
+
 .PHONY: tools
 tools: ## Build or install every pinned tool (apiserver, etcd, consul, prometheus, loki, istioctl, ...) into the cache.
 	scripts/tools.sh

@@ -1,5 +1,6 @@
 // Command meshplane is the platform's command line: `meshplane render` turns TrafficPolicies into the
-// Istio objects the operator would apply, offline.
+// Istio objects the operator would apply, offline; `up`, `status`, `drill` and `down` run the whole
+// platform on one machine.
 package main
 
 import (
@@ -48,6 +49,10 @@ type command struct {
 
 var commands = map[string]command{
 	"render": {summary: "render TrafficPolicies into Istio objects, offline", run: runRender},
+	"up":     {summary: "start the whole platform locally (apiserver, operator, Consul, shop, Prometheus, Loki)", run: runUp},
+	"status": {summary: "show the local platform's components, health and TrafficPolicies", run: runStatus},
+	"drill":  {summary: "run a payments failure drill against the local platform", run: runDrill},
+	"down":   {summary: "stop the local platform; no process is left behind", run: runDown},
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {

@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -36,7 +37,7 @@ func Analyze(files ...string) ([]AnalyzerMessage, error) {
 	runErr := cmd.Run()
 	var msgs []AnalyzerMessage
 	if err := json.Unmarshal(stdout.Bytes(), &msgs); err != nil {
-		return nil, fmt.Errorf("istioctl analyze %s: %v: %s%s", strings.Join(files, " "), runErr, stdout.String(), stderr.String())
+		return nil, fmt.Errorf("istioctl analyze %s: %w: %s%s", strings.Join(files, " "), errors.Join(runErr, err), stdout.String(), stderr.String())
 	}
 	// A non-zero exit with parsed messages means findings at Error level; callers judge those.
 	return msgs, nil

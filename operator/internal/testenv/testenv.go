@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"meshplane.dev/mesh/devserver"
+	"meshplane.dev/operator/api/v1alpha1"
 )
 
 // Options selects what runs beside the apiserver.
@@ -63,13 +64,15 @@ type Env struct {
 	tempDir bool
 }
 
-// NewScheme returns a scheme with the built-in kinds, Istio's networking/security v1 and CRDs.
+// NewScheme returns a scheme with the built-in kinds, Istio's networking/security v1, CRDs and
+// Meshplane's TrafficPolicy.
 func NewScheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(s))
 	utilruntime.Must(apiextensionsv1.AddToScheme(s))
 	utilruntime.Must(networkingv1.AddToScheme(s))
 	utilruntime.Must(securityv1.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
 	return s
 }
 
@@ -91,6 +94,8 @@ func Start(o Options) (*Env, error) {
 			return nil, err
 		}
 		e.tempDir = true
+	} else if err := os.MkdirAll(e.Dir, 0o755); err != nil {
+		return nil, err
 	}
 	e.env = &envtest.Environment{
 		BinaryAssetsDirectory: bin,
@@ -103,28 +108,28 @@ func Start(o Options) (*Env, error) {
 	e.env.ControlPlane.KubectlPath = filepath.Join(bin, "kubectl")
 	api := e.env.ControlPlane.GetAPIServer()
 	if o.APIServerPort != 0 {
-		api.SecureServing.Address = "127.0.0.1"
-		api.SecureServing.Port = strconv.Itoa(o.APIServerPort)
+		api.Address = "127.0.0.1"
+		api.Port = strconv.Itoa(o.APIServerPort)
 	}
 	for k, v := range o.ExtraAPIServerArgs {
 		api.Configure().Set(strings.TrimPrefix(k, "--"), v)
 	}
 	if e.Config, err = e.env.Start(); err != nil {
-		e.Stop()
+		_ = e.Stop()
 		return nil, fmt.Errorf("start envtest (binaries in %s): %w", bin, err)
 	}
 	e.Kubeconfig = filepath.Join(e.Dir, "kubeconfig")
 	if err := os.WriteFile(e.Kubeconfig, e.env.KubeConfig, 0o600); err != nil {
-		e.Stop()
+		_ = e.Stop()
 		return nil, err
 	}
 	if e.Client, err = client.New(e.Config, client.Options{Scheme: e.Scheme}); err != nil {
-		e.Stop()
+		_ = e.Stop()
 		return nil, err
 	}
 	if o.GarbageCollector {
 		if err := e.startControllerManager(); err != nil {
-			e.Stop()
+			_ = e.Stop()
 			return nil, err
 		}
 	}
