@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/yaml"
 
 	"meshplane.dev/mesh/devserver"
@@ -52,23 +53,27 @@ func Build(ctx context.Context, dir string) ([]byte, error) {
 	return stdout.Bytes(), nil
 }
 
-// Decode splits multi-document YAML into objects, skipping empty documents.
+// Decode splits multi-document YAML into objects, skipping empty documents. Numbers decode as the API
+// machinery's unstructured objects hold them (int64 where whole).
 func Decode(data []byte) ([]*unstructured.Unstructured, error) {
 	dec := yaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	var objs []*unstructured.Unstructured
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
+	for n := 1; ; n++ {
+		var raw runtime.RawExtension
+		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
 			return objs, nil
 		} else if err != nil {
-			return nil, fmt.Errorf("decode document %d: %w", len(objs)+1, err)
+			return nil, fmt.Errorf("decode document %d: %w", n, err)
 		}
-		if len(m) == 0 {
+		if len(bytes.TrimSpace(raw.Raw)) == 0 || string(bytes.TrimSpace(raw.Raw)) == "null" {
 			continue
 		}
-		u := &unstructured.Unstructured{Object: m}
-		if u.GetKind() == "" || u.GetName() == "" {
-			return nil, fmt.Errorf("document %d has no kind or name", len(objs)+1)
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(raw.Raw); err != nil {
+			return nil, fmt.Errorf("decode document %d: %w", n, err)
+		}
+		if u.GetName() == "" {
+			return nil, fmt.Errorf("document %d (%s) has no name", n, u.GetKind())
 		}
 		objs = append(objs, u)
 	}

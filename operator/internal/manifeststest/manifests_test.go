@@ -235,6 +235,22 @@ func TestIstioAnalyze(t *testing.T) {
 					t.Logf("overlay %s: %s", name, m)
 				}
 			}
+			// The same run over a route to a subset no DestinationRule defines must report it, or the
+			// check above proves nothing.
+			if !bytes.Contains(generated.Bytes(), []byte("subset: v2")) {
+				return
+			}
+			broken := filepath.Join(dir, "broken.yaml")
+			if err := os.WriteFile(broken, bytes.ReplaceAll(generated.Bytes(), []byte("subset: v2"), []byte("subset: v3")), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			msgs, err = testenv.Analyze(manifests, broken)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.ContainsFunc(msgs, func(m testenv.AnalyzerMessage) bool { return m.Level == "Error" && m.Code == "IST0101" }) {
+				t.Errorf("a VirtualService routing to an undefined subset gave %v; want an IST0101 error", msgs)
+			}
 		})
 	}
 }
@@ -280,5 +296,61 @@ func TestDevShowsEveryComponent(t *testing.T) {
 	}
 	if ns := find("Namespace", "", "shop"); ns == nil || ns.GetLabels()["istio-injection"] != "enabled" {
 		t.Error("dev does not label namespace shop for sidecar injection")
+	}
+}
+
+// TestAPIServerJudgesTheManifests breaks one object at a time and submits it as the test above does: the
+// API server must reject it with a message naming the problem, or warn, so that test could fail.
+func TestAPIServerJudgesTheManifests(t *testing.T) {
+	tests := []struct {
+		name        string
+		kind, ns, n string
+		break_      func(u *unstructured.Unstructured)
+		rejected    string // in kubectl's error output
+		warned      string // in a "Warning:" line
+	}{{
+		name: "unknown field", kind: "Deployment", ns: "shop", n: "gateway",
+		break_: func(u *unstructured.Unstructured) {
+			c := container(t, u)
+			c["portz"] = c["ports"]
+		},
+		rejected: `.spec.template.spec.containers[name="gateway"].portz: field not declared in schema`,
+	}, {
+		name: "TrafficPolicy CEL rule", kind: "TrafficPolicy", ns: "shop", n: "orders",
+		break_: func(u *unstructured.Unstructured) {
+			_ = unstructured.SetNestedField(u.Object, "5s", "spec", "retries", "perTryTimeout")
+		},
+		rejected: "spec.retries.perTryTimeout",
+	}, {
+		name: "Istio schema", kind: "PeerAuthentication", ns: "istio-system", n: "default",
+		break_: func(u *unstructured.Unstructured) {
+			_ = unstructured.SetNestedField(u.Object, "STRICTEST", "spec", "mtls", "mode")
+		},
+		rejected: "spec.mtls.mode",
+	}, {
+		name: "Pod Security of the namespace", kind: "Deployment", ns: "shop", n: "payments",
+		break_: func(u *unstructured.Unstructured) {
+			delete(container(t, u), "securityContext")
+		},
+		warned: `would violate PodSecurity "restricted:latest"`,
+	}}
+	objs, find := mutable(t)
+	createNamespaces(t, objs)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u := find(tt.kind, tt.ns, tt.n).DeepCopy()
+			tt.break_(u)
+			doc, err := u.MarshalJSON()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, stderr, err := kubectl(t, doc, "apply", "--server-side", "--dry-run=server", "--field-manager=meshplane", "-f", "-")
+			switch {
+			case tt.rejected != "" && (err == nil || !strings.Contains(stderr, tt.rejected)):
+				t.Errorf("got error %v: %s; want a rejection mentioning %q", err, stderr, tt.rejected)
+			case tt.warned != "" && (err != nil || !slices.ContainsFunc(warningLine.FindAllString(stderr, -1), func(w string) bool { return strings.Contains(w, tt.warned) })):
+				t.Errorf("got error %v: %s; want it accepted with a warning mentioning %q", err, stderr, tt.warned)
+			}
+		})
 	}
 }
