@@ -451,3 +451,72 @@ func dotted(s string) []string {
 	}
 	return out
 }
+
+var configDocEnv = regexp.MustCompile("(?m)^\\| `([A-Z0-9_]+)` \\|")
+
+// TestSettingsAreTheProgramsOwn: every environment variable the manifests give a shop container is a
+// setting its Config documents (`<service> -config-doc`, the source of README's Settings tables), and
+// the operator's Deployment args are flags the manager defines, so a typo cannot silently fall back to
+// a default (127.0.0.1 listen addresses would make every probe fail).
+func TestSettingsAreTheProgramsOwn(t *testing.T) {
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	documented := map[string][]string{}
+	settings := func(service string) []string {
+		if env, ok := documented[service]; ok {
+			return env
+		}
+		cmd := exec.CommandContext(ctx, "go", "run", "./services/"+service, "-config-doc")
+		cmd.Dir = root
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go run ./services/%s -config-doc: %v", service, err)
+		}
+		for _, m := range configDocEnv.FindAllStringSubmatch(string(out), -1) {
+			documented[service] = append(documented[service], m[1])
+		}
+		return documented[service]
+	}
+	manager := filepath.Join(t.TempDir(), "manager")
+	build := exec.CommandContext(ctx, "go", "build", "-o", manager, "./cmd/manager")
+	build.Dir = filepath.Join(root, "operator")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the manager: %v\n%s", err, out)
+	}
+	for _, name := range Overlays {
+		workloads, err := Workloads(rendered(t, name).objs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range workloads {
+			for _, c := range w.Template.Spec.Containers {
+				_, image, ok := strings.Cut(c.Image, "meshplane/")
+				if !ok {
+					continue
+				}
+				program, _, _ := strings.Cut(image, ":")
+				if program == "operator" {
+					// -h after the args: the flag set parses every arg first, then stops with its usage.
+					out, _ := exec.CommandContext(ctx, manager, append(slices.Clone(c.Args), "-h")...).CombinedOutput()
+					complaint, _, usage := strings.Cut(string(out), "Usage of manager")
+					if !usage || strings.TrimSpace(complaint) != "" {
+						t.Errorf("overlay %s: %s: the manager refuses args %q: %s", name, ID(w.Object), c.Args, strings.TrimSpace(complaint))
+					}
+					continue
+				}
+				for _, e := range c.Env {
+					if strings.HasPrefix(e.Name, "GO") { // the Go runtime's own (GOMEMLIMIT)
+						continue
+					}
+					if !slices.Contains(settings(program), e.Name) {
+						t.Errorf("overlay %s: %s sets %s, which is not a setting of %s (`go run ./services/%s -config-doc`)", name, ID(w.Object), e.Name, program, program)
+					}
+				}
+			}
+		}
+	}
+}
