@@ -3,7 +3,8 @@
 // README's table of settings cannot drift from the code.
 //
 // A field takes part when it has an `env` tag; `flag` names its flag (default: the env name in
-// lower-case kebab form) and `help` describes it. Defaults are whatever the struct holds before Load.
+// lower-case kebab form; "-" for a setting read from the environment only, such as a variable a library
+// reads itself) and `help` describes it. Defaults are whatever the struct holds before Load.
 // Precedence: flag, then environment, then default. Nested structs without an `env` tag are walked,
 // so services embed shared settings.
 package config
@@ -24,7 +25,7 @@ import (
 type Field struct {
 	// Env is the environment variable name.
 	Env string
-	// Flag is the command-line flag name, without dashes.
+	// Flag is the command-line flag name, without dashes; "-" for a setting without a flag.
 	Flag string
 	// Default is the default value as text.
 	Default string
@@ -48,7 +49,9 @@ func Load(cfg any, program string, args []string, getenv func(string) string, us
 				return fmt.Errorf("environment variable %s=%q: %w", f.Env, v, err)
 			}
 		}
-		fs.Var(f, f.Flag, f.Help+" (env "+f.Env+")")
+		if f.Flag != envOnly {
+			fs.Var(f, f.Flag, f.Help+" (env "+f.Env+")")
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -85,10 +88,17 @@ func Markdown(cfg any) (string, error) {
 		if f.Default == "" {
 			def = "(empty)"
 		}
-		fmt.Fprintf(&b, "| `%s` | `-%s` | %s | %s |\n", f.Env, f.Flag, def, strings.ReplaceAll(f.Help, "|", `\|`))
+		flagName := "`-" + f.Flag + "`"
+		if f.Flag == envOnly {
+			flagName = "(none)"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", f.Env, flagName, def, strings.ReplaceAll(f.Help, "|", `\|`))
 	}
 	return b.String(), nil
 }
+
+// envOnly is the flag tag of a setting that has no flag.
+const envOnly = "-"
 
 // field is a settable struct field; it implements flag.Value.
 type field struct {

@@ -25,6 +25,7 @@ type cfg struct {
 	Probes  uint32        `env:"PROBES" help:"Probes."`
 	Verbose bool          `env:"VERBOSE" help:"More output."`
 	Tags    []string      `env:"TAGS" help:"Tags."`
+	Lib     string        `env:"LIB_FILE" flag:"-" help:"Read by a library."`
 }
 
 func defaults() cfg {
@@ -32,7 +33,7 @@ func defaults() cfg {
 }
 
 func TestLoadPrecedenceFlagThenEnvThenDefault(t *testing.T) {
-	env := map[string]string{"GRPC_ADDR": "127.0.0.1:1", "CALL_TIMEOUT": "250ms", "TAGS": "a, b,", "LOG_LEVEL": "debug"}
+	env := map[string]string{"GRPC_ADDR": "127.0.0.1:1", "CALL_TIMEOUT": "250ms", "TAGS": "a, b,", "LOG_LEVEL": "debug", "LIB_FILE": "/x"}
 	got := defaults()
 	err := config.Load(&got, "test", []string{"-grpc-addr", "127.0.0.1:2", "-rate=0.5", "-verbose"},
 		func(k string) string { return env[k] }, io.Discard)
@@ -46,6 +47,7 @@ func TestLoadPrecedenceFlagThenEnvThenDefault(t *testing.T) {
 	want.Rate = 0.5
 	want.Verbose = true
 	want.Tags = []string{"a", "b"}
+	want.Lib = "/x"
 	if diff := cmp.Diff(want, got, cmp.AllowUnexported(cfg{})); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
 	}
@@ -63,6 +65,7 @@ func TestLoadErrorsNameTheSetting(t *testing.T) {
 		{"bad flag", nil, []string{"-rate", "fast"}, "-rate"},
 		{"unknown flag", nil, []string{"-nope"}, "nope"},
 		{"stray argument", nil, []string{"extra"}, `"extra"`},
+		{"env-only setting has no flag", nil, []string{"-lib-file", "/x"}, "lib-file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -88,7 +91,8 @@ func TestMarkdownListsEverySettingWithItsDefault(t *testing.T) {
 		"| `RATE` | `-rate` | `5` | Requests per second. |\n" +
 		"| `PROBES` | `-probes` | `1` | Probes. |\n" +
 		"| `VERBOSE` | `-verbose` | `false` | More output. |\n" +
-		"| `TAGS` | `-tags` | (empty) | Tags. |\n"
+		"| `TAGS` | `-tags` | (empty) | Tags. |\n" +
+		"| `LIB_FILE` | (none) | (empty) | Read by a library. |\n"
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("markdown (-want +got):\n%s", diff)
 	}
