@@ -281,6 +281,7 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--no-such-flag"},
 		{"--kubeconfig", filepath.Join(t.TempDir(), "missing")},
 		{"--kubeconfig", env.Kubeconfig, "--consul-address", "127.0.0.1:1", "--consul-sync-mode", "nodeport"},
+		{"--kubeconfig", env.Kubeconfig, "--max-concurrent-reconciles", "0"},
 	} {
 		var stderr bytes.Buffer
 		if err := run(context.Background(), args, func(string) string { return "" }, io.Discard, &stderr); err == nil {

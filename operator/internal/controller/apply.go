@@ -87,7 +87,7 @@ type step struct {
 // the VirtualService, then the DestinationRule again without the subsets nobody routes to any more.
 // Adding a subset therefore writes the DestinationRule before the VirtualService, and removing one writes
 // the VirtualService first.
-func (r *TrafficPolicyReconciler) apply(ctx context.Context, p *v1alpha1.TrafficPolicy, s *desiredstate.State, f foreign) ([]v1alpha1.GeneratedObject, error) {
+func (r *TrafficPolicyReconciler) apply(ctx context.Context, p *v1alpha1.TrafficPolicy, s *desiredstate.State, f foreign, w *written) ([]v1alpha1.GeneratedObject, error) {
 	current, err := r.owned(ctx, p)
 	if err != nil {
 		return nil, err
@@ -137,13 +137,13 @@ func (r *TrafficPolicyReconciler) apply(ctx context.Context, p *v1alpha1.Traffic
 	for _, st := range steps {
 		kind := kindOf(st.obj)
 		if st.delete {
-			if err := r.remove(ctx, st.obj); err != nil {
+			if err := r.remove(ctx, st.obj, w); err != nil {
 				return listed(p, present), err
 			}
 			present[kind] = false
 			continue
 		}
-		if err := r.write(ctx, p, st.obj); err != nil {
+		if err := r.write(ctx, p, st.obj, w); err != nil {
 			return listed(p, present), err
 		}
 		present[kind] = true
@@ -210,17 +210,32 @@ func withSubsetsInUse(want, liveDR *networkingv1.DestinationRule, liveVS *networ
 // write applies obj with server-side apply under FieldManager, owned by p. An object of that name that p
 // does not control is left alone and reported. Fields other managers added to a generated object are
 // removed: the object is Meshplane's, and it must match the policy exactly.
-func (r *TrafficPolicyReconciler) write(ctx context.Context, p *v1alpha1.TrafficPolicy, obj client.Object) error {
+func (r *TrafficPolicyReconciler) write(ctx context.Context, p *v1alpha1.TrafficPolicy, obj client.Object, w *written) error {
 	kind, key := kindOf(obj), client.ObjectKeyFromObject(obj)
 	cached := newObject(kind)
 	err := r.Client.Get(ctx, key, cached)
-	if err != nil && !apierrors.IsNotFound(err) {
+	switch {
+	case apierrors.IsNotFound(err):
+		// Reconciles return once the cache has seen their writes (awaitCache), so an object missing
+		// from it is new: create it without reading it first. Ownership is not forced, so an object of
+		// that name someone created meanwhile conflicts and is judged on the live object below instead
+		// of being taken over.
+		created, err := r.applyOwned(ctx, p, obj, false)
+		if err == nil {
+			w.applied(kind, created, "")
+			r.wrote(ctx, obj, "create")
+			return nil
+		}
+		if !apierrors.IsConflict(err) {
+			return err
+		}
+		cached = nil
+	case err != nil:
 		return fmt.Errorf("get %s %s: %w", kind, key, err)
-	}
-	if err == nil && matches(cached, obj, p) {
+	case matches(cached, obj, p):
 		return nil
 	}
-	// The cache may lag behind a write of the previous reconcile: decide on the live object.
+	// The cache may lag behind someone else's write: decide on the live object.
 	live := newObject(kind)
 	exists := true
 	if err := r.APIReader.Get(ctx, key, live); err != nil {
@@ -236,41 +251,69 @@ func (r *TrafficPolicyReconciler) write(ctx context.Context, p *v1alpha1.Traffic
 	if exists && matches(live, obj, p) {
 		return nil
 	}
-
-	u, err := desiredstate.Unstructured(obj)
+	result, err := r.applyOwned(ctx, p, obj, true)
 	if err != nil {
 		return err
 	}
-	if err := controllerutil.SetControllerReference(p, u, r.Scheme); err != nil {
-		return fmt.Errorf("apply %s %s: %w", kind, key, err)
+	before := ""
+	if cached != nil {
+		before = cached.GetResourceVersion()
 	}
-	applied := u.DeepCopy()
-	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(applied), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-		r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
-		return fmt.Errorf("apply %s %s: %w", kind, key, err)
-	}
-	result, err := typed(applied, kind)
-	if err != nil {
-		return err
-	}
-	if !proto.Equal(desiredstate.Spec(result), desiredstate.Spec(obj)) {
-		// Another manager owns fields the policy does not set (e.g. a hand-added fault injection):
-		// apply cannot remove what it never owned, so replace the object.
-		u.SetResourceVersion(result.GetResourceVersion())
-		u.SetAnnotations(result.GetAnnotations())
-		u.SetFinalizers(result.GetFinalizers())
-		if err := r.Client.Update(ctx, u, client.FieldOwner(FieldManager)); err != nil {
-			r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
-			return fmt.Errorf("replace %s %s: %w", kind, key, err)
-		}
-	}
+	w.applied(kind, result, before)
 	op := "update"
 	if !exists {
 		op = "create"
 	}
+	r.wrote(ctx, obj, op)
+	return nil
+}
+
+// applyOwned server-side-applies obj owned by p, forcing ownership of conflicting fields if force, and
+// returns the object as written.
+func (r *TrafficPolicyReconciler) applyOwned(ctx context.Context, p *v1alpha1.TrafficPolicy, obj client.Object, force bool) (client.Object, error) {
+	kind, key := kindOf(obj), client.ObjectKeyFromObject(obj)
+	u, err := desiredstate.Unstructured(obj)
+	if err != nil {
+		return nil, err
+	}
+	if err := controllerutil.SetControllerReference(p, u, r.Scheme); err != nil {
+		return nil, fmt.Errorf("apply %s %s: %w", kind, key, err)
+	}
+	opts := []client.ApplyOption{client.FieldOwner(FieldManager)}
+	if force {
+		opts = append(opts, client.ForceOwnership)
+	}
+	applied := u.DeepCopy()
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(applied), opts...); err != nil {
+		if force || !apierrors.IsConflict(err) {
+			r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
+		}
+		return nil, fmt.Errorf("apply %s %s: %w", kind, key, err)
+	}
+	result, err := typed(applied, kind)
+	if err != nil {
+		return nil, err
+	}
+	if proto.Equal(desiredstate.Spec(result), desiredstate.Spec(obj)) {
+		return result, nil
+	}
+	// Another manager owns fields the policy does not set (e.g. a hand-added fault injection): apply
+	// cannot remove what it never owned, so replace the object.
+	u.SetResourceVersion(result.GetResourceVersion())
+	u.SetAnnotations(result.GetAnnotations())
+	u.SetFinalizers(result.GetFinalizers())
+	if err := r.Client.Update(ctx, u, client.FieldOwner(FieldManager)); err != nil {
+		r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
+		return nil, fmt.Errorf("replace %s %s: %w", kind, key, err)
+	}
+	return u, nil
+}
+
+// wrote counts and logs a write that changed the cluster.
+func (r *TrafficPolicyReconciler) wrote(ctx context.Context, obj client.Object, op string) {
+	kind := kindOf(obj)
 	r.Metrics.Writes.WithLabelValues(kind, op).Inc()
 	logf.FromContext(ctx).Info("Applied "+kind, "object", klog.KObj(obj), "op", op)
-	return nil
 }
 
 // matches reports whether a live object is p's and already says what obj says.
@@ -300,7 +343,7 @@ func typed(u *unstructured.Unstructured, kind string) (client.Object, error) {
 }
 
 // remove deletes a generated object, only if it is still the one observed.
-func (r *TrafficPolicyReconciler) remove(ctx context.Context, obj client.Object) error {
+func (r *TrafficPolicyReconciler) remove(ctx context.Context, obj client.Object, w *written) error {
 	kind := kindOf(obj)
 	uid := obj.GetUID()
 	err := r.Client.Delete(ctx, obj, client.Preconditions{UID: &uid})
@@ -311,13 +354,14 @@ func (r *TrafficPolicyReconciler) remove(ctx context.Context, obj client.Object)
 		r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
 		return fmt.Errorf("delete %s %s/%s: %w", kind, obj.GetNamespace(), obj.GetName(), err)
 	}
+	w.removed(kind, obj)
 	r.Metrics.Writes.WithLabelValues(kind, "delete").Inc()
 	logf.FromContext(ctx).Info("Deleted "+kind, "object", klog.KObj(obj))
 	return nil
 }
 
 // prune deletes every object p generated whose kind is not in keep.
-func (r *TrafficPolicyReconciler) prune(ctx context.Context, p *v1alpha1.TrafficPolicy, keep map[string]bool) ([]string, error) {
+func (r *TrafficPolicyReconciler) prune(ctx context.Context, p *v1alpha1.TrafficPolicy, keep map[string]bool, w *written) ([]string, error) {
 	current, err := r.owned(ctx, p)
 	if err != nil {
 		return nil, err
@@ -325,7 +369,7 @@ func (r *TrafficPolicyReconciler) prune(ctx context.Context, p *v1alpha1.Traffic
 	var deleted []string
 	for _, kind := range []string{kindVS, kindDR, kindPA, kindAP} {
 		if obj := current[kind]; obj != nil && !keep[kind] {
-			if err := r.remove(ctx, obj); err != nil {
+			if err := r.remove(ctx, obj, w); err != nil {
 				return deleted, err
 			}
 			deleted = append(deleted, kind)

@@ -27,6 +27,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -52,6 +53,9 @@ type TrafficPolicyReconciler struct {
 	Metrics   *Metrics
 	// Now is the clock, for the reconcile-to-Ready histogram only.
 	Now func() time.Time
+	// MaxConcurrentReconciles is how many policies are reconciled at once; 0 means 1. A reconcile
+	// mostly waits on the API server, so one worker leaves it and the operator idle.
+	MaxConcurrentReconciles int
 }
 
 // +kubebuilder:rbac:groups=traffic.meshplane.dev,resources=trafficpolicies,verbs=get;list;watch
@@ -81,6 +85,9 @@ func (r *TrafficPolicyReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	byHost := handler.EnqueueRequestsFromMapFunc(r.policiesForHosts)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("trafficpolicy").
+		// Policies are independent (the workqueue never hands one key to two workers), so they are
+		// reconciled in parallel.
+		WithOptions(crcontroller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		// Status writes do not bump the generation, so the operator's own status patches do not
 		// trigger it again.
 		For(&v1alpha1.TrafficPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -113,13 +120,15 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	r.Metrics.seen(policy, r.Now())
 	before := policy.DeepCopy()
+	w := &written{}
 	defer func() {
-		if err := r.patchStatus(ctx, before, policy); err != nil {
+		if err := r.patchStatus(ctx, before, policy, w); err != nil {
 			retErr = errors.Join(retErr, err)
 		}
+		r.awaitCache(ctx, w)
 	}()
 
-	out := r.reconcile(ctx, policy)
+	out := r.reconcile(ctx, policy, w)
 	setStatus(policy, out)
 	r.report(ctx, before, policy, out)
 	return ctrl.Result{}, out.err
@@ -142,7 +151,7 @@ func notAccepted(reason, message string) outcome {
 		readyMessage: "nothing is in force while the policy is not accepted: " + message}
 }
 
-func (r *TrafficPolicyReconciler) reconcile(ctx context.Context, p *v1alpha1.TrafficPolicy) outcome {
+func (r *TrafficPolicyReconciler) reconcile(ctx context.Context, p *v1alpha1.TrafficPolicy, w *written) outcome {
 	// One policy per Service: the oldest governs it.
 	winner, err := r.governing(ctx, p.Namespace, p.Spec.TargetRef.Name)
 	if err != nil {
@@ -152,7 +161,7 @@ func (r *TrafficPolicyReconciler) reconcile(ctx context.Context, p *v1alpha1.Tra
 		out := notAccepted(v1alpha1.ReasonTargetConflict, fmt.Sprintf("Service %s/%s is governed by the older TrafficPolicy %s/%s",
 			p.Namespace, p.Spec.TargetRef.Name, winner.Namespace, winner.Name))
 		// It may have governed the Service before (when retargeted): its objects go.
-		_, out.err = r.prune(ctx, p, nil)
+		_, out.err = r.prune(ctx, p, nil, w)
 		return out
 	}
 
@@ -186,7 +195,7 @@ func (r *TrafficPolicyReconciler) reconcile(ctx context.Context, p *v1alpha1.Tra
 	if err != nil {
 		return outcome{effective: &state.Effective, readyReason: v1alpha1.ReasonApplyFailed, readyMessage: err.Error(), err: err}
 	}
-	generated, err := r.apply(ctx, p, state, foreign)
+	generated, err := r.apply(ctx, p, state, foreign, w)
 	out := outcome{effective: &state.Effective, generated: generated, acceptedReason: v1alpha1.ReasonAccepted,
 		acceptedMessage: "in force for host " + state.Effective.Host}
 	if len(foreign) > 0 {
@@ -299,7 +308,7 @@ func setStatus(p *v1alpha1.TrafficPolicy, out outcome) {
 		Reason: out.readyReason, Message: out.readyMessage, ObservedGeneration: p.Generation})
 }
 
-func (r *TrafficPolicyReconciler) patchStatus(ctx context.Context, before, after *v1alpha1.TrafficPolicy) error {
+func (r *TrafficPolicyReconciler) patchStatus(ctx context.Context, before, after *v1alpha1.TrafficPolicy, w *written) error {
 	if equality.Semantic.DeepEqual(before.Status, after.Status) {
 		return nil
 	}
@@ -309,6 +318,7 @@ func (r *TrafficPolicyReconciler) patchStatus(ctx context.Context, before, after
 		}
 		return fmt.Errorf("patch status of trafficpolicy %s/%s: %w", after.Namespace, after.Name, err)
 	}
+	w.status(after, before.ResourceVersion)
 	return nil
 }
 
