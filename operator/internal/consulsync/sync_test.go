@@ -455,3 +455,37 @@ func TestConsulRestartAndNoOpResync(t *testing.T) {
 		t.Errorf("k8s-east node has %v services (%v), want exactly 3: no duplicates", len(services.Services), err)
 	}
 }
+
+// TestMoreServicesThanConsulConnectionsPerClient: Consul refuses a client more than 200 concurrent
+// connections (http_max_conns_per_client), and a blocking query holds one. With more Services than that
+// synced from Kubernetes, both directions must keep working: every Service registered, a VM service
+// still imported, no call refused.
+func TestMoreServicesThanConsulConnectionsPerClient(t *testing.T) {
+	ns := env.Namespace(t)
+	srv := devservertest.Consul(t)
+	c := consulClient(t, srv)
+	s := startSync(t, ns, srv.Addr)
+
+	const n = 250
+	for i := range n {
+		name := fmt.Sprintf("svc-%03d", i)
+		mustCreate(t, service(ns, name, nil), endpointSlice(ns, name, map[string]bool{fmt.Sprintf("10.4.%d.%d", i/200, i%200+1): true}))
+	}
+	wait.For(t, 90*time.Second, func() error {
+		list, _, err := c.Catalog().NodeServiceList("k8s-east", nil)
+		if err != nil {
+			return err
+		}
+		if got := len(list.Services); got != n {
+			return fmt.Errorf("%d of %d Services registered in Consul", got, n)
+		}
+		return nil
+	})
+	registerVM(t, c, "vm-1", "10.2.0.1", consulapi.HealthPassing)
+	wantEndpoints(t, ns, "consul-billing", []string{"10.2.0.1"})
+	for _, d := range []string{consulsync.DirectionToConsul, consulsync.DirectionToIstio} {
+		if errs := testutil.ToFloat64(s.Metrics.Errors.WithLabelValues(d)); errs != 0 {
+			t.Errorf("meshplane_consul_sync_errors_total{direction=%q} = %v, want 0", d, errs)
+		}
+	}
+}

@@ -53,7 +53,16 @@ type ToConsul struct {
 // and the node watcher with mgr.
 func (r *ToConsul) SetupWithManager(mgr ctrl.Manager) error {
 	r.events = make(chan event.TypedGenericEvent[*corev1.Service], 1024)
-	r.state.instances = map[string]Instance{}
+	r.state.reset(nil)
+	// A label selector scans every EndpointSlice of the namespace; an index finds a Service's at once.
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &discoveryv1.EndpointSlice{}, indexServiceName, func(o client.Object) []string {
+		if name := o.GetLabels()[discoveryv1.LabelServiceName]; name != "" {
+			return []string{name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("index endpointslices by service: %w", err)
+	}
 	if err := mgr.Add(&nodeWatcher{r: r}); err != nil {
 		return err
 	}
@@ -181,7 +190,7 @@ func (r *ToConsul) desired(ctx context.Context, key types.NamespacedName) ([]Ins
 		return nil, false, nil
 	}
 	var slices discoveryv1.EndpointSliceList
-	if err := r.Client.List(ctx, &slices, client.InNamespace(key.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: key.Name}); err != nil {
+	if err := r.Client.List(ctx, &slices, client.InNamespace(key.Namespace), client.MatchingFields{indexServiceName: key.Name}); err != nil {
 		return nil, false, err
 	}
 	desired, err := DesiredInstances(&svc, slices.Items, r.Settings)
@@ -241,11 +250,57 @@ func (r *ToConsul) deregister(id string) error {
 func checkID(serviceID string) string { return serviceID + ":k8s-readiness" }
 
 // nodeState is the sync's view of the instances it owns on its node. Writes update it at once; the
-// node watcher replaces it with what Consul reports.
+// node watcher replaces it with what Consul reports. It is indexed by Service and by Consul name, so a
+// reconcile costs the same with 20 Services as with 20,000 (`make bench` found each one scanning every
+// instance: quadratic work for a full sync).
 type nodeState struct {
 	mu        sync.Mutex
 	instances map[string]Instance
+	byService map[types.NamespacedName]map[string]bool // instance IDs
+	names     map[string]int                           // instances per Consul service name
 	synced    bool
+}
+
+func serviceKey(in Instance) types.NamespacedName {
+	return types.NamespacedName{Namespace: in.Meta[MetaNamespace], Name: in.Meta[MetaService]}
+}
+
+// reset replaces every instance; the caller holds mu or has the state to itself.
+func (s *nodeState) reset(instances map[string]Instance) {
+	s.instances = map[string]Instance{}
+	s.byService = map[types.NamespacedName]map[string]bool{}
+	s.names = map[string]int{}
+	for _, in := range instances {
+		s.putLocked(in)
+	}
+}
+
+func (s *nodeState) putLocked(in Instance) {
+	if old, ok := s.instances[in.ID]; ok {
+		s.removeLocked(old.ID)
+	}
+	s.instances[in.ID] = in
+	key := serviceKey(in)
+	if s.byService[key] == nil {
+		s.byService[key] = map[string]bool{}
+	}
+	s.byService[key][in.ID] = true
+	s.names[in.Service]++
+}
+
+func (s *nodeState) removeLocked(id string) {
+	in, ok := s.instances[id]
+	if !ok {
+		return
+	}
+	delete(s.instances, id)
+	key := serviceKey(in)
+	if delete(s.byService[key], id); len(s.byService[key]) == 0 {
+		delete(s.byService, key)
+	}
+	if s.names[in.Service]--; s.names[in.Service] <= 0 {
+		delete(s.names, in.Service)
+	}
 }
 
 func (s *nodeState) loaded() bool {
@@ -257,23 +312,21 @@ func (s *nodeState) loaded() bool {
 func (s *nodeState) put(in Instance) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.instances[in.ID] = in
+	s.putLocked(in)
 }
 
 func (s *nodeState) remove(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.instances, id)
+	s.removeLocked(id)
 }
 
 func (s *nodeState) forService(key types.NamespacedName) map[string]Instance {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]Instance{}
-	for id, in := range s.instances {
-		if in.Key() == key.String() {
-			out[id] = in
-		}
+	for id := range s.byService[key] {
+		out[id] = s.instances[id]
 	}
 	return out
 }
@@ -281,21 +334,13 @@ func (s *nodeState) forService(key types.NamespacedName) map[string]Instance {
 func (s *nodeState) keys() []types.NamespacedName {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	seen := map[types.NamespacedName]bool{}
-	for _, in := range s.instances {
-		seen[types.NamespacedName{Namespace: in.Meta[MetaNamespace], Name: in.Meta[MetaService]}] = true
-	}
-	return slices.Collect(maps.Keys(seen))
+	return slices.Collect(maps.Keys(s.byService))
 }
 
 func (s *nodeState) serviceCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	names := map[string]bool{}
-	for _, in := range s.instances {
-		names[in.Service] = true
-	}
-	return len(names)
+	return len(s.names)
 }
 
 // replace swaps in Consul's view and returns the Services whose instances differ from what the sync
@@ -304,31 +349,39 @@ func (s *nodeState) replace(observed map[string]Instance) []types.NamespacedName
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	changed := map[types.NamespacedName]bool{}
-	key := func(in Instance) types.NamespacedName {
-		return types.NamespacedName{Namespace: in.Meta[MetaNamespace], Name: in.Meta[MetaService]}
-	}
 	for id, in := range s.instances {
 		if o, ok := observed[id]; !ok || !o.Equal(in) {
-			changed[key(in)] = true
+			changed[serviceKey(in)] = true
 		}
 	}
 	for id, o := range observed {
 		if _, ok := s.instances[id]; !ok {
-			changed[key(o)] = true
+			changed[serviceKey(o)] = true
 		}
 	}
-	s.instances = observed
+	s.reset(observed)
 	first := !s.synced
 	s.synced = true
 	if first {
 		// Everything owned here is checked once after start: registrations of Services deleted while the
 		// sync was down are found and removed.
 		for _, in := range observed {
-			changed[key(in)] = true
+			changed[serviceKey(in)] = true
 		}
 	}
 	return slices.Collect(maps.Keys(changed))
 }
+
+// nodeWait bounds a blocking query on the sync's node. A Consul that restarted empty while no query was
+// in flight has an index below ours, and a query waiting for ours would block until this passes.
+const nodeWait = time.Minute
+
+// nodeReadInterval is the shortest time between two reads of the sync's node: how late a change made
+// to it by someone else (or a Consul that lost its data) may be noticed, at most.
+const nodeReadInterval = time.Second
+
+// indexServiceName indexes EndpointSlices by the Service they belong to.
+const indexServiceName = "consulsync.serviceName"
 
 // nodeWatcher follows the sync's node with a blocking query and feeds differences back as reconciles.
 type nodeWatcher struct{ r *ToConsul }
@@ -357,7 +410,20 @@ func (w *nodeWatcher) Start(ctx context.Context) error {
 			}
 		}
 	}()
+	var lastRead time.Time
 	for ctx.Err() == nil {
+		// Every registration, the sync's own included, ends the blocking query, and each read returns
+		// the whole node: reading after every write of a full sync is quadratic (`make bench`: most of
+		// the sync's CPU). So reads are nodeReadInterval apart at least; what changes meanwhile is in the
+		// next one, as the index carries on. An idle node is followed by one query always in flight.
+		if pause := nodeReadInterval - time.Since(lastRead); pause > 0 {
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		lastRead = time.Now()
 		observed, meta, err := w.read(ctx, index)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -389,7 +455,7 @@ func (w *nodeWatcher) Start(ctx context.Context) error {
 // services change past index (or Consul's wait time).
 func (w *nodeWatcher) read(ctx context.Context, index uint64) (map[string]Instance, *consulapi.QueryMeta, error) {
 	r := w.r
-	q := (&consulapi.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx)
+	q := (&consulapi.QueryOptions{WaitIndex: index, WaitTime: nodeWait}).WithContext(ctx)
 	list, meta, err := r.Consul.Catalog().NodeServiceList(r.Node, q)
 	if err != nil {
 		return nil, nil, err

@@ -25,8 +25,9 @@ import (
 const FieldManager = "meshplane-consul-sync"
 
 // ToIstio mirrors Consul services that did not come from Kubernetes into Istio ServiceEntries in one
-// namespace, following Consul with blocking queries: one on the service list, one per service on its
-// health. It writes only when the desired ServiceEntry differs from the one in the cluster.
+// namespace, following Consul with blocking queries: one on the list of services with an instance from
+// outside Kubernetes, one per such service on its health. It writes only when the desired ServiceEntry
+// differs from the one in the cluster.
 type ToIstio struct {
 	Client    client.Client
 	Consul    *consulapi.Client
@@ -56,7 +57,7 @@ func (s *ToIstio) Start(ctx context.Context) error {
 	var index uint64
 	cleaned := false
 	for ctx.Err() == nil {
-		q := (&consulapi.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx)
+		q := (&consulapi.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, Filter: notFromKubernetes}).WithContext(ctx)
 		names, meta, err := s.Consul.Catalog().Services(q)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -92,6 +93,13 @@ func (s *ToIstio) Start(ctx context.Context) error {
 	s.mu.Unlock()
 	return nil
 }
+
+// notFromKubernetes keeps the Consul services with at least one instance that did not come from
+// Kubernetes: only those can be imported (see Imported). Services synced from Kubernetes get no watcher:
+// a blocking query per service holds a connection per service, and Consul refuses more than 200 per
+// client (http_max_conns_per_client) — `make bench` with 2,000 Services saw every call of the operator,
+// both directions, answered 429.
+const notFromKubernetes = `ServiceMeta["` + MetaExternalSource + `"] != "kubernetes"`
 
 // follow starts a watcher for each new Consul service and stops (and cleans up after) each one gone.
 func (s *ToIstio) follow(ctx context.Context, names map[string][]string) {
@@ -226,7 +234,8 @@ func (s *ToIstio) delete(ctx context.Context, name string) error {
 	return nil
 }
 
-// removeOrphans deletes ServiceEntries this sync wrote for Consul services that no longer exist.
+// removeOrphans deletes ServiceEntries this sync wrote for Consul services that no longer exist, or no
+// longer have an instance from outside Kubernetes.
 func (s *ToIstio) removeOrphans(ctx context.Context, names map[string][]string) error {
 	var list networkingv1.ServiceEntryList
 	if err := s.Client.List(ctx, &list, client.InNamespace(s.Namespace), client.HasLabels{LabelConsulService}, client.MatchingLabels{LabelManagedBy: ManagedBy}); err != nil {
