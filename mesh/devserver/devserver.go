@@ -1,6 +1,6 @@
-// Package devserver starts real Consul, Prometheus and Loki processes on loopback, each with its own data
-// directory and free ports, and waits until they answer. Tests use it through devservertest; the local
-// platform (`make up`) uses it directly. The binaries come from `make tools`.
+// Package devserver starts real Consul, Prometheus, Loki and istiod processes on loopback, each with its
+// own data directory and free ports, and waits until they answer. Tests use it through devservertest;
+// the local platform (`make up`) uses it directly. The binaries come from `make tools`.
 package devserver
 
 import (

@@ -30,6 +30,12 @@ type Config struct {
 	DrainDelay      time.Duration `env:"DRAIN_DELAY" help:"Time between failing readiness and stopping the listeners, for load balancers to notice."`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" help:"Longest in-flight requests may take to finish once the listeners stop."`
 	Faults          fault.Rules   `env:"FAULTS" help:"Faults to inject from the start, a JSON array such as [{\"target\":\"Charge\",\"errorRate\":0.5,\"delay\":\"100ms\"}]; changeable at runtime with PUT /admin/faults."`
+	XDSBootstrap    string        `env:"GRPC_XDS_BOOTSTRAP" flag:"-" help:"Path of the xDS bootstrap (node identity, istiod's address) for xds:/// targets and XDS_SERVER; gRPC reads this variable itself at start, so it has no flag."`
+}
+
+// GRPCServerConfig holds the settings of a service's gRPC server.
+type GRPCServerConfig struct {
+	XDSServer bool `env:"XDS_SERVER" help:"Serve gRPC with gRPC's xDS server, so istiod's inbound policy applies (PeerAuthentication mTLS, AuthorizationPolicy as RBAC); it serves once istiod has sent its listener. Needs GRPC_XDS_BOOTSTRAP."`
 }
 
 // DefaultConfig returns the shared defaults with the admin server on adminAddr.

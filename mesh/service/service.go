@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,12 +17,16 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/xds"
 
 	"meshplane.dev/mesh/breaker"
 	"meshplane.dev/mesh/discovery"
 	"meshplane.dev/mesh/fault"
 	"meshplane.dev/mesh/health"
 	"meshplane.dev/mesh/logs"
+	"meshplane.dev/mesh/proxyless"
 	"meshplane.dev/mesh/rpc"
 	"meshplane.dev/mesh/telemetry"
 )
@@ -93,6 +98,11 @@ func Start(name string, cfg Config, stdout io.Writer) (*Runtime, error) {
 			return nil, fmt.Errorf("consul client for %s: %w", cfg.ConsulAddr, err)
 		}
 	}
+	if cfg.XDSBootstrap != "" {
+		if err := proxyless.CheckBootstrap(cfg.XDSBootstrap); err != nil {
+			return nil, err
+		}
+	}
 	if rt.adminLis, err = Listen("admin", cfg.AdminAddr); err != nil {
 		return nil, err
 	}
@@ -147,12 +157,54 @@ func (rt *Runtime) Dial(dependency, target string, cc ClientConfig) (*grpc.Clien
 		return nil, nil, fmt.Errorf("dial %s: %w", dependency, err)
 	}
 	opts = append(opts, rpc.ClientOptions(rt.Logger, rt.clientMet, b, cc.CallTimeout)...)
+	if isXDS(target) {
+		if rt.cfg.XDSBootstrap == "" {
+			return nil, nil, fmt.Errorf("dial %s at %s: %s is not set: xds:/// targets need the bootstrap that names istiod", dependency, target, proxyless.BootstrapEnv)
+		}
+		// Last, so it replaces the plaintext credentials: mTLS when istiod's cluster for the target
+		// says so (DestinationRule ISTIO_MUTUAL), plaintext otherwise.
+		creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+		if err != nil {
+			return nil, nil, fmt.Errorf("dial %s: xds credentials: %w", dependency, err)
+		}
+		opts = append(opts, grpc.WithTransportCredentials(creds))
+	}
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s at %s: %w", dependency, target, err)
 	}
 	return conn, b, nil
 }
+
+// NewGRPCServer returns the service's gRPC server with the runtime's options: gRPC's xDS server when
+// XDS_SERVER is set (inbound mTLS and RBAC from istiod; it serves once istiod has sent its listener
+// for the listen address), a plain grpc.Server otherwise.
+func (rt *Runtime) NewGRPCServer(sc GRPCServerConfig) (GRPCServer, error) {
+	opts := rt.GRPCServerOptions()
+	if !sc.XDSServer {
+		return grpc.NewServer(opts...), nil
+	}
+	if rt.cfg.XDSBootstrap == "" {
+		return nil, fmt.Errorf("XDS_SERVER is true but %s is not set", proxyless.BootstrapEnv)
+	}
+	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		return nil, fmt.Errorf("xds server credentials: %w", err)
+	}
+	opts = append(opts, grpc.Creds(creds), xds.ServingModeCallback(func(addr net.Addr, a xds.ServingModeChangeArgs) {
+		// NOT_SERVING means istiod has sent no listener for this address (or withdrew it): callers
+		// are refused until it does.
+		rt.Logger.Info("xds serving mode", slog.String("addr", addr.String()), slog.String("mode", a.Mode.String()),
+			slog.Any("error", a.Err))
+	}))
+	s, err := xds.NewGRPCServer(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("xds server: %w", err)
+	}
+	return s, nil
+}
+
+func isXDS(target string) bool { return strings.HasPrefix(target, "xds:") }
 
 // Server is something Serve runs on a listener and stops gracefully.
 type Server interface {
@@ -183,6 +235,9 @@ func (s HTTPServer) Shutdown(ctx context.Context) error {
 
 // GRPCServer is what both *grpc.Server and gRPC's xDS server provide.
 type GRPCServer interface {
+	grpc.ServiceRegistrar
+	// GetServiceInfo lists the registered services, for InitializeMetrics.
+	GetServiceInfo() map[string]grpc.ServiceInfo
 	Serve(net.Listener) error
 	GracefulStop()
 	Stop()

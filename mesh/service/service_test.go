@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -112,5 +113,28 @@ func TestValidTarget(t *testing.T) {
 		if err := service.ValidTarget("PAYMENTS_TARGET", target); err != nil && !strings.Contains(err.Error(), "PAYMENTS_TARGET") {
 			t.Errorf("error %v does not name the setting", err)
 		}
+	}
+}
+
+// xds:/// targets and the xDS server need the bootstrap gRPC reads; without one the service says so at
+// start instead of failing its first call through the mesh.
+func TestXDSNeedsABootstrap(t *testing.T) {
+	cfg := service.DefaultConfig("127.0.0.1:0")
+	cfg.XDSBootstrap = filepath.Join(t.TempDir(), "missing.json")
+	if _, err := service.Start("demo", cfg, io.Discard); err == nil || !strings.Contains(err.Error(), "GRPC_XDS_BOOTSTRAP") {
+		t.Errorf("missing bootstrap file: got %v, want an error naming GRPC_XDS_BOOTSTRAP", err)
+	}
+
+	rt, err := service.Start("demo", service.DefaultConfig("127.0.0.1:0"), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	if _, err := rt.NewGRPCServer(service.GRPCServerConfig{XDSServer: true}); err == nil || !strings.Contains(err.Error(), "GRPC_XDS_BOOTSTRAP") {
+		t.Errorf("XDS_SERVER without a bootstrap: got %v, want an error naming GRPC_XDS_BOOTSTRAP", err)
+	}
+	_, _, err = rt.Dial("payments", "xds:///payments.shop.svc.cluster.local:9030", service.DefaultClientConfig())
+	if err == nil || !strings.Contains(err.Error(), "GRPC_XDS_BOOTSTRAP") || !strings.Contains(err.Error(), "payments") {
+		t.Errorf("xds target without a bootstrap: got %v, want an error naming the dependency and GRPC_XDS_BOOTSTRAP", err)
 	}
 }

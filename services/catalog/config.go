@@ -9,7 +9,8 @@ import (
 
 // Config is the catalog service's configuration.
 type Config struct {
-	GRPCAddr string        `env:"GRPC_ADDR" help:"Listen address of the gRPC server (CatalogService, grpc.health.v1)."`
+	GRPCAddr string `env:"GRPC_ADDR" help:"Listen address of the gRPC server (CatalogService, grpc.health.v1)."`
+	service.GRPCServerConfig
 	CacheTTL time.Duration `env:"CACHE_TTL" help:"How long a product read stays in the read cache; 0 disables the cache."`
 	service.Config
 }

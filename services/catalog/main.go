@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"meshplane.dev/mesh/config"
@@ -61,7 +60,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(rt.GRPCServerOptions()...)
+	srv, err := rt.NewGRPCServer(cfg.GRPCServerConfig)
+	if err != nil {
+		return err
+	}
 	repo := products.NewCache(products.NewMemory(products.Seed()), cfg.CacheTTL, rt.Registry)
 	catalogv1.RegisterCatalogServiceServer(srv, server.New(rt.Logger, repo))
 	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())

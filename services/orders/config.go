@@ -4,7 +4,8 @@ import "meshplane.dev/mesh/service"
 
 // Config is the orders service's configuration.
 type Config struct {
-	GRPCAddr       string `env:"GRPC_ADDR" help:"Listen address of the gRPC server (OrderService, grpc.health.v1)."`
+	GRPCAddr string `env:"GRPC_ADDR" help:"Listen address of the gRPC server (OrderService, grpc.health.v1)."`
+	service.GRPCServerConfig
 	CatalogTarget  string `env:"CATALOG_TARGET" help:"gRPC target of catalog: host:port, consul:///catalog, dns:///catalog.shop.svc.cluster.local:9010 or xds:///..."`
 	PaymentsTarget string `env:"PAYMENTS_TARGET" help:"gRPC target of payments, in the same forms."`
 	service.ClientConfig

@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"meshplane.dev/mesh/config"
@@ -74,7 +73,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(rt.GRPCServerOptions()...)
+	srv, err := rt.NewGRPCServer(cfg.GRPCServerConfig)
+	if err != nil {
+		return err
+	}
 	ordersv1.RegisterOrderServiceServer(srv, server.New(rt.Logger, rt.Registry,
 		catalogv1.NewCatalogServiceClient(catalogConn), paymentsv1.NewPaymentServiceClient(paymentsConn)))
 	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())

@@ -5,6 +5,7 @@ import "meshplane.dev/mesh/service"
 // Config is the payments service's configuration.
 type Config struct {
 	GRPCAddr string `env:"GRPC_ADDR" help:"Listen address of the gRPC server (PaymentService, grpc.health.v1)."`
+	service.GRPCServerConfig
 	service.Config
 }
 

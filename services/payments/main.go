@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"meshplane.dev/mesh/config"
@@ -60,7 +59,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(rt.GRPCServerOptions()...)
+	srv, err := rt.NewGRPCServer(cfg.GRPCServerConfig)
+	if err != nil {
+		return err
+	}
 	paymentsv1.RegisterPaymentServiceServer(srv, server.New(rt.Logger, rt.Registry))
 	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())
 	rt.GRPCServerMetrics().InitializeMetrics(srv)

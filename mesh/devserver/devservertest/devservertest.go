@@ -1,6 +1,6 @@
-// Package devservertest starts real Consul, Prometheus and Loki servers for a test: on 127.0.0.1, free
-// ports, a temporary data directory, stopped in t.Cleanup. A missing binary fails the test with the
-// command that builds it.
+// Package devservertest starts real Consul, Prometheus, Loki and istiod servers for a test: on
+// 127.0.0.1, free ports, a temporary data directory, stopped in t.Cleanup. A missing binary fails the
+// test with the command that builds it.
 package devservertest
 
 import (
@@ -41,6 +41,21 @@ func Prometheus(t testing.TB, port int, config []byte, files map[string][]byte) 
 func Loki(t testing.TB) *devserver.Server {
 	t.Helper()
 	return startT(t, devserver.StartLoki, devserver.Options{})
+}
+
+// Istiod starts istiod (pilot-discovery) for the test against the apiserver of kubeconfig, with
+// devserver.DefaultMeshConfig. The namespace devserver.IstiodNamespace must exist.
+func Istiod(t testing.TB, kubeconfig string) *devserver.Istiod {
+	t.Helper()
+	var d *devserver.Istiod
+	startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		var err error
+		if d, err = devserver.StartIstiod(ctx, o, kubeconfig, nil); err != nil {
+			return nil, err
+		}
+		return d.Server, nil
+	}, devserver.Options{})
+	return d
 }
 
 func startT(t testing.TB, start func(context.Context, devserver.Options) (*devserver.Server, error), o devserver.Options) *devserver.Server {
