@@ -48,11 +48,12 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"render": {summary: "render TrafficPolicies into Istio objects, offline", run: runRender},
-	"up":     {summary: "start the whole platform locally (apiserver, operator, Consul, shop, Prometheus, Loki)", run: runUp},
-	"status": {summary: "show the local platform's components, health and TrafficPolicies", run: runStatus},
-	"drill":  {summary: "run a payments failure drill against the local platform", run: runDrill},
-	"down":   {summary: "stop the local platform; no process is left behind", run: runDown},
+	"render":  {summary: "render TrafficPolicies into Istio objects, offline", run: runRender},
+	"up":      {summary: "start the whole platform locally (apiserver, operator, Consul, shop, Prometheus, Loki)", run: runUp},
+	"status":  {summary: "show the local platform's components, health and TrafficPolicies", run: runStatus},
+	"drill":   {summary: "run a payments failure drill against the local platform", run: runDrill},
+	"down":    {summary: "stop the local platform; no process is left behind", run: runDown},
+	"inforce": {summary: "show what a service's mesh clients received from istiod next to its TrafficPolicy", run: runInForce},
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {

@@ -1,0 +1,387 @@
+package inforce
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"meshplane.dev/operator/api/v1alpha1"
+)
+
+// Verdict says how a declared field stands in a proxyless gRPC client.
+type Verdict string
+
+// Verdicts, from what the client does to what it cannot do.
+const (
+	// InForce: the client received the declared value and gRPC's xDS client enforces it.
+	InForce Verdict = "in force"
+	// Partly: received; gRPC enforces part of it (named in Row.Note) and ignores the rest.
+	Partly Verdict = "partly"
+	// Ignored: received, but gRPC's xDS client does not implement the field.
+	Ignored Verdict = "ignored by gRPC"
+	// NotSent: istiod sends proxyless gRPC nothing for the field; only Envoy sidecars get it.
+	NotSent Verdict = "not sent to gRPC"
+	// ServerSide: enforced by the servers (gRPC's xDS server), not by callers.
+	ServerSide Verdict = "server side"
+	// Differs: the client holds another value than declared: a push not yet ACKed, or something
+	// else (another VirtualService or DestinationRule) decides the host.
+	Differs Verdict = "DIFFERS"
+)
+
+// Row is one declared field next to what one client received.
+type Row struct {
+	// Field is the TrafficPolicy field, e.g. retries.attempts.
+	Field string
+	// Declared is its value in the policy (or the operator's default).
+	Declared string
+	// Received is the xDS field and value the client got, e.g. "route num_retries=3".
+	Received string
+	Verdict  Verdict
+	// Note explains a verdict other than InForce.
+	Note string
+}
+
+// gRPCRetryOn are the retry_on conditions gRPC's xDS client honours (gRFC A44); it ignores the rest.
+var gRPCRetryOn = []string{"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
+
+// gRPCMaxRetries is gRPC's cap: at most 5 attempts, whatever num_retries says.
+const gRPCMaxRetries = 4
+
+// Compare sets what p declares next to what r holds. p's status.effective supplies the retry policy
+// the operator applied (its defaults when the policy sets none); without it, def does.
+func Compare(p *v1alpha1.TrafficPolicy, def *v1alpha1.EffectivePolicy, r *Received) []Row {
+	eff := def
+	if p.Status.Effective != nil {
+		eff = p.Status.Effective
+	}
+	if eff == nil {
+		eff = &v1alpha1.EffectivePolicy{}
+	}
+	route := r.Route
+	if route == nil {
+		route = &Route{}
+	}
+	var rows []Row
+	add := func(row Row) { rows = append(rows, row) }
+
+	// timeout → route max_stream_duration (Istio sets it for proxyless clients; gRPC ignores timeout).
+	declared := "none"
+	var want time.Duration
+	if p.Spec.Timeout != nil {
+		want, _ = p.Spec.Timeout.Parse()
+		declared = want.String()
+	}
+	add(exact("timeout", declared, "route max_stream_duration="+durationOrNone(route.Timeout), want == route.Timeout))
+
+	// retries.attempts → route retry_policy.num_retries.
+	gotRetries := uint32(0)
+	if route.Retry != nil {
+		gotRetries = route.Retry.NumRetries
+	}
+	attempts := Row{Field: "retries.attempts", Declared: strconv.Itoa(int(eff.Attempts)),
+		Received: "route retry_policy: none"}
+	if eff.DefaultRetries {
+		attempts.Declared += " (operator default)"
+	}
+	if route.Retry != nil {
+		attempts.Received = fmt.Sprintf("route num_retries=%d", gotRetries)
+	}
+	honoured := intersect(retryOnOf(route), gRPCRetryOn)
+	switch {
+	case uint32(eff.Attempts) != gotRetries:
+		attempts.Verdict, attempts.Note = Differs, "the client's retry policy is not the declared one"
+	case gotRetries > 0 && len(honoured) == 0:
+		attempts.Verdict, attempts.Note = Ignored, "no retryOn condition gRPC understands, so gRPC drops the retry policy"
+	case gotRetries > gRPCMaxRetries:
+		attempts.Verdict, attempts.Note = Partly, fmt.Sprintf("gRPC caps a call at 5 attempts (%d retries)", gRPCMaxRetries)
+	default:
+		attempts.Verdict = InForce
+	}
+	add(attempts)
+
+	if eff.Attempts > 0 {
+		declaredOn := strings.Join(eff.RetryOn, ",")
+		got := strings.Join(retryOnOf(route), ",")
+		row := Row{Field: "retries.retryOn", Declared: declaredOn, Received: "route retry_on=" + got}
+		if route.Retry != nil && len(route.Retry.StatusCodes) > 0 {
+			row.Received += fmt.Sprintf(" retriable_status_codes=%v", route.Retry.StatusCodes)
+		}
+		ignored := difference(eff.RetryOn, gRPCRetryOn)
+		switch {
+		case !sameConditions(eff.RetryOn, retryOnOf(route), route):
+			row.Verdict, row.Note = Differs, "the client's retry conditions are not the declared ones"
+		case len(ignored) == 0:
+			row.Verdict = InForce
+		case len(intersect(eff.RetryOn, gRPCRetryOn)) == 0:
+			row.Verdict, row.Note = Ignored, "gRPC retries only on status codes cancelled, deadline-exceeded, internal, resource-exhausted, unavailable"
+		default:
+			row.Verdict, row.Note = Partly, "gRPC honours "+strings.Join(intersect(eff.RetryOn, gRPCRetryOn), ",")+
+				"; ignores "+strings.Join(ignored, ",")+" (HTTP/TCP conditions)"
+		}
+		add(row)
+	}
+	if eff.PerTryTimeout != "" {
+		got := time.Duration(0)
+		if route.Retry != nil {
+			got = route.Retry.PerTryTimeout
+		}
+		want, _ := time.ParseDuration(eff.PerTryTimeout)
+		row := Row{Field: "retries.perTryTimeout", Declared: eff.PerTryTimeout, Received: "route per_try_timeout=" + durationOrNone(got)}
+		if got != want {
+			row.Verdict, row.Note = Differs, "the client's per-try timeout is not the declared one"
+		} else {
+			row.Verdict, row.Note = Ignored, "gRPC's xDS retry support has no per-try timeout: every attempt may use what is left of timeout"
+		}
+		add(row)
+	}
+
+	// split → weighted clusters over subset clusters.
+	wantWeights := map[string]uint32{"": 100}
+	if len(p.Spec.Split) > 0 {
+		wantWeights = map[string]uint32{}
+		for _, s := range p.Spec.Split {
+			if s.Weight != nil && *s.Weight > 0 {
+				wantWeights[s.Subset] = uint32(*s.Weight)
+			}
+		}
+	}
+	add(exact("split", weights(wantWeights), "route weighted_clusters "+weights(route.Weights), maps.Equal(wantWeights, route.Weights)))
+
+	if cb := p.Spec.CircuitBreaker; cb != nil {
+		if cb.MaxRequests != nil && *cb.MaxRequests > 0 {
+			got := clusterValues(r, func(c *Cluster) string { return strconv.Itoa(int(c.MaxRequests)) })
+			same := len(got) > 0 && allEqual(got, strconv.Itoa(int(*cb.MaxRequests)))
+			add(exact("circuitBreaker.maxRequests", strconv.Itoa(int(*cb.MaxRequests)),
+				"cluster circuit_breakers.max_requests="+strings.Join(got, ","), same))
+		}
+		for _, f := range []struct {
+			name string
+			v    *int32
+		}{{"maxConnections", cb.MaxConnections}, {"maxPendingRequests", cb.MaxPendingRequests},
+			{"maxRequestsPerConnection", cb.MaxRequestsPerConnection}, {"maxRetries", cb.MaxRetries}} {
+			if f.v != nil && *f.v > 0 {
+				add(Row{Field: "circuitBreaker." + f.name, Declared: strconv.Itoa(int(*f.v)), Received: otherLimits(r),
+					Verdict: NotSent, Note: "istiod gives gRPC only max_requests (gRFC A32); Envoy sidecars enforce this"})
+			}
+		}
+		outlier := []string{}
+		if cb.ConsecutiveErrors != nil {
+			outlier = append(outlier, "consecutiveErrors="+strconv.Itoa(int(*cb.ConsecutiveErrors)))
+		}
+		for _, d := range []struct {
+			name string
+			v    *v1alpha1.Duration
+		}{{"interval", cb.Interval}, {"baseEjectionTime", cb.BaseEjectionTime}} {
+			if d.v != nil {
+				outlier = append(outlier, d.name+"="+string(*d.v))
+			}
+		}
+		if cb.MaxEjectionPercent != nil {
+			outlier = append(outlier, "maxEjectionPercent="+strconv.Itoa(int(*cb.MaxEjectionPercent)))
+		}
+		if len(outlier) > 0 {
+			row := Row{Field: "circuitBreaker (outlier detection)", Declared: strings.Join(outlier, " "),
+				Received: "cluster outlier_detection: none"}
+			if got := clusterValues(r, func(c *Cluster) string {
+				if c.Outlier == nil {
+					return ""
+				}
+				return "set"
+			}); allEqual(got, "set") && len(got) > 0 {
+				row.Received = "cluster outlier_detection: set"
+				row.Verdict, row.Note = Partly, "gRPC ejects only by success rate or failure percentage (gRFC A50), never on consecutive errors"
+			} else {
+				row.Verdict, row.Note = NotSent, "istiod's gRPC generator sends no outlier_detection (istio/istio#48022); a failing instance keeps its share"
+			}
+			add(row)
+		}
+	}
+	if m := p.Spec.MTLS; m != nil {
+		tls := "plaintext"
+		if got := clusterValues(r, func(c *Cluster) string { return strconv.FormatBool(c.MTLS) }); len(got) > 0 && allEqual(got, "true") {
+			tls = "ISTIO_MUTUAL"
+		}
+		row := Row{Field: "mtls.mode", Declared: string(m.Mode), Received: "cluster transport_socket: " + tls}
+		switch {
+		case tls == "ISTIO_MUTUAL":
+			row.Verdict = InForce
+		case m.Mode == v1alpha1.MTLSDisable:
+			row.Verdict = InForce
+		default:
+			row.Verdict, row.Note = NotSent, "gRPC clients use mTLS only with an explicit DestinationRule tls ISTIO_MUTUAL (no auto-mTLS for proxyless); the server's PeerAuthentication applies only with XDS_SERVER"
+		}
+		add(row)
+	}
+	if len(p.Spec.Allow) > 0 {
+		var callers []string
+		for _, c := range p.Spec.Allow {
+			ns := c.Namespace
+			if ns == "" {
+				ns = p.Namespace
+			}
+			callers = append(callers, ns+"/"+c.ServiceAccount)
+		}
+		add(Row{Field: "allow", Declared: strings.Join(callers, ","), Received: "(inbound: the servers' RBAC)", Verdict: ServerSide,
+			Note: "enforced by gRPC's xDS server (XDS_SERVER) as RBAC; principals need mTLS"})
+	}
+	return rows
+}
+
+// Converged reports whether every row that gRPC could hold does hold the declared value, and the
+// client ACKed its last push: the policy is as in force as it can be proxyless.
+func Converged(r *Received, rows []Row) error {
+	if !r.Proxy.Synced() {
+		return fmt.Errorf("proxy %s has not ACKed %v (errors %v)", r.Proxy.ID, r.Proxy.Unacked, r.Proxy.Errors)
+	}
+	if r.Route == nil {
+		return fmt.Errorf("proxy %s holds no route %s: it has not called the service", r.Proxy.ID, r.RouteName)
+	}
+	for _, row := range rows {
+		if row.Verdict == Differs {
+			return fmt.Errorf("proxy %s: %s declared %s, received %s", r.Proxy.ID, row.Field, row.Declared, row.Received)
+		}
+	}
+	return nil
+}
+
+// WriteTable writes rows as an aligned table.
+func WriteTable(w io.Writer, rows []Row) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "FIELD\tDECLARED\tRECEIVED (xDS)\tVERDICT\tNOTE")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Field, r.Declared, r.Received, r.Verdict, r.Note)
+	}
+	return tw.Flush()
+}
+
+func exact(field, declared, received string, same bool) Row {
+	r := Row{Field: field, Declared: declared, Received: received, Verdict: InForce}
+	if !same {
+		r.Verdict, r.Note = Differs, "the client holds another value"
+	}
+	return r
+}
+
+func durationOrNone(d time.Duration) string {
+	if d == 0 {
+		return "none"
+	}
+	return d.String()
+}
+
+func weights(m map[string]uint32) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		name := k
+		if name == "" {
+			name = "(all)"
+		}
+		parts = append(parts, fmt.Sprintf("%s=%d", name, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func retryOnOf(r *Route) []string {
+	if r.Retry == nil {
+		return nil
+	}
+	return r.Retry.RetryOn
+}
+
+// sameConditions compares declared retryOn with the route's: Istio moves numeric conditions into
+// retriable_status_codes and adds retriable-status-codes to retry_on.
+func sameConditions(declared, got []string, r *Route) bool {
+	var want []string
+	var codes []uint32
+	for _, c := range declared {
+		if n, err := strconv.Atoi(c); err == nil {
+			codes = append(codes, uint32(n))
+			continue
+		}
+		want = append(want, c)
+	}
+	if len(codes) > 0 && !slices.Contains(want, "retriable-status-codes") {
+		want = append(want, "retriable-status-codes")
+	}
+	var gotCodes []uint32
+	if r.Retry != nil {
+		gotCodes = r.Retry.StatusCodes
+	}
+	return equalSets(want, got) && equalSets(codes, gotCodes)
+}
+
+func equalSets[T comparable](a, b []T) bool {
+	set := map[T]bool{}
+	for _, x := range a {
+		set[x] = true
+	}
+	other := map[T]bool{}
+	for _, x := range b {
+		other[x] = true
+	}
+	return maps.Equal(set, other)
+}
+
+func intersect(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func difference(a, b []string) []string {
+	var out []string
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// clusterValues returns f of every cluster the route sends to (or of the default cluster).
+func clusterValues(r *Received, f func(*Cluster) string) []string {
+	var out []string
+	subsets := []string{""}
+	if r.Route != nil && len(r.Route.Weights) > 0 {
+		subsets = slices.Sorted(maps.Keys(r.Route.Weights))
+	}
+	for _, s := range subsets {
+		if c := r.Clusters[s]; c != nil {
+			out = append(out, f(c))
+		}
+	}
+	return out
+}
+
+func allEqual(vs []string, want string) bool {
+	for _, v := range vs {
+		if v != want {
+			return false
+		}
+	}
+	return true
+}
+
+func otherLimits(r *Received) string {
+	var other []string
+	for _, c := range r.Clusters {
+		other = append(other, c.Other...)
+	}
+	if len(other) == 0 {
+		return "cluster circuit_breakers: only max_requests"
+	}
+	slices.Sort(other)
+	return "cluster " + strings.Join(slices.Compact(other), " ")
+}

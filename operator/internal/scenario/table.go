@@ -1,0 +1,50 @@
+package scenario
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// WriteTable prints a scenario's outcomes as a before/after table: per step the calls, success rate,
+// codes, latency, which instances served, what was predicted and whether it held.
+func WriteTable(w io.Writer, s Scenario, outcomes []Outcome, instances []Instance) error {
+	if _, err := fmt.Fprintf(w, "%s — %s\n", s.Name, s.Field); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STEP\tCALLS\tOK\tCODES\tP50\tMAX\tSERVED\tPREDICTED\tHELD")
+	for _, o := range outcomes {
+		held := "yes"
+		if o.Err != nil {
+			held = "NO: " + o.Err.Error()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t%s\t%s\t%s\t%s\t%s\t%s\n", o.Step, o.Calls, 100*o.SuccessRate(), codeCounts(o.Codes),
+			round(o.Quantile(0.5)), round(o.Quantile(1)), served(o.Served, instances), o.Expected, held)
+	}
+	return tw.Flush()
+}
+
+func codeCounts(m map[codes.Code]int) string {
+	var parts []string
+	for _, c := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", c, m[c]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func served(m map[string]int, instances []Instance) string {
+	var parts []string
+	for _, i := range instances {
+		parts = append(parts, fmt.Sprintf("%s=%d", i.Name, m[i.Name]))
+	}
+	return strings.Join(parts, " ")
+}
+
+func round(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
