@@ -56,6 +56,30 @@ test: tools generate ## Everything CI runs: tools, generate, all module tests (-
 test-short: ## Module tests only, without tools/generate/lint (assumes `make tools` ran).
 	go test $(GOTEST_FLAGS) $(MODULE_PKGS)
 
+# Container images: one per service and one for the operator, each built from the repository root by its
+# Dockerfile (services/<name>/Dockerfile, operator/Dockerfile). No Docker engine on the CI machine: the
+# tests check the Dockerfiles, they do not build them.
+IMAGE_REGISTRY ?= meshplane
+IMAGE_TAG ?= 0.1.0
+CONTAINER_TOOL ?= docker
+IMAGES ?= gateway catalog orders payments loadgen operator
+
+.PHONY: images
+images: ## Build the container images: IMAGE_REGISTRY/<name>:IMAGE_TAG (meshplane/...:0.1.0, as the manifests reference); needs Docker or Podman (CONTAINER_TOOL).
+	@for img in $(IMAGES); do \
+		dockerfile=services/$$img/Dockerfile; [[ $$img == operator ]] && dockerfile=operator/Dockerfile; \
+		echo "$(CONTAINER_TOOL) build -f $$dockerfile -t $(IMAGE_REGISTRY)/$$img:$(IMAGE_TAG) ."; \
+		$(CONTAINER_TOOL) build -f $$dockerfile --build-arg VERSION=$(IMAGE_TAG) -t $(IMAGE_REGISTRY)/$$img:$(IMAGE_TAG) . || exit 1; \
+	done
+
+.PHONY: cluster-up
+cluster-up: ## kind cluster + Istio + images + manifests/overlays/dev, waiting for rollouts (needs Docker; README "Cluster").
+	scripts/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Delete the kind cluster cluster-up created.
+	scripts/cluster-down.sh
+
 .PHONY: check-generated
 check-generated: ## Fail if regenerating changed any committed file.
 	scripts/generate.sh >/dev/null
