@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"meshplane.dev/operator/internal/platform"
@@ -70,17 +71,21 @@ func runUp(ctx context.Context, s streams, args []string) error {
 	fs.Var(ports, "port", "override ports, name=port[,name=port] (repeatable); names: "+ports.String())
 	host := fs.String("host", "", "the machine's address the shop's endpoints are published at (default: its first non-loopback IPv4)")
 	rate := fs.Float64("load-rate", 2, "loadgen's requests per second through the gateway; 0 starts no load")
+	discovery := fs.String("discovery", platform.DiscoveryXDS, "how the shop's services reach each other: xds (proxyless gRPC through istiod, so TrafficPolicies act on every call) or consul (Consul's health API; no istiod)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "longest the start may take")
 	supervise := fs.Bool("supervise", false, "run the supervisor in the foreground (what up starts in the background)")
 	runID := fs.String("run-id", "", "run id (set by up for its supervisor)")
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}
+	if err := platform.ValidateDiscovery(*discovery); err != nil {
+		return err
+	}
 	cfg, err := pf.config()
 	if err != nil {
 		return err
 	}
-	cfg.Ports, cfg.LoadRate, cfg.ReadyTimeout, cfg.Host = ports, *rate, *timeout, *host
+	cfg.Ports, cfg.LoadRate, cfg.ReadyTimeout, cfg.Host, cfg.Discovery = ports, *rate, *timeout, *host, *discovery
 	if cfg.Host == "" {
 		if cfg.Host, err = platform.HostAddress(); err != nil {
 			return err
@@ -100,7 +105,7 @@ func runUp(ctx context.Context, s streams, args []string) error {
 	}
 	// The supervisor gets the same settings, resolved.
 	sargs := []string{"up", "--supervise", "--repo", cfg.Repo, "--dir", cfg.Dir, "--port", ports.String(),
-		"--load-rate", fmt.Sprint(*rate), "--timeout", timeout.String(), "--host", cfg.Host}
+		"--load-rate", fmt.Sprint(*rate), "--timeout", timeout.String(), "--host", cfg.Host, "--discovery", *discovery}
 	return platform.Up(ctx, cfg, exe, sargs, s.stdout)
 }
 
@@ -145,9 +150,12 @@ func runDrill(ctx context.Context, s streams, args []string) error {
 	fs.DurationVar(&o.Recovery, "recovery", o.Recovery, "longest to watch the recovery")
 	fs.DurationVar(&o.Every, "every", o.Every, "interval between table rows")
 	fs.Float64Var(&o.OrderRate, "order-rate", o.OrderRate, "orders per second the drill places itself")
+	scenarios := fs.String("scenarios", strings.Join(o.Scenarios, ","), "comma-separated scenarios to run, in order: "+
+		platform.ScenarioBreaker+" (payments failing, orders' breaker) and the mesh scenarios on payments through istiod ("+strings.Join(platform.MeshScenarios, ", ")+")")
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}
+	o.Scenarios = strings.Split(*scenarios, ",")
 	cfg, err := pf.config()
 	if err != nil {
 		return err

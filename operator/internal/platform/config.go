@@ -27,10 +27,15 @@ func DefaultPorts() Ports {
 	return Ports{
 		"apiserver": 6443, "consul": 8500, "prometheus": 9090, "loki": 3100,
 		"operator-metrics": 8480, "operator-probes": 8481,
+		// istiod's HTTP port (/ready, /debug/*; 8080 in a cluster, taken here by the gateway). Its xDS
+		// and monitoring ports are internal.
+		"istiod":  15080,
 		"gateway": 8080, "gateway-admin": 8081,
 		"catalog": 9010, "catalog-admin": 9011,
+		"catalog-v2": 9012, "catalog-v2-admin": 9013,
 		"orders": 9020, "orders-admin": 9021,
 		"payments": 9030, "payments-admin": 9031,
+		"payments-v2": 9032, "payments-v2-admin": 9033,
 		"loadgen-admin": 8090,
 	}
 }
@@ -100,8 +105,28 @@ type Config struct {
 	Host string
 	// LoadRate is loadgen's requests per second; 0 starts no load.
 	LoadRate float64
+	// Discovery is how the shop's services find each other: DiscoveryXDS (through istiod, so
+	// TrafficPolicies act on every call) or DiscoveryConsul (Consul's health API, no istiod).
+	Discovery string
 	// ReadyTimeout bounds the whole start.
 	ReadyTimeout time.Duration
+}
+
+// Discovery modes of Config.Discovery.
+const (
+	DiscoveryXDS    = "xds"
+	DiscoveryConsul = "consul"
+)
+
+// Mesh reports whether the platform runs istiod and the shop calls through it.
+func (c Config) Mesh() bool { return c.Discovery != DiscoveryConsul }
+
+// ValidateDiscovery names the flag's allowed values.
+func ValidateDiscovery(d string) error {
+	if d != DiscoveryXDS && d != DiscoveryConsul {
+		return fmt.Errorf("--discovery %q: want %s or %s", d, DiscoveryXDS, DiscoveryConsul)
+	}
+	return nil
 }
 
 // Paths under Dir.

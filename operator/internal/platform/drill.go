@@ -8,7 +8,9 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,11 +29,32 @@ type DrillOptions struct {
 	Every time.Duration
 	// OrderRate is the orders per second the drill places itself, on top of loadgen.
 	OrderRate float64
+	// Scenarios are run in order: ScenarioBreaker (the payments failure drill above) and the mesh
+	// scenarios (MeshScenarios), which need the platform's istiod.
+	Scenarios []string
 }
 
-// DefaultDrill is about 90 seconds.
+// ScenarioBreaker is the payments failure drill: orders' client-side breaker opening and closing.
+const ScenarioBreaker = "breaker"
+
+// DefaultDrill is the breaker drill (about 90 seconds) and every mesh scenario (about a minute).
 func DefaultDrill() DrillOptions {
-	return DrillOptions{Baseline: 15 * time.Second, Fault: 30 * time.Second, Recovery: 45 * time.Second, Every: 5 * time.Second, OrderRate: 4}
+	return DrillOptions{Baseline: 15 * time.Second, Fault: 30 * time.Second, Recovery: 45 * time.Second, Every: 5 * time.Second, OrderRate: 4,
+		Scenarios: append([]string{ScenarioBreaker}, MeshScenarios...)}
+}
+
+// Validate names an unknown scenario.
+func (o DrillOptions) Validate() error {
+	known := append([]string{ScenarioBreaker}, MeshScenarios...)
+	if len(o.Scenarios) == 0 {
+		return fmt.Errorf("--scenarios: at least one of %s", strings.Join(known, ","))
+	}
+	for _, sc := range o.Scenarios {
+		if !slices.Contains(known, sc) {
+			return fmt.Errorf("--scenarios: unknown scenario %q (known: %s)", sc, strings.Join(known, ","))
+		}
+	}
+	return nil
 }
 
 // drillRow is one line of the table.
@@ -44,10 +67,12 @@ type drillRow struct {
 	rejected, paymentsRS float64
 }
 
-// Drill injects payment failures into the running platform and prints, from Prometheus, how the error
-// rate rises, orders' breaker opens and requests fail fast without reaching payments, then how it all
-// recovers after the fault is cleared. It fails if the breaker never opened or never closed again.
+// Drill runs o.Scenarios against the running platform, in order, and fails when one could not run
+// or its prediction did not hold.
 func Drill(ctx context.Context, cfg Config, o DrillOptions, out io.Writer) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
 	st, err := ReadState(cfg.Dir)
 	if err != nil {
 		return err
@@ -55,16 +80,53 @@ func Drill(ctx context.Context, cfg Config, o DrillOptions, out io.Writer) error
 	if st == nil || !alive(st.SupervisorPID) || st.Phase != PhaseReady {
 		return fmt.Errorf("%w: start it with make up", ErrNotRunning)
 	}
+	var errs []error
+	var mesh []string
+	for _, sc := range o.Scenarios {
+		if sc == ScenarioBreaker {
+			if err := breakerDrill(ctx, st, o, out); err != nil {
+				errs = append(errs, fmt.Errorf("breaker drill: %w", err))
+			}
+			fmt.Fprintln(out)
+			continue
+		}
+		mesh = append(mesh, sc)
+	}
+	if len(mesh) > 0 {
+		if err := meshDrill(ctx, cfg, st, mesh, out); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// breakerDrill injects payment failures into every payments instance and prints, from Prometheus, how
+// the error rate rises, orders' breaker opens and requests fail fast without reaching payments, then
+// how it all recovers after the fault is cleared. It fails if the breaker never opened or never
+// closed again.
+func breakerDrill(ctx context.Context, st *State, o DrillOptions, out io.Writer) error {
 	pc, err := promapi.NewClient(promapi.Config{Address: "http://" + st.Ports.Addr("prometheus")})
 	if err != nil {
 		return err
 	}
 	prom := promv1.NewAPI(pc)
-	faults := "http://" + st.Ports.Addr("payments-admin") + "/admin/faults"
+	var faults []string
+	for _, in := range shopInstances() {
+		if in.svc.name == "payments" {
+			faults = append(faults, "http://"+st.Ports.Addr(in.key+"-admin")+"/admin/faults")
+		}
+	}
+	setFaults := func(ctx context.Context, method string, body []byte) error {
+		var errs []error
+		for _, f := range faults {
+			errs = append(errs, send(ctx, method, f, body))
+		}
+		return errors.Join(errs...)
+	}
 	gateway := "http://" + st.Ports.Addr("gateway")
-	defer func() { _ = send(context.Background(), http.MethodDelete, faults, nil) }()
+	defer func() { _ = setFaults(context.Background(), http.MethodDelete, nil) }()
 
-	fmt.Fprintf(out, "Payments failure drill: %s normal traffic, %s with payments failing every charge, up to %s of recovery.\n",
+	fmt.Fprintf(out, "Payments failure drill: %s normal traffic, %s with every payments instance failing every charge, up to %s of recovery.\n",
 		o.Baseline, o.Fault, o.Recovery)
 	fmt.Fprintf(out, "The drill places %g orders/s through the gateway; the table reads Prometheus every %s.\n\n", o.OrderRate, o.Every)
 
@@ -113,14 +175,14 @@ func Drill(ctx context.Context, cfg Config, o DrillOptions, out io.Writer) error
 	if err := phase("baseline", o.Baseline, nil); err != nil {
 		return err
 	}
-	if err := send(ctx, http.MethodPut, faults, []byte(`[{"target":"Charge","errorRate":1}]`)); err != nil {
+	if err := setFaults(ctx, http.MethodPut, []byte(`[{"target":"Charge","errorRate":1}]`)); err != nil {
 		return fmt.Errorf("inject payments fault: %w", err)
 	}
 	faultAt := time.Since(began)
 	if err := phase("FAULT", o.Fault, nil); err != nil {
 		return err
 	}
-	if err := send(ctx, http.MethodDelete, faults, nil); err != nil {
+	if err := setFaults(ctx, http.MethodDelete, nil); err != nil {
 		return fmt.Errorf("clear payments fault: %w", err)
 	}
 	clearAt := time.Since(began)

@@ -132,12 +132,31 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, svc := range []string{"gateway", "catalog", "orders", "payments"} {
+	for svc, want := range map[string]int{"gateway": 1, "catalog": 2, "orders": 1, "payments": 2} {
 		entries, _, err := consul.Health().Service(svc, "k8s", true, nil)
-		if err != nil || len(entries) != 1 || entries[0].Service.Meta["meshplane-sync"] != "local" {
-			t.Errorf("consul %s: %d passing instances synced from Kubernetes (%v), want 1", svc, len(entries), err)
+		if err != nil || len(entries) != want {
+			t.Errorf("consul %s: %d passing instances synced from Kubernetes (%v), want %d", svc, len(entries), err, want)
+		}
+		for _, e := range entries {
+			if e.Service.Meta["meshplane-sync"] != "local" {
+				t.Errorf("consul %s instance %s: meta %v, want it owned by the sync of cluster local", svc, e.Service.ID, e.Service.Meta)
+			}
 		}
 	}
+
+	// That order went through the mesh: orders called payments through istiod, and what it holds is
+	// what payments' TrafficPolicy declares (inforce exits 1 otherwise).
+	wait.For(t, time.Minute, func() error {
+		out, err := exec.Command(meshplane, "inforce", "--istiod", "http://"+ports.Addr("istiod"), "--kubeconfig", st.Kubeconfig,
+			"-n", "shop", "payments").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("meshplane inforce: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "client orders-v1.shop") {
+			return fmt.Errorf("orders is not among payments' mesh clients:\n%s", out)
+		}
+		return nil
+	})
 
 	// The gateway's metrics are in Prometheus, its logs (that order's included) in Loki, and the generated
 	// rules are loaded.

@@ -38,15 +38,17 @@ type Component struct {
 
 // State is the supervisor's record of a run (Dir/state.json).
 type State struct {
-	RunID         string      `json:"runID"`
-	SupervisorPID int         `json:"supervisorPID"`
-	Phase         string      `json:"phase"`
-	Error         string      `json:"error,omitempty"`
-	Started       time.Time   `json:"started"`
-	Ready         time.Time   `json:"ready,omitzero"`
-	Ports         Ports       `json:"ports"`
-	Kubeconfig    string      `json:"kubeconfig"`
-	Components    []Component `json:"components"`
+	RunID         string    `json:"runID"`
+	SupervisorPID int       `json:"supervisorPID"`
+	Phase         string    `json:"phase"`
+	Error         string    `json:"error,omitempty"`
+	Started       time.Time `json:"started"`
+	Ready         time.Time `json:"ready,omitzero"`
+	Ports         Ports     `json:"ports"`
+	Kubeconfig    string    `json:"kubeconfig"`
+	// XDSAddr is istiod's plaintext xDS address when the mesh runs (--discovery xds).
+	XDSAddr    string      `json:"xdsAddr,omitempty"`
+	Components []Component `json:"components"`
 }
 
 func writeState(path string, s *State) error {

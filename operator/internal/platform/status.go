@@ -64,10 +64,14 @@ Try:
   curl -s http://%s/v1/products
   curl -s http://%s/v1/catalog/services    # what the sync registered in Consul
   open http://%s/ui/  http://%s/alerts
-
-Next: make drill (a payments failure drill), make status, make down.
 `, rel(cfg.Repo, st.Kubeconfig), kubectl, ShopNamespace, st.Ports.Addr("gateway"), st.Ports.Addr("consul"),
 		st.Ports.Addr("consul"), st.Ports.Addr("prometheus"))
+	if st.XDSAddr != "" {
+		fmt.Fprintf(out, `  go run ./operator/cmd/meshplane inforce --istiod http://%s --kubeconfig %s -n %s payments
+                                         # what payments' callers hold from istiod vs. its TrafficPolicy
+`, st.Ports.Addr("istiod"), rel(cfg.Repo, st.Kubeconfig), ShopNamespace)
+	}
+	fmt.Fprintln(out, "\nNext: make drill (payments failing: orders' breaker, then the mesh scenarios), make status, make down.")
 	if unhealthy > 0 {
 		return fmt.Errorf("%d components unhealthy", unhealthy)
 	}

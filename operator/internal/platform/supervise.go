@@ -39,6 +39,10 @@ type supervisor struct {
 	stops    []func()
 	env      *testenv.Env
 	consul   *consulapi.Client
+	// xdsAddr is istiod's plaintext xDS address, the shop's bootstraps' server (mesh on).
+	xdsAddr string
+	// istiodMetrics is istiod's own /metrics address, for Prometheus.
+	istiodMetrics string
 }
 
 // Supervise runs the platform until ctx ends: it starts every component, records them in the state file,
@@ -90,6 +94,7 @@ func (s *supervisor) startAll(ctx context.Context) error {
 		run  func(context.Context) error
 	}{
 		{"kube-apiserver", s.startKube},
+		{"istiod", s.startIstiod},
 		{"consul", s.startConsul},
 		{"loki", s.startLoki},
 		{"operator", s.startOperator},
@@ -168,6 +173,31 @@ func (s *supervisor) startKube(ctx context.Context) error {
 	return nil
 }
 
+// startIstiod runs the real istiod (pilot-discovery) against the local apiserver, with the mesh on:
+// it turns the operator's VirtualServices and DestinationRules into xDS for the shop's proxyless gRPC
+// clients.
+func (s *supervisor) startIstiod(ctx context.Context) error {
+	if !s.cfg.Mesh() {
+		s.say("istiod", "skipped (--discovery %s: the shop finds its dependencies through Consul)", s.cfg.Discovery)
+		return nil
+	}
+	s.say("istiod", "starting istiod (pilot-discovery) against the local apiserver (waits for /ready: its caches synced, 10-25 s)")
+	t := time.Now()
+	d, err := devserver.StartIstiod(ctx, s.opts("istiod", s.cfg.Ports["istiod"]), s.cfg.Kubeconfig(), nil)
+	if err != nil {
+		return err
+	}
+	s.xdsAddr, s.istiodMetrics = d.XDSAddr, d.MonitoringAddr
+	s.state.XDSAddr = d.XDSAddr
+	url := d.URL()
+	s.say("istiod", "ready: debug %s, xDS %s (%s)", url, d.XDSAddr, time.Since(t).Round(100*time.Millisecond))
+	s.record(Component{Name: "istiod", URL: url + "/debug", Health: url + "/ready", PID: d.Pid(), Log: d.LogPath}, func() {
+		s.say("istiod", "stopping")
+		_ = d.Stop()
+	})
+	return nil
+}
+
 func (s *supervisor) startConsul(ctx context.Context) error {
 	srv, err := s.server(ctx, "consul", "Consul dev agent (waits for a leader)", func(ctx context.Context) (*devserver.Server, error) {
 		return devserver.StartConsul(ctx, s.opts("consul", s.cfg.Ports["consul"]))
@@ -236,6 +266,13 @@ scrape_configs:
         labels: {service: meshplane-operator, namespace: meshplane-system}
 `
 
+// istiodScrape adds istiod's own metrics (pushes, xDS connections) when it runs.
+const istiodScrape = `  - job_name: istiod
+    static_configs:
+      - targets: [%q]
+        labels: {service: istiod, namespace: istio-system}
+`
+
 func (s *supervisor) startPrometheus(ctx context.Context) error {
 	rules, err := filepath.Glob(filepath.Join(s.cfg.Repo, "dashboards", "generated", "prometheus", "*.yaml"))
 	if err != nil {
@@ -256,6 +293,9 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 		files[filepath.Join("rules", filepath.Base(r))] = b
 	}
 	cfg := fmt.Appendf(nil, prometheusConfig, s.cfg.Ports.Addr("consul"), s.cfg.Ports.Addr("operator-metrics"))
+	if s.istiodMetrics != "" {
+		cfg = fmt.Appendf(cfg, istiodScrape, s.istiodMetrics)
+	}
 	url := "http://" + s.cfg.Ports.Addr("prometheus")
 	_, err = s.server(ctx, "prometheus", fmt.Sprintf("Prometheus with %d generated rule files, targets from Consul (waits for /-/ready)", len(rules)), func(ctx context.Context) (*devserver.Server, error) {
 		return devserver.StartPrometheus(ctx, s.opts("prometheus", s.cfg.Ports["prometheus"]), cfg, files)
@@ -282,17 +322,19 @@ func httpGetOK(ctx context.Context, url string) error {
 	return nil
 }
 
-// waitPassing waits until Consul lists name with n passing instances.
-func (s *supervisor) waitPassing(ctx context.Context, name string, n int) error {
+// waitPassing waits until Consul lists the instance of name at address:port as passing.
+func (s *supervisor) waitPassing(ctx context.Context, name, address string, port int) error {
 	return wait.Until(ctx, 200*time.Millisecond, func(context.Context) error {
 		entries, _, err := s.consul.Health().Service(name, "", true, nil)
 		if err != nil {
 			return err
 		}
-		if len(entries) < n {
-			return fmt.Errorf("consul lists %d passing %s instances, want %d", len(entries), name, n)
+		for _, e := range entries {
+			if e.Service.Address == address && e.Service.Port == port {
+				return nil
+			}
 		}
-		return nil
+		return fmt.Errorf("consul lists no passing %s instance at %s:%d", name, address, port)
 	})
 }
 
