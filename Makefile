@@ -56,6 +56,18 @@ test: tools generate ## Everything CI runs: tools, generate, all module tests (-
 test-short: ## Module tests only, without tools/generate/lint (assumes `make tools` ran).
 	go test $(GOTEST_FLAGS) $(MODULE_PKGS)
 
+.PHONY: bench
+bench: tools ## Measure operator scale, render, hot path and Consul sync against floors from the same run; one table, also in bench/out/ (not part of test; BENCH_FLAGS=-sizes 100 ...).
+	scripts/bench.sh $(BENCH_FLAGS)
+
+BENCH_COUNT ?= 6
+BENCH_PKGS = ./operator/api/v1alpha1 ./operator/internal/desiredstate ./operator/internal/render ./mesh/httpmw ./mesh/rpc ./mesh/logs
+
+.PHONY: bench-go
+bench-go: ## Go benchmarks (Validate, desiredstate.Build, render, HTTP and gRPC stacks) for benchstat, into bench/out/go-<time>.txt.
+	@mkdir -p bench/out
+	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) $(BENCH_PKGS) | tee bench/out/go-$$(date -u +%Y-%m-%dT%H%MZ).txt
+
 # Container images: one per service and one for the operator, each built from the repository root by its
 # Dockerfile (services/<name>/Dockerfile, operator/Dockerfile). No Docker engine on the CI machine: the
 # tests check the Dockerfiles, they do not build them.

@@ -1,0 +1,455 @@
+// Package hotpath measures what the mesh library costs on a request's hot path: an HTTP handler and a
+// gRPC method, each calling a downstream gRPC service, served once bare and once behind the full stack a
+// Meshplane service runs (trace, access logs shipped to a real Loki, metrics, panic recovery, body limit,
+// fault hooks; on the client side the dependency's circuit breaker, deadline, metrics and logging), under
+// the same closed-loop load from the same Go load generator, in one process, interleaved in rounds so
+// that noise from the shared machine hits both alike.
+package hotpath
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"meshplane.dev/bench/internal/report"
+	"meshplane.dev/mesh/httpmw"
+	"meshplane.dev/mesh/service"
+	"meshplane.dev/mesh/telemetry"
+	catalogv1 "meshplane.dev/services/proto/catalog/v1"
+)
+
+// Options configure the measurement.
+type Options struct {
+	// LokiURL is the base URL of a running Loki, where the mesh stack ships its logs.
+	LokiURL string
+	// Dir receives the mesh stack's stdout log.
+	Dir string
+	// Duration is how long each stack is loaded per round, after Warmup.
+	Duration, Warmup time.Duration
+	// Rounds alternates bare and mesh this many times.
+	Rounds int
+	// Concurrency is the number of requests in flight (closed loop).
+	Concurrency int
+	// Log receives progress.
+	Log io.Writer
+}
+
+const section = "Service hot path"
+
+// Run measures both protocols bare and behind the mesh stack and returns the rows of the table.
+func Run(ctx context.Context, o Options) ([]report.Row, error) {
+	backend, err := startBackend()
+	if err != nil {
+		return nil, err
+	}
+	defer backend.Stop()
+
+	bare, err := startBare(backend.addr)
+	if err != nil {
+		return nil, err
+	}
+	defer bare.stop()
+	mesh, err := startMesh(ctx, backend.addr, o)
+	if err != nil {
+		return nil, err
+	}
+	defer mesh.stop()
+
+	type run struct {
+		name string
+		load func(ctx context.Context, d time.Duration) result
+	}
+	runs := []run{
+		{"http bare", func(ctx context.Context, d time.Duration) result {
+			return loadHTTP(ctx, bare.httpURL, o.Concurrency, d)
+		}},
+		{"http mesh", func(ctx context.Context, d time.Duration) result {
+			return loadHTTP(ctx, mesh.httpURL, o.Concurrency, d)
+		}},
+		{"grpc bare", func(ctx context.Context, d time.Duration) result {
+			return loadGRPC(ctx, bare.grpcAddr, o.Concurrency, d)
+		}},
+		{"grpc mesh", func(ctx context.Context, d time.Duration) result {
+			return loadGRPC(ctx, mesh.grpcAddr, o.Concurrency, d)
+		}},
+	}
+	results := map[string]*result{}
+	for round := range o.Rounds {
+		for _, r := range runs {
+			if w := r.load(ctx, o.Warmup); w.err != nil {
+				return nil, fmt.Errorf("%s warm-up: %w", r.name, w.err)
+			}
+			res := r.load(ctx, o.Duration)
+			if res.err != nil {
+				return nil, fmt.Errorf("%s: %w", r.name, res.err)
+			}
+			fmt.Fprintf(o.Log, "hot path round %d, %s: %.0f req/s, p50 %s, p99 %s\n", round+1, r.name, res.rps(), ms(res.percentile(50)), ms(res.percentile(99)))
+			if results[r.name] == nil {
+				results[r.name] = &result{}
+			}
+			results[r.name].add(res)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	lines, dropped := mesh.logCounts()
+	rows := compare("HTTP GET /v1/products/{id} → gRPC GetProduct downstream", results["http mesh"], results["http bare"], o)
+	rows = append(rows, compare("gRPC GetProduct → gRPC GetProduct downstream", results["grpc mesh"], results["grpc bare"], o)...)
+	rows = append(rows, report.Row{Section: section, Figure: "mesh stack's log lines shipped to Loki / dropped (queue full)",
+		Value: fmt.Sprintf("%.0f / %.0f", lines-dropped, dropped)})
+	return rows, nil
+}
+
+func compare(what string, mesh, bare *result, o Options) []report.Row {
+	share := mesh.rps() / bare.rps()
+	return []report.Row{
+		{Section: section, Figure: fmt.Sprintf("%s: req/s, %d in flight (mesh stack; floor: bare)", what, o.Concurrency),
+			Value: fmt.Sprintf("%.0f", mesh.rps()), Floor: fmt.Sprintf("%.0f", bare.rps()),
+			Ratio: fmt.Sprintf("%.0f %%", 100*share), Target: "≥ 90 % of bare", Met: yesNo(share >= 0.9)},
+		{Section: section, Figure: what + ": latency p50 / p99",
+			Value: ms(mesh.percentile(50)) + " / " + ms(mesh.percentile(99)),
+			Floor: ms(bare.percentile(50)) + " / " + ms(bare.percentile(99)),
+			Ratio: fmt.Sprintf("%.2f× / %.2f×", ratio(mesh.percentile(50), bare.percentile(50)), ratio(mesh.percentile(99), bare.percentile(99)))},
+	}
+}
+
+func ratio(a, b time.Duration) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "no"
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+// backend is the downstream service, the same plain gRPC server for both stacks.
+type backend struct {
+	*grpc.Server
+	addr string
+}
+
+type catalogServer struct {
+	catalogv1.UnimplementedCatalogServiceServer
+}
+
+func (catalogServer) GetProduct(_ context.Context, req *catalogv1.GetProductRequest) (*catalogv1.Product, error) {
+	return &catalogv1.Product{Id: req.GetId(), Name: "Moka pot", Description: "Stovetop espresso maker, 6 cups.", PriceCents: 3490, Currency: "EUR"}, nil
+}
+
+func startBackend() (*backend, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := grpc.NewServer()
+	catalogv1.RegisterCatalogServiceServer(s, catalogServer{})
+	go func() { _ = s.Serve(l) }()
+	return &backend{Server: s, addr: l.Addr().String()}, nil
+}
+
+// front is the service under test: its HTTP handler and gRPC method both ask the downstream.
+type front struct {
+	catalogv1.UnimplementedCatalogServiceServer
+	catalog catalogv1.CatalogServiceClient
+}
+
+func (f front) GetProduct(ctx context.Context, req *catalogv1.GetProductRequest) (*catalogv1.Product, error) {
+	return f.catalog.GetProduct(ctx, req)
+}
+
+// productJSON is the HTTP answer.
+type productJSON struct {
+	ID         string `json:"id"`
+	Name       string `json:"name"`
+	PriceCents int64  `json:"priceCents"`
+	Currency   string `json:"currency"`
+}
+
+// getProduct is the HTTP handler, the same code in both stacks.
+func getProduct(c catalogv1.CatalogServiceClient) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := c.GetProduct(r.Context(), &catalogv1.GetProductRequest{Id: r.PathValue("id")})
+		if err != nil {
+			httpmw.WriteError(w, http.StatusServiceUnavailable, httpmw.Error{Message: err.Error()})
+			return
+		}
+		httpmw.WriteJSON(w, http.StatusOK, productJSON{ID: p.GetId(), Name: p.GetName(), PriceCents: p.GetPriceCents(), Currency: p.GetCurrency()})
+	})
+}
+
+const route = "GET /v1/products/{id}"
+
+// stack is a front served over HTTP and gRPC.
+type stack struct {
+	httpURL, grpcAddr string
+	stop              func()
+	registry          *prometheus.Registry
+}
+
+func listeners() (net.Listener, net.Listener, error) {
+	h, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		h.Close()
+		return nil, nil, err
+	}
+	return h, g, nil
+}
+
+// startBare serves the handler and the method with nothing around them, calling the downstream over a
+// plain connection.
+func startBare(downstream string) (*stack, error) {
+	conn, err := grpc.NewClient(downstream, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	hl, gl, err := listeners()
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	client := catalogv1.NewCatalogServiceClient(conn)
+	mux := http.NewServeMux()
+	mux.Handle(route, getProduct(client))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	gs := grpc.NewServer()
+	catalogv1.RegisterCatalogServiceServer(gs, front{catalog: client})
+	go func() { _ = hs.Serve(hl) }()
+	go func() { _ = gs.Serve(gl) }()
+	return &stack{
+		httpURL: "http://" + hl.Addr().String() + "/v1/products/moka-pot", grpcAddr: gl.Addr().String(),
+		stop: func() { _ = hs.Close(); gs.Stop(); conn.Close() },
+	}, nil
+}
+
+// startMesh serves the same handler and method as a Meshplane service does: through service.Runtime
+// (logs to stdout and Loki, metrics registry, faults), the gateway's middleware chain, the runtime's gRPC
+// server options, and the runtime's Dial (breaker, deadline, client metrics and logs) to the downstream.
+func startMesh(ctx context.Context, downstream string, o Options) (*stack, error) {
+	cfg := service.DefaultConfig("127.0.0.1:0")
+	cfg.Namespace = "bench"
+	cfg.LokiURL = o.LokiURL
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	stdout, err := os.Create(filepath.Join(o.Dir, "hotpath-mesh.log"))
+	if err != nil {
+		return nil, err
+	}
+	rt, err := service.Start("bench-front", cfg, stdout)
+	if err != nil {
+		stdout.Close()
+		return nil, err
+	}
+	conn, _, err := rt.Dial("catalog", downstream, service.DefaultClientConfig())
+	if err != nil {
+		rt.Close()
+		stdout.Close()
+		return nil, err
+	}
+	client := catalogv1.NewCatalogServiceClient(conn)
+	metrics := telemetry.NewHTTPMetrics(rt.Registry)
+	mux := http.NewServeMux()
+	mux.Handle(route, rt.Faults.HTTP(route, getProduct(client)))
+	handler := httpmw.Chain(mux,
+		httpmw.Trace,
+		httpmw.AccessLog(rt.Logger),
+		metrics.Middleware,
+		httpmw.Recover(rt.Logger),
+		httpmw.LimitBody(httpmw.MaxBodyBytes),
+	)
+	gs := grpc.NewServer(rt.GRPCServerOptions()...)
+	catalogv1.RegisterCatalogServiceServer(gs, front{catalog: client})
+	rt.GRPCServerMetrics().InitializeMetrics(gs)
+	hl, gl, err := listeners()
+	if err != nil {
+		conn.Close()
+		rt.Close()
+		stdout.Close()
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() {
+		served <- rt.Serve(sctx,
+			service.Traffic{Server: service.HTTPServer{Server: &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second}}, Listener: hl},
+			service.Traffic{Server: service.GRPC(gs), Listener: gl})
+	}()
+	var once sync.Once
+	return &stack{
+		httpURL: "http://" + hl.Addr().String() + "/v1/products/moka-pot", grpcAddr: gl.Addr().String(),
+		registry: rt.Registry,
+		stop: func() {
+			once.Do(func() {
+				cancel()
+				if err := <-served; err != nil {
+					rt.Logger.Warn("serve", slog.String("error", err.Error()))
+				}
+				conn.Close()
+				rt.Close()
+				stdout.Close()
+			})
+		},
+	}, nil
+}
+
+// logCounts returns the lines the mesh stack logged and those it dropped before Loki.
+func (s *stack) logCounts() (lines, dropped float64) {
+	fams, err := s.registry.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			switch f.GetName() {
+			case "meshplane_log_lines_total":
+				lines += m.GetCounter().GetValue()
+			case "meshplane_log_lines_dropped_total":
+				dropped += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return lines, dropped
+}
+
+// result is what one load run measured.
+type result struct {
+	requests  int
+	elapsed   time.Duration
+	latencies []time.Duration
+	err       error
+}
+
+func (r *result) add(o result) {
+	r.requests += o.requests
+	r.elapsed += o.elapsed
+	r.latencies = append(r.latencies, o.latencies...)
+}
+
+func (r *result) rps() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.requests) / r.elapsed.Seconds()
+}
+
+func (r *result) percentile(p int) time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.latencies)
+	slices.Sort(s)
+	rank := (p*len(s) + 99) / 100
+	return s[max(rank-1, 0)]
+}
+
+// closedLoop runs call on n workers for d and collects every latency; the first failure ends the run.
+func closedLoop(ctx context.Context, n int, d time.Duration, call func(ctx context.Context) error) result {
+	// The end of a run cancels the calls in flight rather than passing their deadline: a deadline would
+	// reach the downstream call, where the breaker rightly counts DeadlineExceeded as a failure, and
+	// every run would end with a burst of them.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := time.AfterFunc(d, cancel)
+	defer stop.Stop()
+	var mu sync.Mutex
+	var res result
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range n {
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, 4096)
+			var err error
+			for ctx.Err() == nil {
+				t := time.Now()
+				if err = call(ctx); err != nil {
+					if ctx.Err() != nil {
+						err = nil // cut off by the end of the run
+					}
+					break
+				}
+				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			res.requests += len(lat)
+			res.latencies = append(res.latencies, lat...)
+			if err != nil && res.err == nil {
+				res.err = err
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	return res
+}
+
+func loadHTTP(ctx context.Context, url string, n int, d time.Duration) result {
+	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	return closedLoop(ctx, n, d, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, resp.Status)
+		}
+		return nil
+	})
+}
+
+func loadGRPC(ctx context.Context, addr string, n int, d time.Duration) result {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return result{err: err}
+	}
+	defer conn.Close()
+	c := catalogv1.NewCatalogServiceClient(conn)
+	return closedLoop(ctx, n, d, func(ctx context.Context) error {
+		p, err := c.GetProduct(ctx, &catalogv1.GetProductRequest{Id: "moka-pot"})
+		if err != nil {
+			return err
+		}
+		if p.GetId() != "moka-pot" {
+			return errors.New("GetProduct: wrong product " + strings.TrimSpace(p.GetId()))
+		}
+		return nil
+	})
+}

@@ -1,0 +1,224 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"meshplane.dev/mesh/devserver"
+	"meshplane.dev/mesh/proxyless"
+	"meshplane.dev/mesh/wait"
+	"meshplane.dev/operator/internal/scenario"
+	"meshplane.dev/operator/internal/workload"
+)
+
+// XDSOptions configure the proxyless gRPC section.
+type XDSOptions struct {
+	// Client and Kubeconfig reach the API server istiod watches.
+	Client     client.Client
+	Kubeconfig string
+	// Duration is each measured load per stack and round, after Warmup; Rounds alternate the two.
+	Duration, Warmup time.Duration
+	Rounds           int
+	// Concurrency is the calls in flight (closed loop).
+	Concurrency int
+	// Dir receives istiod's data and log.
+	Dir string
+	// Log receives progress.
+	Log io.Writer
+}
+
+const xdsSection = "Proxyless gRPC (istiod)"
+
+// xdsAddress is the loopback address the measured server listens on: its WorkloadEntry's, distinct
+// from anything else on the machine.
+const xdsAddress = "127.0.101.1"
+
+// XDS measures a gRPC call through gRPC's xDS client — routes, clusters and endpoints from a real istiod
+// — against the same call on a plain channel to the same server, under the same closed-loop load,
+// interleaved in rounds. The server is a grpc.health.v1 Check handler, so the figure is what the
+// mesh's client side costs, not what a handler does.
+func XDS(ctx context.Context, o XDSOptions, emit func(Row) error) error {
+	for _, ns := range []string{devserver.IstiodNamespace, "bench-xds"} {
+		if err := workload.EnsureNamespace(ctx, o.Client, ns); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(o.Log, "xds: starting istiod against the API server")
+	d, err := devserver.StartIstiod(ctx, devserver.Options{Dir: filepath.Join(o.Dir, "istiod"), ReadyTimeout: 3 * time.Minute}, o.Kubeconfig, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = d.Stop() }()
+
+	lis, err := net.Listen("tcp", net.JoinHostPort(xdsAddress, "0"))
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	port := lis.Addr().(*net.TCPAddr).Port
+
+	svc := workload.Service{Name: "echo", Namespace: "bench-xds", Ports: []workload.Port{{Name: "grpc", Port: 9000}}}
+	if err := workload.Apply(ctx, o.Client, svc, workload.Instance{Name: "echo-0", IP: xdsAddress, Ports: map[string]uint32{"grpc": uint32(port)}}); err != nil {
+		return err
+	}
+	caller := proxyless.Bootstrap{
+		Node:    proxyless.Node{Name: "bench-client", Namespace: "bench-xds", IP: "127.0.0.1", Labels: map[string]string{"app": "bench-client"}},
+		XDSAddr: d.XDSAddr,
+	}
+	viaXDS, err := scenario.DialXDS(caller, proxyless.Target(svc.Name, svc.Namespace, 9000, ""))
+	if err != nil {
+		return err
+	}
+	defer viaXDS.Close()
+	plain, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer plain.Close()
+
+	// The first call waits for istiod's listener, route, cluster and endpoints.
+	xdsHealth := healthpb.NewHealthClient(viaXDS)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := wait.Until(wctx, 200*time.Millisecond, func(ctx context.Context) error {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		_, err := xdsHealth.Check(cctx, &healthpb.HealthCheckRequest{})
+		return err
+	}); err != nil {
+		return fmt.Errorf("first call through istiod: %w", err)
+	}
+
+	type stack struct {
+		name string
+		conn *grpc.ClientConn
+	}
+	stacks := []stack{{"plain", plain}, {"xds", viaXDS}}
+	results := map[string]*loadResult{}
+	for round := range o.Rounds {
+		for _, s := range stacks {
+			c := healthpb.NewHealthClient(s.conn)
+			call := func(ctx context.Context) error {
+				_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+				return err
+			}
+			if w := closedLoop(ctx, o.Concurrency, o.Warmup, call); w.err != nil {
+				return fmt.Errorf("%s warm-up: %w", s.name, w.err)
+			}
+			res := closedLoop(ctx, o.Concurrency, o.Duration, call)
+			if res.err != nil {
+				return fmt.Errorf("%s: %w", s.name, res.err)
+			}
+			fmt.Fprintf(o.Log, "xds round %d, %s: %.0f calls/s, p50 %s, p99 %s\n", round+1, s.name, res.rps(), millis(res.percentile(50)), millis(res.percentile(99)))
+			if results[s.name] == nil {
+				results[s.name] = &loadResult{}
+			}
+			results[s.name].add(res)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	x, p := results["xds"], results["plain"]
+	share := x.rps() / p.rps()
+	for _, r := range []Row{
+		{Section: xdsSection, Figure: fmt.Sprintf("grpc.health.v1 Check through xds:/// (istiod's routes and endpoints): calls/s, %d in flight (floor: a plain channel to the same server)", o.Concurrency),
+			Value: fmt.Sprintf("%.0f", x.rps()), Floor: fmt.Sprintf("%.0f", p.rps()), Ratio: fmt.Sprintf("%.0f %%", 100*share),
+			Target: "≥ 90 % of plain", Met: met(share >= 0.9)},
+		{Section: xdsSection, Figure: "the same: latency p50 / p99",
+			Value: millis(x.percentile(50)) + " / " + millis(x.percentile(99)), Floor: millis(p.percentile(50)) + " / " + millis(p.percentile(99)),
+			Ratio: ratio(x.percentile(50), p.percentile(50)) + " / " + ratio(x.percentile(99), p.percentile(99))},
+	} {
+		if err := emit(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadResult is what one closed-loop run measured.
+type loadResult struct {
+	requests  int
+	elapsed   time.Duration
+	latencies []time.Duration
+	err       error
+}
+
+func (r *loadResult) add(o loadResult) {
+	r.requests += o.requests
+	r.elapsed += o.elapsed
+	r.latencies = append(r.latencies, o.latencies...)
+}
+
+func (r *loadResult) rps() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.requests) / r.elapsed.Seconds()
+}
+
+func (r *loadResult) percentile(p int) time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.latencies)
+	slices.Sort(s)
+	return s[max((p*len(s)+99)/100-1, 0)]
+}
+
+// closedLoop runs call on n workers for d; the first failure ends the run.
+func closedLoop(ctx context.Context, n int, d time.Duration, call func(context.Context) error) loadResult {
+	// The end of a run cancels the calls in flight rather than passing their deadline: a deadline would
+	// reach the downstream call, where the breaker rightly counts DeadlineExceeded as a failure, and
+	// every run would end with a burst of them.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := time.AfterFunc(d, cancel)
+	defer stop.Stop()
+	var mu sync.Mutex
+	var res loadResult
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range n {
+		wg.Go(func() {
+			var lat []time.Duration
+			var err error
+			for ctx.Err() == nil {
+				t := time.Now()
+				if err = call(ctx); err != nil {
+					if ctx.Err() != nil {
+						err = nil // cut off by the end of the run
+					}
+					break
+				}
+				lat = append(lat, time.Since(t))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			res.requests += len(lat)
+			res.latencies = append(res.latencies, lat...)
+			if err != nil && res.err == nil {
+				res.err = fmt.Errorf("call %d: %w", res.requests+1, err)
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	return res
+}

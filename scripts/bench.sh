@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make bench`: builds the real binaries and runs bench/cmd/bench, which measures the service hot path,
+# `meshplane render`, the operator at 1,000 and 5,000 TrafficPolicies and the Consul sync of 2,000
+# Services, each against a floor measured in the same run, and prints one table. The table also goes to
+# bench/out/<UTC date and time>.md (git-ignored). Extra arguments go to bench/cmd/bench, e.g.
+#   scripts/bench.sh -sizes 100 -render 1000 -consul 100 -steady 5s   # a quick run
+#   scripts/bench.sh -profile                                          # CPU profiles in the work directory
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bin=$(mktemp -d "${TMPDIR:-/tmp}/meshplane-bench-bin.XXXXXX")
+trap 'rm -rf "$bin"' EXIT
+go build -o "$bin/manager" ./operator/cmd/manager
+go build -o "$bin/meshplane" ./operator/cmd/meshplane
+go build -o "$bin/operator-bench" ./operator/cmd/bench
+go build -o "$bin/bench" ./bench/cmd/bench
+
+out="bench/out/$(date -u +%Y-%m-%dT%H%MZ).md"
+"$bin/bench" -operator-bench "$bin/operator-bench" -manager "$bin/manager" -meshplane "$bin/meshplane" -out "$out" "$@"
