@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -123,7 +122,7 @@ func New(o Options) (*Sink, error) {
 			return nil, err
 		}
 	}
-	return &Sink{logger: slog.New(&handler{out: out}), out: out}, nil
+	return &Sink{logger: slog.New(newHandler(out, nil)), out: out}, nil
 }
 
 func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
@@ -242,8 +241,30 @@ func (s *Sink) Close(ctx context.Context) error {
 // offers it to the Loki queue.
 type handler struct {
 	out *output
-	// ops replays WithAttrs/WithGroup calls on the per-record JSON handler, in order.
+	// ops replays WithAttrs/WithGroup calls on a JSON handler, in order.
 	ops []func(slog.Handler) slog.Handler
+	// encoders holds JSON handlers with ops applied, each writing into its own buffer: a record is
+	// rendered without a lock and without redoing the logger's With attributes every time.
+	encoders *sync.Pool
+}
+
+// encoder is a JSON handler and the buffer it renders into.
+type encoder struct {
+	buf bytes.Buffer
+	j   slog.Handler
+}
+
+func newHandler(out *output, ops []func(slog.Handler) slog.Handler) *handler {
+	h := &handler{out: out, ops: ops}
+	h.encoders = &sync.Pool{New: func() any {
+		e := &encoder{}
+		e.j = slog.NewJSONHandler(&e.buf, out.opts)
+		for _, op := range ops {
+			e.j = op(e.j)
+		}
+		return e
+	}}
+	return h
 }
 
 func (h *handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.out.opts.Level.Level() }
@@ -252,20 +273,18 @@ func (h *handler) Handle(ctx context.Context, r slog.Record) error {
 	if id := telemetry.TraceID(ctx); id != "" {
 		r.AddAttrs(slog.String("trace_id", id))
 	}
-	var buf bytes.Buffer
-	var j slog.Handler = slog.NewJSONHandler(&buf, h.out.opts)
-	for _, op := range h.ops {
-		j = op(j)
-	}
-	if err := j.Handle(ctx, r); err != nil {
+	e := h.encoders.Get().(*encoder)
+	defer h.encoders.Put(e)
+	e.buf.Reset()
+	if err := e.j.Handle(ctx, r); err != nil {
 		return err
 	}
 	level := levelName(r.Level)
 	h.out.lines.WithLabelValues(level).Inc()
 	h.out.stdoutMu.Lock()
-	_, err := h.out.stdout.Write(buf.Bytes())
+	_, err := h.out.stdout.Write(e.buf.Bytes())
 	h.out.stdoutMu.Unlock()
-	h.out.enqueue(entry{level: level, t: r.Time, line: strings.TrimSuffix(buf.String(), "\n")})
+	h.out.enqueue(entry{level: level, t: r.Time, line: string(bytes.TrimSuffix(e.buf.Bytes(), []byte("\n")))})
 	return err
 }
 
@@ -280,7 +299,7 @@ func (h *handler) WithGroup(name string) slog.Handler {
 func (h *handler) with(op func(slog.Handler) slog.Handler) *handler {
 	ops := make([]func(slog.Handler) slog.Handler, len(h.ops), len(h.ops)+1)
 	copy(ops, h.ops)
-	return &handler{out: h.out, ops: append(ops, op)}
+	return newHandler(h.out, append(ops, op))
 }
 
 func levelName(l slog.Level) string {

@@ -2,8 +2,11 @@ package rpc_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,5 +100,91 @@ func TestChainsCountPropagateAndInjectOverARealConnection(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+}
+
+// records collects what a logger wrote.
+type records struct {
+	mu  sync.Mutex
+	got []map[string]any
+}
+
+func (r *records) Write(p []byte) (int, error) {
+	var m map[string]any
+	if err := json.Unmarshal(p, &m); err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, m)
+	return len(p), nil
+}
+
+func (r *records) lines() []map[string]any {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+// Every finished call is logged once by the server, at the level its code calls for; the client logs
+// only failures (its successes are at debug, below the logger's level).
+func TestCallLog(t *testing.T) {
+	var server, client records
+	faults := fault.New(nil)
+	srv := grpc.NewServer(rpc.ServerOptions(slog.New(slog.NewJSONHandler(&server, nil)), telemetry.NewGRPCServerMetrics(prometheus.NewRegistry()), faults)...)
+	h := health.New()
+	h.SetReady()
+	healthpb.RegisterHealthServer(srv, h.GRPC())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), rpc.ClientOptions(slog.New(slog.NewJSONHandler(&client, nil)),
+		telemetry.NewGRPCClientMetrics(prometheus.NewRegistry()), nil, time.Second)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	hc := healthpb.NewHealthClient(conn)
+
+	if _, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	faults.Set([]fault.Rule{{Target: "Check", ErrorRate: 1, GRPCCode: "UNAVAILABLE"}})
+	if _, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("faulted call: %v, want Unavailable", err)
+	}
+
+	pick := func(m map[string]any) map[string]any {
+		out := map[string]any{}
+		for _, k := range []string{"level", "msg", "grpc.component", "grpc.service", "grpc.method", "grpc.method_type", "grpc.code"} {
+			out[k] = m[k]
+		}
+		if _, ok := m["grpc.time_ms"].(float64); !ok {
+			out["grpc.time_ms"] = m["grpc.time_ms"]
+		}
+		return out
+	}
+	line := func(level, component, code string) map[string]any {
+		return map[string]any{"level": level, "msg": "finished call", "grpc.component": component, "grpc.service": "grpc.health.v1.Health",
+			"grpc.method": "Check", "grpc.method_type": "unary", "grpc.code": code}
+	}
+	var gotServer, gotClient []map[string]any
+	for _, m := range server.lines() {
+		gotServer = append(gotServer, pick(m))
+	}
+	for _, m := range client.lines() {
+		gotClient = append(gotClient, pick(m))
+	}
+	if diff := cmp.Diff([]map[string]any{line("INFO", "server", "OK"), line("WARN", "server", "Unavailable")}, gotServer); diff != "" {
+		t.Errorf("server call log (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]map[string]any{line("WARN", "client", "Unavailable")}, gotClient); diff != "" {
+		t.Errorf("client call log (-want +got):\n%s", diff)
+	}
+	if got := client.lines(); len(got) == 1 && got[0]["grpc.error"] == nil {
+		t.Errorf("client line of a failed call has no grpc.error: %v", got[0])
 	}
 }
