@@ -372,9 +372,11 @@ func (s *nodeState) replace(observed map[string]Instance) []types.NamespacedName
 	return slices.Collect(maps.Keys(changed))
 }
 
-// nodeWait bounds a blocking query on the sync's node. A Consul that restarted empty while no query was
-// in flight has an index below ours, and a query waiting for ours would block until this passes.
-const nodeWait = time.Minute
+// nodeWait bounds a blocking query on the sync's node, and so how long the sync may take to notice a
+// Consul that restarted empty between two reads (nodeReadInterval): the new server's index is below
+// ours, and a query waiting for ours blocks until this passes; its answer's lower index then starts
+// the sync over. An idle node costs one read per nodeWait.
+const nodeWait = 10 * time.Second
 
 // nodeReadInterval is the shortest time between two reads of the sync's node: how late a change made
 // to it by someone else (or a Consul that lost its data) may be noticed, at most.
