@@ -61,11 +61,16 @@ func startShop(t *testing.T) *shop {
 	for _, p := range []*proc{s.catalog, s.payments, s.orders, s.gateway} {
 		wait.For(t, 30*time.Second, p.ready)
 	}
-	// Consul has seen every instance pass its check and the resolvers have picked them up.
+	// Consul has seen every instance pass its check and the gateway's resolvers have picked them up:
+	// catalog answers the product list, orders a 404 for an order that does not exist.
 	wait.For(t, 30*time.Second, func() error {
 		code, body, err := request(http.MethodGet, s.gatewayURL+"/v1/products", "", nil)
 		if err != nil || code != http.StatusOK {
 			return fmt.Errorf("GET /v1/products: %d %s %w", code, body, err)
+		}
+		code, body, err = request(http.MethodGet, s.gatewayURL+"/v1/orders/ord_none", "", nil)
+		if err != nil || code != http.StatusNotFound {
+			return fmt.Errorf("GET /v1/orders/ord_none: %d %s %w, want 404 from orders", code, body, err)
 		}
 		return nil
 	})
