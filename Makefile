@@ -10,7 +10,9 @@ export MESHPLANE_BIN := $(BIN)
 # Every module in go.work, as ./dir/... patterns for one go command over the whole workspace.
 MODULE_PKGS = $(shell go list -m -f '{{.Dir}}/...')
 MODULE_DIRS = $(shell go list -m -f '{{.Dir}}')
-GOTEST_FLAGS ?= -race -timeout 30m
+# -count=1: the integration tests run real servers whose binaries go test cannot track, so a cached pass
+# proves nothing about this run.
+GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
 .PHONY: help
 help: ## Show this help.
