@@ -230,7 +230,7 @@ func startBare(downstream string) (*stack, error) {
 	}
 	hl, gl, err := listeners()
 	if err != nil {
-		conn.Close()
+		_ = conn.Close()
 		return nil, err
 	}
 	client := catalogv1.NewCatalogServiceClient(conn)
@@ -243,7 +243,7 @@ func startBare(downstream string) (*stack, error) {
 	go func() { _ = gs.Serve(gl) }()
 	return &stack{
 		httpURL: "http://" + hl.Addr().String() + "/v1/products/moka-pot", grpcAddr: gl.Addr().String(),
-		stop: func() { _ = hs.Close(); gs.Stop(); conn.Close() },
+		stop: func() { _ = hs.Close(); gs.Stop(); _ = conn.Close() },
 	}, nil
 }
 
@@ -288,7 +288,7 @@ func startMesh(ctx context.Context, downstream string, o Options) (*stack, error
 	rt.GRPCServerMetrics().InitializeMetrics(gs)
 	hl, gl, err := listeners()
 	if err != nil {
-		conn.Close()
+		_ = conn.Close()
 		rt.Close()
 		stdout.Close()
 		return nil, err
@@ -310,7 +310,7 @@ func startMesh(ctx context.Context, downstream string, o Options) (*stack, error
 				if err := <-served; err != nil {
 					rt.Logger.Warn("serve", slog.String("error", err.Error()))
 				}
-				conn.Close()
+				_ = conn.Close()
 				rt.Close()
 				stdout.Close()
 			})
@@ -440,7 +440,7 @@ func loadGRPC(ctx context.Context, addr string, n int, d time.Duration) result {
 	if err != nil {
 		return result{err: err}
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	c := catalogv1.NewCatalogServiceClient(conn)
 	return closedLoop(ctx, n, d, func(ctx context.Context) error {
 		p, err := c.GetProduct(ctx, &catalogv1.GetProductRequest{Id: "moka-pot"})

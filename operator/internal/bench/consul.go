@@ -146,7 +146,6 @@ func Consul(ctx context.Context, o ConsulOptions, emit func(Row) error) error {
 	}
 	mctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	start = time.Now()
 	go func() { done <- mgr.Start(mctx) }()
 	defer func() {
 		cancel()

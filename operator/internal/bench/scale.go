@@ -258,7 +258,7 @@ func runManager(ctx context.Context, o ScaleOptions, cfg *rest.Config, ns string
 	case <-deadline.C:
 		res.converged = time.Since(start)
 	case <-proc.done:
-		return res, fmt.Errorf("manager exited: %v (log: %s)", proc.err, logPath)
+		return res, fmt.Errorf("manager exited: %w (log: %s)", proc.err, logPath)
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
@@ -287,7 +287,7 @@ func runManager(ctx context.Context, o ScaleOptions, cfg *rest.Config, ns string
 		return res, err
 	}
 	if exited, err := proc.exited(); exited {
-		return res, fmt.Errorf("manager exited: %v (log: %s)", err, logPath)
+		return res, fmt.Errorf("manager exited: %w (log: %s)", err, logPath)
 	}
 	return res, nil
 }

@@ -84,12 +84,12 @@ func XDS(ctx context.Context, o XDSOptions, emit func(Row) error) error {
 	if err != nil {
 		return err
 	}
-	defer viaXDS.Close()
+	defer func() { _ = viaXDS.Close() }()
 	plain, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
-	defer plain.Close()
+	defer func() { _ = plain.Close() }()
 
 	// The first call waits for istiod's listener, route, cluster and endpoints.
 	xdsHealth := healthpb.NewHealthClient(viaXDS)

@@ -54,7 +54,7 @@ func meshDrill(ctx context.Context, cfg Config, st *State, names []string, out i
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	m := &scenario.Mesh{
 		Namespace: ShopNamespace, Service: "payments", Port: st.Ports["payments"], Method: "Charge",
 		Istiod: inforce.Istiod{URL: "http://" + st.Ports.Addr("istiod")}, CallerID: caller.Node.ProxyID(), Call: scenario.Charge(conn),

@@ -150,7 +150,7 @@ spec:
 		out, err := exec.Command(meshplane, "inforce", "--istiod", "http://"+ports.Addr("istiod"), "--kubeconfig", st.Kubeconfig,
 			"-n", "shop", "payments").CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("meshplane inforce: %v\n%s", err, out)
+			return fmt.Errorf("meshplane inforce: %w\n%s", err, out)
 		}
 		if !strings.Contains(string(out), "client orders-v1.shop") {
 			return fmt.Errorf("orders is not among payments' mesh clients:\n%s", out)

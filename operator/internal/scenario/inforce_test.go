@@ -139,7 +139,7 @@ func TestShopInXDSMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	orders := ordersv1.NewOrderServiceClient(conn)
 	var placed *ordersv1.PlaceOrderResponse
 	wait.For(t, time.Minute, func() error {
