@@ -106,8 +106,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	if !slices.Contains(want, "operator") && !slices.Contains(want, "consul") && !slices.Contains(want, "xds") {
 		return nil
 	}
-	// envtest's default Service range (a /24) holds 254 ClusterIPs; the runs create thousands.
-	env, err := testenv.Start(testenv.Options{ExtraAPIServerArgs: map[string]string{"service-cluster-ip-range": "10.96.0.0/12"}})
+	env, err := testenv.Start(testenv.Options{})
 	if err != nil {
 		return err
 	}
