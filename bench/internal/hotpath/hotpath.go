@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +26,7 @@ import (
 
 	"meshplane.dev/bench/internal/report"
 	"meshplane.dev/mesh/httpmw"
+	"meshplane.dev/mesh/load"
 	"meshplane.dev/mesh/service"
 	"meshplane.dev/mesh/telemetry"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
@@ -71,37 +71,37 @@ func Run(ctx context.Context, o Options) ([]report.Row, error) {
 
 	type run struct {
 		name string
-		load func(ctx context.Context, d time.Duration) result
+		load func(ctx context.Context, d time.Duration) load.Result
 	}
 	runs := []run{
-		{"http bare", func(ctx context.Context, d time.Duration) result {
+		{"http bare", func(ctx context.Context, d time.Duration) load.Result {
 			return loadHTTP(ctx, bare.httpURL, o.Concurrency, d)
 		}},
-		{"http mesh", func(ctx context.Context, d time.Duration) result {
+		{"http mesh", func(ctx context.Context, d time.Duration) load.Result {
 			return loadHTTP(ctx, mesh.httpURL, o.Concurrency, d)
 		}},
-		{"grpc bare", func(ctx context.Context, d time.Duration) result {
+		{"grpc bare", func(ctx context.Context, d time.Duration) load.Result {
 			return loadGRPC(ctx, bare.grpcAddr, o.Concurrency, d)
 		}},
-		{"grpc mesh", func(ctx context.Context, d time.Duration) result {
+		{"grpc mesh", func(ctx context.Context, d time.Duration) load.Result {
 			return loadGRPC(ctx, mesh.grpcAddr, o.Concurrency, d)
 		}},
 	}
-	results := map[string]*result{}
+	results := map[string]*load.Result{}
 	for round := range o.Rounds {
 		for _, r := range runs {
-			if w := r.load(ctx, o.Warmup); w.err != nil {
-				return nil, fmt.Errorf("%s warm-up: %w", r.name, w.err)
+			if w := r.load(ctx, o.Warmup); w.Err != nil {
+				return nil, fmt.Errorf("%s warm-up: %w", r.name, w.Err)
 			}
 			res := r.load(ctx, o.Duration)
-			if res.err != nil {
-				return nil, fmt.Errorf("%s: %w", r.name, res.err)
+			if res.Err != nil {
+				return nil, fmt.Errorf("%s: %w", r.name, res.Err)
 			}
-			fmt.Fprintf(o.Log, "hot path round %d, %s: %.0f req/s, p50 %s, p99 %s\n", round+1, r.name, res.rps(), ms(res.percentile(50)), ms(res.percentile(99)))
+			fmt.Fprintf(o.Log, "hot path round %d, %s: %.0f req/s, p50 %s, p99 %s\n", round+1, r.name, res.RPS(), ms(res.Percentile(50)), ms(res.Percentile(99)))
 			if results[r.name] == nil {
-				results[r.name] = &result{}
+				results[r.name] = &load.Result{}
 			}
-			results[r.name].add(res)
+			results[r.name].Add(res)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -115,16 +115,16 @@ func Run(ctx context.Context, o Options) ([]report.Row, error) {
 	return rows, nil
 }
 
-func compare(what string, mesh, bare *result, o Options) []report.Row {
-	share := mesh.rps() / bare.rps()
+func compare(what string, mesh, bare *load.Result, o Options) []report.Row {
+	share := mesh.RPS() / bare.RPS()
 	return []report.Row{
 		{Section: section, Figure: fmt.Sprintf("%s: req/s, %d in flight (mesh stack; floor: bare)", what, o.Concurrency),
-			Value: fmt.Sprintf("%.0f", mesh.rps()), Floor: fmt.Sprintf("%.0f", bare.rps()),
+			Value: fmt.Sprintf("%.0f", mesh.RPS()), Floor: fmt.Sprintf("%.0f", bare.RPS()),
 			Ratio: fmt.Sprintf("%.0f %%", 100*share), Target: "≥ 90 % of bare", Met: yesNo(share >= 0.9)},
 		{Section: section, Figure: what + ": latency p50 / p99",
-			Value: ms(mesh.percentile(50)) + " / " + ms(mesh.percentile(99)),
-			Floor: ms(bare.percentile(50)) + " / " + ms(bare.percentile(99)),
-			Ratio: fmt.Sprintf("%.2f× / %.2f×", ratio(mesh.percentile(50), bare.percentile(50)), ratio(mesh.percentile(99), bare.percentile(99)))},
+			Value: ms(mesh.Percentile(50)) + " / " + ms(mesh.Percentile(99)),
+			Floor: ms(bare.Percentile(50)) + " / " + ms(bare.Percentile(99)),
+			Ratio: fmt.Sprintf("%.2f× / %.2f×", ratio(mesh.Percentile(50), bare.Percentile(50)), ratio(mesh.Percentile(99), bare.Percentile(99)))},
 	}
 }
 
@@ -337,84 +337,11 @@ func (s *stack) logCounts() (lines, dropped float64) {
 	return lines, dropped
 }
 
-// result is what one load run measured.
-type result struct {
-	requests  int
-	elapsed   time.Duration
-	latencies []time.Duration
-	err       error
-}
-
-func (r *result) add(o result) {
-	r.requests += o.requests
-	r.elapsed += o.elapsed
-	r.latencies = append(r.latencies, o.latencies...)
-}
-
-func (r *result) rps() float64 {
-	if r.elapsed <= 0 {
-		return 0
-	}
-	return float64(r.requests) / r.elapsed.Seconds()
-}
-
-func (r *result) percentile(p int) time.Duration {
-	if len(r.latencies) == 0 {
-		return 0
-	}
-	s := slices.Clone(r.latencies)
-	slices.Sort(s)
-	rank := (p*len(s) + 99) / 100
-	return s[max(rank-1, 0)]
-}
-
-// closedLoop runs call on n workers for d and collects every latency; the first failure ends the run.
-func closedLoop(ctx context.Context, n int, d time.Duration, call func(ctx context.Context) error) result {
-	// The end of a run cancels the calls in flight rather than passing their deadline: a deadline would
-	// reach the downstream call, where the breaker rightly counts DeadlineExceeded as a failure, and
-	// every run would end with a burst of them.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := time.AfterFunc(d, cancel)
-	defer stop.Stop()
-	var mu sync.Mutex
-	var res result
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range n {
-		wg.Go(func() {
-			lat := make([]time.Duration, 0, 4096)
-			var err error
-			for ctx.Err() == nil {
-				t := time.Now()
-				if err = call(ctx); err != nil {
-					if ctx.Err() != nil {
-						err = nil // cut off by the end of the run
-					}
-					break
-				}
-				lat = append(lat, time.Since(t))
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			res.requests += len(lat)
-			res.latencies = append(res.latencies, lat...)
-			if err != nil && res.err == nil {
-				res.err = err
-				cancel()
-			}
-		})
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	return res
-}
-
-func loadHTTP(ctx context.Context, url string, n int, d time.Duration) result {
+func loadHTTP(ctx context.Context, url string, n int, d time.Duration) load.Result {
 	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr}
-	return closedLoop(ctx, n, d, func(ctx context.Context) error {
+	return load.Closed(ctx, n, d, func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
 			return err
@@ -435,14 +362,14 @@ func loadHTTP(ctx context.Context, url string, n int, d time.Duration) result {
 	})
 }
 
-func loadGRPC(ctx context.Context, addr string, n int, d time.Duration) result {
+func loadGRPC(ctx context.Context, addr string, n int, d time.Duration) load.Result {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return result{err: err}
+		return load.Result{Err: err}
 	}
 	defer func() { _ = conn.Close() }()
 	c := catalogv1.NewCatalogServiceClient(conn)
-	return closedLoop(ctx, n, d, func(ctx context.Context) error {
+	return load.Closed(ctx, n, d, func(ctx context.Context) error {
 		p, err := c.GetProduct(ctx, &catalogv1.GetProductRequest{Id: "moka-pot"})
 		if err != nil {
 			return err

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"path/filepath"
-	"slices"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"meshplane.dev/mesh/devserver"
+	"meshplane.dev/mesh/load"
 	"meshplane.dev/mesh/proxyless"
 	"meshplane.dev/mesh/wait"
 	"meshplane.dev/operator/internal/scenario"
@@ -109,7 +108,7 @@ func XDS(ctx context.Context, o XDSOptions, emit func(Row) error) error {
 		conn *grpc.ClientConn
 	}
 	stacks := []stack{{"plain", plain}, {"xds", viaXDS}}
-	results := map[string]*loadResult{}
+	results := map[string]*load.Result{}
 	for round := range o.Rounds {
 		for _, s := range stacks {
 			c := healthpb.NewHealthClient(s.conn)
@@ -117,108 +116,36 @@ func XDS(ctx context.Context, o XDSOptions, emit func(Row) error) error {
 				_, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
 				return err
 			}
-			if w := closedLoop(ctx, o.Concurrency, o.Warmup, call); w.err != nil {
-				return fmt.Errorf("%s warm-up: %w", s.name, w.err)
+			if w := load.Closed(ctx, o.Concurrency, o.Warmup, call); w.Err != nil {
+				return fmt.Errorf("%s warm-up: %w", s.name, w.Err)
 			}
-			res := closedLoop(ctx, o.Concurrency, o.Duration, call)
-			if res.err != nil {
-				return fmt.Errorf("%s: %w", s.name, res.err)
+			res := load.Closed(ctx, o.Concurrency, o.Duration, call)
+			if res.Err != nil {
+				return fmt.Errorf("%s: %w", s.name, res.Err)
 			}
-			fmt.Fprintf(o.Log, "xds round %d, %s: %.0f calls/s, p50 %s, p99 %s\n", round+1, s.name, res.rps(), millis(res.percentile(50)), millis(res.percentile(99)))
+			fmt.Fprintf(o.Log, "xds round %d, %s: %.0f calls/s, p50 %s, p99 %s\n", round+1, s.name, res.RPS(), millis(res.Percentile(50)), millis(res.Percentile(99)))
 			if results[s.name] == nil {
-				results[s.name] = &loadResult{}
+				results[s.name] = &load.Result{}
 			}
-			results[s.name].add(res)
+			results[s.name].Add(res)
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	x, p := results["xds"], results["plain"]
-	share := x.rps() / p.rps()
+	share := x.RPS() / p.RPS()
 	for _, r := range []Row{
 		{Section: xdsSection, Figure: fmt.Sprintf("grpc.health.v1 Check through xds:/// (istiod's routes and endpoints): calls/s, %d in flight (floor: a plain channel to the same server)", o.Concurrency),
-			Value: fmt.Sprintf("%.0f", x.rps()), Floor: fmt.Sprintf("%.0f", p.rps()), Ratio: fmt.Sprintf("%.0f %%", 100*share),
+			Value: fmt.Sprintf("%.0f", x.RPS()), Floor: fmt.Sprintf("%.0f", p.RPS()), Ratio: fmt.Sprintf("%.0f %%", 100*share),
 			Target: "≥ 90 % of plain", Met: met(share >= 0.9)},
 		{Section: xdsSection, Figure: "the same: latency p50 / p99",
-			Value: millis(x.percentile(50)) + " / " + millis(x.percentile(99)), Floor: millis(p.percentile(50)) + " / " + millis(p.percentile(99)),
-			Ratio: ratio(x.percentile(50), p.percentile(50)) + " / " + ratio(x.percentile(99), p.percentile(99))},
+			Value: millis(x.Percentile(50)) + " / " + millis(x.Percentile(99)), Floor: millis(p.Percentile(50)) + " / " + millis(p.Percentile(99)),
+			Ratio: ratio(x.Percentile(50), p.Percentile(50)) + " / " + ratio(x.Percentile(99), p.Percentile(99))},
 	} {
 		if err := emit(r); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// loadResult is what one closed-loop run measured.
-type loadResult struct {
-	requests  int
-	elapsed   time.Duration
-	latencies []time.Duration
-	err       error
-}
-
-func (r *loadResult) add(o loadResult) {
-	r.requests += o.requests
-	r.elapsed += o.elapsed
-	r.latencies = append(r.latencies, o.latencies...)
-}
-
-func (r *loadResult) rps() float64 {
-	if r.elapsed <= 0 {
-		return 0
-	}
-	return float64(r.requests) / r.elapsed.Seconds()
-}
-
-func (r *loadResult) percentile(p int) time.Duration {
-	if len(r.latencies) == 0 {
-		return 0
-	}
-	s := slices.Clone(r.latencies)
-	slices.Sort(s)
-	return s[max((p*len(s)+99)/100-1, 0)]
-}
-
-// closedLoop runs call on n workers for d; the first failure ends the run.
-func closedLoop(ctx context.Context, n int, d time.Duration, call func(context.Context) error) loadResult {
-	// The end of a run cancels the calls in flight rather than passing their deadline: a deadline would
-	// reach the downstream call, where the breaker rightly counts DeadlineExceeded as a failure, and
-	// every run would end with a burst of them.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := time.AfterFunc(d, cancel)
-	defer stop.Stop()
-	var mu sync.Mutex
-	var res loadResult
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range n {
-		wg.Go(func() {
-			var lat []time.Duration
-			var err error
-			for ctx.Err() == nil {
-				t := time.Now()
-				if err = call(ctx); err != nil {
-					if ctx.Err() != nil {
-						err = nil // cut off by the end of the run
-					}
-					break
-				}
-				lat = append(lat, time.Since(t))
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			res.requests += len(lat)
-			res.latencies = append(res.latencies, lat...)
-			if err != nil && res.err == nil {
-				res.err = fmt.Errorf("call %d: %w", res.requests+1, err)
-				cancel()
-			}
-		})
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	return res
 }
