@@ -79,7 +79,7 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 		}
 		return e
 	}
-	services := []*dashboardtest.Process{
+	services := []*devserver.Server{
 		dashboardtest.Start(t, filepath.Join(bin, "catalog"), env(addr(1), "GRPC_ADDR", addr(0))),
 		// Half of all charges fail with Unavailable: orders' breaker opens and closes, orders fail, the
 		// gateway answers 503.
@@ -94,7 +94,7 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 	wait.For(t, 60*time.Second, func() error {
 		for _, p := range services {
 			if done, err := p.Exited(); done {
-				t.Fatalf("%s exited: %v\n%s", p.Name, err, p.Tail(2000))
+				t.Fatalf("%s exited: %v\n%s", p.Name, err, p.LogTail(2000))
 			}
 		}
 		resp, err := http.Get(gatewayURL + "/v1/products")
@@ -146,7 +146,7 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 	deadline := 150 * time.Second
 	wait.For(t, deadline, func() error {
 		if done, err := loadgen.Exited(); done && err != nil {
-			t.Fatalf("loadgen failed: %v\n%s", err, loadgen.Tail(2000))
+			t.Fatalf("loadgen failed: %v\n%s", err, loadgen.LogTail(2000))
 		}
 		var still []dashboardtest.Query
 		for _, q := range pending {

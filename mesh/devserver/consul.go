@@ -31,5 +31,6 @@ func StartConsul(ctx context.Context, o Options) (*Server, error) {
 	}
 	// A leader address in the body means the catalog accepts writes.
 	hasLeader := func(b []byte) bool { return len(bytes.Trim(bytes.TrimSpace(b), `"`)) > 0 }
-	return start(ctx, "consul", o, addr, bin, args, httpReady("http://"+addr+"/v1/status/leader", hasLeader))
+	return Run(ctx, o, Program{Name: "consul", Bin: bin, Args: args, Addr: addr,
+		Ready: httpReady("http://"+addr+"/v1/status/leader", hasLeader)})
 }

@@ -103,6 +103,7 @@ type Server struct {
 	done    chan struct{}
 	waitErr error
 	stop    sync.Once
+	stopErr error
 }
 
 // URL is the base URL of the server's HTTP API.
@@ -121,18 +122,43 @@ func (s *Server) Done() <-chan struct{} { return s.done }
 // Pid is the process id.
 func (s *Server) Pid() int { return s.cmd.Process.Pid }
 
-// Stop sends SIGTERM, waits up to 15s for the process to exit, then kills it. Safe to call twice.
+// Stop sends SIGTERM, waits up to 15s for the process to exit, then kills it. Safe to call twice. It
+// returns nil however the process ended (a server stopped by a signal exits non-zero); StopWithin says how.
 func (s *Server) Stop() error {
+	_ = s.StopWithin(15 * time.Second)
+	return nil
+}
+
+// StopWithin sends SIGTERM, waits up to d, then kills. It returns the exit error, or an error saying the
+// process had to be killed; a later call returns the same and signals nothing.
+func (s *Server) StopWithin(d time.Duration) error {
 	s.stop.Do(func() {
 		_ = s.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-s.done:
-		case <-time.After(15 * time.Second):
+		case <-time.After(d):
 			_ = s.cmd.Process.Kill()
 			<-s.done
+			s.stopErr = fmt.Errorf("%s did not exit within %s of SIGTERM", s.Name, d)
 		}
 	})
-	return nil
+	if s.stopErr != nil {
+		return s.stopErr
+	}
+	return s.waitErr
+}
+
+// Signal sends sig without waiting, for tests of what a process does while it drains.
+func (s *Server) Signal(sig os.Signal) error { return s.cmd.Process.Signal(sig) }
+
+// Exited reports whether the process has ended, and its exit error.
+func (s *Server) Exited() (bool, error) {
+	select {
+	case <-s.done:
+		return true, s.waitErr
+	default:
+		return false, nil
+	}
 }
 
 // LogTail returns the last n bytes of the server's log, for error messages.
@@ -157,26 +183,22 @@ type Program struct {
 	Args []string
 	// Env is added to this process's environment.
 	Env []string
+	// OnlyEnv runs the program with Env and nothing else, so a test's service cannot pick up the
+	// developer's own settings (LOKI_URL, a bootstrap file) from the environment.
+	OnlyEnv bool
 	// Addr is the host:port the program serves.
 	Addr string
-	// Ready returns nil once the program serves; HTTPReady builds the usual probe.
+	// Ready returns nil once the program serves; HTTPReady builds the usual probe. Nil does not wait.
 	Ready func(context.Context) error
-}
-
-// Run starts p with its working directory and log in o (o.Port is not used) and waits until it is ready.
-func Run(ctx context.Context, o Options, p Program) (*Server, error) {
-	return startEnv(ctx, p.Name, o, p.Addr, p.Bin, p.Args, p.Env, p.Ready)
 }
 
 // HTTPReady is a readiness probe that wants 200 from url.
 func HTTPReady(url string) func(context.Context) error { return httpReady(url, nil) }
 
-// start runs bin with args in dir, output to dir/server.log, and waits until ready returns nil.
-func start(ctx context.Context, name string, o Options, addr string, bin string, args []string, ready func(context.Context) error) (*Server, error) {
-	return startEnv(ctx, name, o, addr, bin, args, nil, ready)
-}
+// Run starts p with its working directory and log in o (o.Port is not used) and waits until it is ready.
+func Run(ctx context.Context, o Options, p Program) (*Server, error) {
+	name, addr, ready := p.Name, p.Addr, p.Ready
 
-func startEnv(ctx context.Context, name string, o Options, addr string, bin string, args, env []string, ready func(context.Context) error) (*Server, error) {
 	if o.Dir == "" {
 		return nil, fmt.Errorf("start %s: Options.Dir is required", name)
 	}
@@ -196,10 +218,13 @@ func startEnv(ctx context.Context, name string, o Options, addr string, bin stri
 		out = io.MultiWriter(logFile, o.Log)
 	}
 	// Not CommandContext: the server outlives ctx, which only bounds the start; Stop ends it.
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(p.Bin, p.Args...)
 	cmd.Dir = o.Dir
-	if len(env) > 0 {
-		cmd.Env = append(os.Environ(), env...)
+	switch {
+	case p.OnlyEnv:
+		cmd.Env = append([]string{}, p.Env...)
+	case len(p.Env) > 0:
+		cmd.Env = append(os.Environ(), p.Env...)
 	}
 	cmd.Stdout = out
 	cmd.Stderr = out
@@ -216,6 +241,9 @@ func startEnv(ctx context.Context, name string, o Options, addr string, bin stri
 		close(s.done)
 	}()
 
+	if ready == nil {
+		return s, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.readyTimeout())
 	defer cancel()
 	// A process that exits while starting will never be ready: stop waiting at once.

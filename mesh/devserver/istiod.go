@@ -82,7 +82,7 @@ func StartIstiod(ctx context.Context, o Options, kubeconfig string, meshConfig [
 		"VALIDATION_WEBHOOK_CONFIG_NAME=",
 		"INJECTION_WEBHOOK_CONFIG_NAME=",
 	}
-	s, err := startEnv(ctx, "istiod", o, addr, bin, args, env, httpReady("http://"+addr+"/ready", nil))
+	s, err := Run(ctx, o, Program{Name: "istiod", Bin: bin, Args: args, Env: env, Addr: addr, Ready: httpReady("http://"+addr+"/ready", nil)})
 	if err != nil {
 		return nil, err
 	}

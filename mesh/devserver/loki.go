@@ -73,5 +73,6 @@ func StartLoki(ctx context.Context, o Options) (*Server, error) {
 	}
 	addr := hostPort(o.Port)
 	isReady := func(b []byte) bool { return bytes.Equal(bytes.TrimSpace(b), []byte("ready")) }
-	return start(ctx, "loki", o, addr, bin, []string{"-config.file=" + cfg}, httpReady("http://"+addr+"/ready", isReady))
+	return Run(ctx, o, Program{Name: "loki", Bin: bin, Args: []string{"-config.file=" + cfg}, Addr: addr,
+		Ready: httpReady("http://"+addr+"/ready", isReady)})
 }

@@ -38,5 +38,5 @@ func StartPrometheus(ctx context.Context, o Options, config []byte, files map[st
 		"--web.enable-lifecycle",
 		"--log.level=warn",
 	}
-	return start(ctx, "prometheus", o, addr, bin, args, httpReady("http://"+addr+"/-/ready", nil))
+	return Run(ctx, o, Program{Name: "prometheus", Bin: bin, Args: args, Addr: addr, Ready: httpReady("http://"+addr+"/-/ready", nil)})
 }

@@ -1,22 +1,22 @@
 package shoptest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"meshplane.dev/mesh/devserver"
+	"meshplane.dev/mesh/devserver/devservertest"
 	"meshplane.dev/mesh/telemetry/metricstest"
 )
 
@@ -53,105 +53,34 @@ func buildAndRun(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
-// syncBuffer collects a process's output for failure messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) tail(n int) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := s.b.Bytes()
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}
-
 // proc is a running service process.
 type proc struct {
-	name  string
+	*devserver.Server
 	admin string // host:port of its admin server
-	cmd   *exec.Cmd
-	out   *syncBuffer
-	done  chan struct{}
-	err   error
 }
 
-// start runs service name with env (and nothing else from the test's environment) and stops it at
-// cleanup if it still runs.
+// start runs service name with env (and nothing else from the test's environment) until the test ends.
 func start(t *testing.T, name string, env map[string]string) *proc {
 	t.Helper()
-	p := &proc{name: name, admin: env["ADMIN_ADDR"], out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, name))
-	keys := make([]string, 0, len(env))
-	for k := range env {
-		keys = append(keys, k)
+	var list []string
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		list = append(list, k+"="+env[k])
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		p.cmd.Env = append(p.cmd.Env, k+"="+env[k])
-	}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.stop(10 * time.Second)
-		if t.Failed() {
-			t.Logf("--- %s output (tail) ---\n%s", name, p.out.tail(3000))
-		}
-	})
-	return p
-}
-
-// stop sends SIGTERM and waits up to timeout for the exit, then kills; it returns the exit error.
-func (p *proc) stop(timeout time.Duration) error {
-	select {
-	case <-p.done:
-		return p.err
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return p.err
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("%s did not exit within %s of SIGTERM", p.name, timeout)
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	srv := devservertest.Run(t, devserver.Program{Name: name, Bin: filepath.Join(binDir, name), Env: list, OnlyEnv: true})
+	return &proc{Server: srv, admin: env["ADMIN_ADDR"]}
 }
 
 // ready reports nil once /readyz answers 200.
 func (p *proc) ready() error {
-	if p.exited() {
-		return fmt.Errorf("%s exited: %w\n%s", p.name, p.err, p.out.tail(2000))
+	if done, err := p.Exited(); done {
+		return fmt.Errorf("%s exited: %w\n%s", p.Name, err, p.LogTail(2000))
 	}
 	code, _, err := request(http.MethodGet, "http://"+p.admin+"/readyz", "", nil)
 	if err != nil {
 		return err
 	}
 	if code != http.StatusOK {
-		return fmt.Errorf("%s /readyz: %d", p.name, code)
+		return fmt.Errorf("%s /readyz: %d", p.Name, code)
 	}
 	return nil
 }
@@ -160,7 +89,7 @@ func (p *proc) metrics(t *testing.T) metricstest.Families {
 	t.Helper()
 	f, err := metricstest.Scrape(context.Background(), "http://"+p.admin+"/metrics")
 	if err != nil {
-		t.Fatalf("scrape %s: %v", p.name, err)
+		t.Fatalf("scrape %s: %v", p.Name, err)
 	}
 	return f
 }
@@ -174,7 +103,7 @@ func (p *proc) setFaults(t *testing.T, rules string) {
 	}
 	code, body, err := request(method, "http://"+p.admin+"/admin/faults", rules, nil)
 	if err != nil || code != http.StatusOK {
-		t.Fatalf("%s faults %s: %d %s %v", p.name, rules, code, body, err)
+		t.Fatalf("%s faults %s: %d %s %v", p.Name, rules, code, body, err)
 	}
 }
 

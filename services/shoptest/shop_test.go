@@ -275,13 +275,14 @@ func TestShop(t *testing.T) {
 			"SCENARIOS": "browse=4,product=2,order=1", "ADMIN_ADDR": "127.0.0.1:" + strconv.Itoa(ports[0]),
 		})
 		select {
-		case <-lg.done:
+		case <-lg.Done():
 		case <-time.After(60 * time.Second):
 			t.Fatal("loadgen did not finish 60 requests within 60s")
 		}
-		out := lg.out.tail(4000)
-		if lg.err != nil || !strings.Contains(out, "loadgen: 60 runs") || !strings.Contains(out, ", 0 not 2xx") {
-			t.Errorf("loadgen: exit %v, output:\n%s\nwant 60 runs, all 2xx", lg.err, out)
+		out := lg.LogTail(4000)
+		_, exitErr := lg.Exited()
+		if exitErr != nil || !strings.Contains(out, "loadgen: 60 runs") || !strings.Contains(out, ", 0 not 2xx") {
+			t.Errorf("loadgen: exit %v, output:\n%s\nwant 60 runs, all 2xx", exitErr, out)
 		}
 		for _, sc := range []string{"browse", "product", "order"} {
 			if !strings.Contains(out, "\n"+sc+" ") {
@@ -311,7 +312,7 @@ func TestShop(t *testing.T) {
 			return nil
 		}
 		wait.For(t, 10*time.Second, inFlight)
-		if err := s.gateway.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := s.gateway.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		wait.For(t, 5*time.Second, func() error {
@@ -329,9 +330,9 @@ func TestShop(t *testing.T) {
 		if r := <-res; r.err != nil || r.code != http.StatusOK {
 			t.Errorf("in-flight request: got %d %v, want 200", r.code, r.err)
 		}
-		<-s.gateway.done
-		if s.gateway.err != nil {
-			t.Errorf("gateway exit: got %v, want status 0", s.gateway.err)
+		<-s.gateway.Done()
+		if _, err := s.gateway.Exited(); err != nil {
+			t.Errorf("gateway exit: got %v, want status 0", err)
 		}
 		entries, _, err := consulClient(t, s.consul.Addr).Health().Service("gateway", "", false, nil)
 		if err != nil || len(entries) != 0 {
@@ -341,8 +342,8 @@ func TestShop(t *testing.T) {
 	})
 
 	for _, p := range []*proc{s.catalog, s.payments, s.orders} {
-		if err := p.stop(20 * time.Second); err != nil {
-			t.Errorf("%s on SIGTERM: got %v, want exit status 0", p.name, err)
+		if err := p.StopWithin(20 * time.Second); err != nil {
+			t.Errorf("%s on SIGTERM: got %v, want exit status 0", p.Name, err)
 		}
 	}
 	t.Logf("whole test: %s", time.Since(began).Round(time.Millisecond))

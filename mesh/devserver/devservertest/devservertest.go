@@ -1,5 +1,5 @@
-// Package devservertest starts real Consul, Prometheus, Loki and istiod servers for a test: on
-// 127.0.0.1, free ports, a temporary data directory, stopped in t.Cleanup. A missing binary fails the
+// Package devservertest starts real Consul, Prometheus, Loki and istiod servers, and the shop's own
+// binaries, for a test: on 127.0.0.1, free ports, a temporary data directory, stopped in t.Cleanup. A missing binary fails the
 // test with the command that builds it.
 package devservertest
 
@@ -56,6 +56,15 @@ func Istiod(t testing.TB, kubeconfig string) *devserver.Istiod {
 		return d.Server, nil
 	}, devserver.Options{})
 	return d
+}
+
+// Run starts p for the test (see devserver.Run) and waits for p.Ready if it is set; its log tail is
+// logged if the test fails.
+func Run(t testing.TB, p devserver.Program) *devserver.Server {
+	t.Helper()
+	return startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		return devserver.Run(ctx, o, p)
+	}, devserver.Options{})
 }
 
 func startT(t testing.TB, start func(context.Context, devserver.Options) (*devserver.Server, error), o devserver.Options) *devserver.Server {

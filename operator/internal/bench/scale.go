@@ -238,11 +238,11 @@ func runManager(ctx context.Context, o ScaleOptions, cfg *rest.Config, ns string
 	}
 	logPath := filepath.Join(o.Dir, fmt.Sprintf("manager-%d.log", n))
 	start := time.Now()
-	proc, err := startProcess(o.Manager, args, logPath)
+	proc, err := devserver.Run(ctx, devserver.Options{Dir: o.Dir, LogFile: logPath}, devserver.Program{Name: "manager", Bin: o.Manager, Args: args})
 	if err != nil {
 		return res, err
 	}
-	defer func() { _ = proc.stop() }()
+	defer func() { _ = proc.StopWithin(30 * time.Second) }()
 	if o.Profile {
 		// Where the manager spends CPU, and where its goroutines wait (a throttled client burns no CPU).
 		pprofURL := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", ports[2])
@@ -257,8 +257,9 @@ func runManager(ctx context.Context, o ScaleOptions, cfg *rest.Config, ns string
 		res.converged = watcher.at.Sub(start)
 	case <-deadline.C:
 		res.converged = time.Since(start)
-	case <-proc.done:
-		return res, fmt.Errorf("manager exited: %w (log: %s)", proc.err, logPath)
+	case <-proc.Done():
+		_, err := proc.Exited()
+		return res, fmt.Errorf("manager exited: %w (log: %s)", err, logPath)
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
@@ -283,10 +284,10 @@ func runManager(ctx context.Context, o ScaleOptions, cfg *rest.Config, ns string
 	if res.steadyAPIWrites > 0 {
 		fmt.Fprintf(o.Log, "operator N=%d: API server writes in steady state: %s\n", n, requestsSince(before.byRequest, after.byRequest, true))
 	}
-	if res.peakRSS, err = peakRSS(proc.cmd.Process.Pid); err != nil {
+	if res.peakRSS, err = peakRSS(proc.Pid()); err != nil {
 		return res, err
 	}
-	if exited, err := proc.exited(); exited {
+	if exited, err := proc.Exited(); exited {
 		return res, fmt.Errorf("manager exited: %w (log: %s)", err, logPath)
 	}
 	return res, nil

@@ -3,11 +3,9 @@ package scenario_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +23,6 @@ import (
 
 	"meshplane.dev/mesh/devserver"
 	"meshplane.dev/mesh/proxyless"
-	"meshplane.dev/mesh/wait"
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/controller"
 	"meshplane.dev/operator/internal/desiredstate"
@@ -42,7 +39,7 @@ var (
 	istiod *devserver.Istiod
 	mesh   *scenario.Mesh
 	// procs holds the service processes, by instance name.
-	procs = map[string]*proc{}
+	procs = map[string]*devserver.Server{}
 	// bootstraps holds the instances' bootstrap files, by instance name.
 	bootstraps = map[string]string{}
 	binDir     string
@@ -171,7 +168,7 @@ func startPayments(ctx context.Context, dir string) (*scenario.Mesh, error) {
 		if err != nil {
 			return nil, err
 		}
-		observed = append(observed, scenario.Instance{Name: in.Name, Subset: in.Labels["version"], Admin: p.admin})
+		observed = append(observed, scenario.Instance{Name: in.Name, Subset: in.Labels["version"], Admin: p.Addr})
 		if err := workload.SetHealthy(ctx, env.Client, ns, in.Name, true); err != nil {
 			return nil, err
 		}
@@ -220,7 +217,7 @@ func freePort(ip string) (int, error) {
 
 // startService writes the instance's xDS bootstrap and runs the service in xds mode until the test
 // binary ends, waiting for /readyz.
-func startService(ctx context.Context, dir, bin string, svc workload.Service, in workload.Instance, extra []string) (*proc, error) {
+func startService(ctx context.Context, dir, bin string, svc workload.Service, in workload.Instance, extra []string) (*devserver.Server, error) {
 	bootstrap := filepath.Join(dir, "xds", in.Name+".json")
 	if err := (proxyless.Bootstrap{Node: svc.Node(in), XDSAddr: istiod.XDSAddr}).Write(bootstrap); err != nil {
 		return nil, err
@@ -230,72 +227,33 @@ func startService(ctx context.Context, dir, bin string, svc workload.Service, in
 	if err != nil {
 		return nil, err
 	}
-	p := &proc{name: in.Name, admin: net.JoinHostPort(in.IP, strconv.Itoa(adminPort)), done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, bin))
-	p.cmd.Env = append([]string{
-		"GRPC_ADDR=" + net.JoinHostPort(in.IP, strconv.Itoa(int(in.Ports["grpc"]))),
-		"ADMIN_ADDR=" + p.admin,
-		"NAMESPACE=" + ns,
-		"LOG_LEVEL=warn",
-		proxyless.BootstrapEnv + "=" + bootstrap,
-	}, extra...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", in.Name, err)
+	admin := net.JoinHostPort(in.IP, strconv.Itoa(adminPort))
+	p, err := devserver.Run(ctx, devserver.Options{Dir: filepath.Join(dir, in.Name), ReadyTimeout: time.Minute}, devserver.Program{
+		Name: in.Name, Bin: filepath.Join(binDir, bin), Addr: admin, OnlyEnv: true,
+		Env: append([]string{
+			"GRPC_ADDR=" + net.JoinHostPort(in.IP, strconv.Itoa(int(in.Ports["grpc"]))),
+			"ADMIN_ADDR=" + admin,
+			"NAMESPACE=" + ns,
+			"LOG_LEVEL=warn",
+			proxyless.BootstrapEnv + "=" + bootstrap,
+		}, extra...),
+		Ready: devserver.HTTPReady("http://" + admin + "/readyz"),
+	})
+	if err != nil {
+		return nil, err
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
 	procs[in.Name] = p
-	rctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := wait.Until(rctx, 100*time.Millisecond, func(ctx context.Context) error { return p.ready(ctx) }); err != nil {
-		return nil, fmt.Errorf("%s not ready: %w\n%s", in.Name, err, p.out.tail(3000))
-	}
 	return p, nil
 }
 
+// stopAll signals every service at once, so their drains overlap, then waits for each.
 func stopAll() {
 	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.Signal(syscall.SIGTERM)
 	}
 	for _, p := range procs {
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
+		_ = p.Stop()
 	}
-}
-
-// proc is a running service process.
-type proc struct {
-	name, admin string
-	cmd         *exec.Cmd
-	out         syncBuffer
-	done        chan struct{}
-	err         error
-}
-
-func (p *proc) ready(ctx context.Context) error {
-	select {
-	case <-p.done:
-		return wait.Stop(fmt.Errorf("%s exited: %w", p.name, p.err))
-	default:
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.admin+"/readyz", nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return errors.New(resp.Status)
-	}
-	return nil
 }
 
 // syncBuffer collects output for failure messages.
@@ -329,7 +287,7 @@ func runScenario(t *testing.T, s scenario.Scenario) []scenario.Outcome {
 			t.Logf("istiod log tail:\n%s", istiod.LogTail(3000))
 			t.Logf("manager log tail:\n%s", managerLog.tail(3000))
 			for _, p := range procs {
-				t.Logf("%s output tail:\n%s", p.name, p.out.tail(2000))
+				t.Logf("%s output tail:\n%s", p.Name, p.LogTail(2000))
 			}
 		}
 	})
