@@ -94,7 +94,7 @@ require (
   done
   # kube-controller-manager runs the garbage collector in tests (envtest has none); kubectl matches the
   # apiserver's minor, the machine's may be several minors older (outside kubectl's supported skew).
-  build_go kube "6 minutes" "$gomod" \
+  build_go kube "10-16 minutes" "$gomod" \
     k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager \
     k8s.io/kubernetes/cmd/kubectl=kubectl \
@@ -102,7 +102,7 @@ require (
 }
 
 tool_consul() {
-  build_go consul "7-11 minutes" "module meshplane.local/tools/consul
+  build_go consul "8-11 minutes" "module meshplane.local/tools/consul
 
 go 1.26.0
 
@@ -117,7 +117,7 @@ exclude (
 }
 
 tool_prometheus() {
-  build_go prometheus "5 minutes" "module meshplane.local/tools/prometheus
+  build_go prometheus "15 minutes" "module meshplane.local/tools/prometheus
 
 go 1.26.0
 
@@ -136,7 +136,7 @@ exclude (
 }
 
 tool_loki() {
-  build_go loki "6 minutes" "module meshplane.local/tools/loki
+  build_go loki "12 minutes" "module meshplane.local/tools/loki
 
 go 1.26.0
 
@@ -158,7 +158,7 @@ exclude k8s.io/client-go v8.0.0+incompatible
 }
 
 tool_istio() {
-  build_go istio "5-8 minutes" "module meshplane.local/tools/istio
+  build_go istio "9 minutes" "module meshplane.local/tools/istio
 
 go 1.26.0
 
@@ -175,7 +175,7 @@ require (
 }
 
 tool_controller_gen() {
-  build_go controller-gen "1 minute" "module meshplane.local/tools/controller-gen
+  build_go controller-gen "2 minutes" "module meshplane.local/tools/controller-gen
 
 go 1.26.0
 
