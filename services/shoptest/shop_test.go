@@ -61,9 +61,17 @@ func startShop(t *testing.T) *shop {
 	for _, p := range []*proc{s.catalog, s.payments, s.orders, s.gateway} {
 		wait.For(t, 30*time.Second, p.ready)
 	}
-	// Consul has seen every instance pass its check and the gateway's resolvers have picked them up:
-	// catalog answers the product list, orders a 404 for an order that does not exist.
+	// Consul has seen every instance pass its check — the callers' gRPC channels resolve lazily, on their
+	// first call, and fail that call if Consul has no passing instance yet — and the gateway reaches its
+	// dependencies: catalog answers the product list, orders a 404 for an order that does not exist.
+	health := consulClient(t, s.consul.Addr).Health()
 	wait.For(t, 30*time.Second, func() error {
+		for _, name := range []string{"catalog", "payments", "orders", "gateway"} {
+			entries, _, err := health.Service(name, "", true, nil)
+			if err != nil || len(entries) == 0 {
+				return fmt.Errorf("%s not passing in Consul: %d instances %v", name, len(entries), err)
+			}
+		}
 		code, body, err := request(http.MethodGet, s.gatewayURL+"/v1/products", "", nil)
 		if err != nil || code != http.StatusOK {
 			return fmt.Errorf("GET /v1/products: %d %s %w", code, body, err)
