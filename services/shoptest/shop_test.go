@@ -69,7 +69,7 @@ func startShop(t *testing.T) *shop {
 		for _, name := range []string{"catalog", "payments", "orders", "gateway"} {
 			entries, _, err := health.Service(name, "", true, nil)
 			if err != nil || len(entries) == 0 {
-				return fmt.Errorf("%s not passing in Consul: %d instances %v", name, len(entries), err)
+				return fmt.Errorf("%s not passing in Consul: %d instances %w", name, len(entries), err)
 			}
 		}
 		code, body, err := request(http.MethodGet, s.gatewayURL+"/v1/products", "", nil)
