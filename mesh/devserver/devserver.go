@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -48,8 +50,11 @@ func Binary(name, tool string) (string, error) {
 	return p, nil
 }
 
-// FreePorts reserves n distinct free TCP ports on 127.0.0.1. The listeners are held until all n are
-// chosen, so the ports differ from each other; another process may still take one before it is used.
+// FreePorts reserves n distinct free TCP ports, free on every interface. They are chosen at random
+// below the kernel's ephemeral range (ip_local_port_range), where the source port of some other
+// process's outgoing connection cannot take one between this call and the server's listen — with ":0"
+// that happened (a service failed with "address already in use" under a parallel test run). The
+// listeners are held until all n are chosen, so the ports differ from each other.
 func FreePorts(n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	var ls []net.Listener
@@ -58,15 +63,37 @@ func FreePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	lo, hi := reservedPortRange()
+	for attempt := 0; len(ports) < n; attempt++ {
+		addr := "127.0.0.1:0"
+		if hi > lo && attempt < 100*n {
+			addr = ":" + strconv.Itoa(lo+rand.IntN(hi-lo))
+		}
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
+			if addr != "127.0.0.1:0" {
+				continue
+			}
 			return nil, fmt.Errorf("reserve free port: %w", err)
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// reservedPortRange is [20000, start of the ephemeral range): above the well-known and `make up`
+// default ports, below what the kernel hands out as source ports. Empty where that range is unknown.
+func reservedPortRange() (lo, hi int) {
+	lo, hi = 20000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				hi = v
+			}
+		}
+	}
+	return lo, hi
 }
 
 // Options says where a server runs.

@@ -2,6 +2,9 @@ package devserver_test
 
 import (
 	"errors"
+	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +62,35 @@ func TestStopWithinReportsExit(t *testing.T) {
 		if again := p.StopWithin(time.Millisecond); (again == nil) != (err == nil) {
 			t.Errorf("%q: a second StopWithin = %v, want the first's %v", c.script, again, err)
 		}
+	}
+}
+
+// Ports from FreePorts must stay out of the kernel's ephemeral range, where any outgoing connection's
+// source port could take one before the server listens.
+func TestFreePortsBelowEphemeralRange(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ephemeral, err := strconv.Atoi(strings.Fields(string(b))[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := devserver.FreePorts(50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if p >= ephemeral || seen[p] {
+			t.Errorf("port %d: want distinct ports below the ephemeral range (from %d)", p, ephemeral)
+		}
+		seen[p] = true
+		l, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+		if err != nil {
+			t.Errorf("port %d is not free on every interface: %v", p, err)
+			continue
+		}
+		l.Close()
 	}
 }
