@@ -80,14 +80,14 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 		return e
 	}
 	services := []*devserver.Server{
-		dashboardtest.Start(t, filepath.Join(bin, "catalog"), env(addr(1), "GRPC_ADDR", addr(0))),
+		devservertest.Service(t, filepath.Join(bin, "catalog"), env(addr(1), "GRPC_ADDR", addr(0))),
 		// Half of all charges fail with Unavailable: orders' breaker opens and closes, orders fail, the
 		// gateway answers 503.
-		dashboardtest.Start(t, filepath.Join(bin, "payments"), env(addr(3), "GRPC_ADDR", addr(2),
+		devservertest.Service(t, filepath.Join(bin, "payments"), env(addr(3), "GRPC_ADDR", addr(2),
 			"FAULTS", `[{"target":"Charge","errorRate":0.5}]`)),
-		dashboardtest.Start(t, filepath.Join(bin, "orders"), env(addr(5), "GRPC_ADDR", addr(4),
+		devservertest.Service(t, filepath.Join(bin, "orders"), env(addr(5), "GRPC_ADDR", addr(4),
 			"CATALOG_TARGET", "consul:///catalog", "PAYMENTS_TARGET", "consul:///payments")),
-		dashboardtest.Start(t, filepath.Join(bin, "gateway"), env(addr(7), "HTTP_ADDR", addr(6),
+		devservertest.Service(t, filepath.Join(bin, "gateway"), env(addr(7), "HTTP_ADDR", addr(6),
 			"CATALOG_TARGET", "consul:///catalog", "ORDERS_TARGET", "consul:///orders")),
 	}
 	gatewayURL := "http://" + addr(6)
@@ -118,7 +118,7 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 	t.Logf("shop, Consul, Loki and Prometheus up in %s", time.Since(began).Round(time.Millisecond))
 
 	loadStart := time.Now()
-	loadgen := dashboardtest.Start(t, filepath.Join(bin, "loadgen"), map[string]string{
+	loadgen := devservertest.Service(t, filepath.Join(bin, "loadgen"), map[string]string{
 		"TARGET_URL": gatewayURL, "RATE": "25", "DURATION": "90s", "CONCURRENCY": "16",
 		"SCENARIOS": "browse=3,product=2,order=3", "ADMIN_ADDR": addr(8), "LOKI_URL": loki.URL(), "SEED": "7",
 	})

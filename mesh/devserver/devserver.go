@@ -63,18 +63,14 @@ func FreePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
-	lo, hi := reservedPortRange()
-	for attempt := 0; len(ports) < n; attempt++ {
-		addr := "127.0.0.1:0"
-		if hi > lo && attempt < 100*n {
-			addr = ":" + strconv.Itoa(lo+rand.IntN(hi-lo))
+	lo, hi := 20000, ephemeralStart() // above the `make up` defaults and the well-known ports
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 100*n {
+			return nil, fmt.Errorf("reserve free port: no free port in [%d, %d) after %d tries", lo, hi, tries)
 		}
-		l, err := net.Listen("tcp", addr)
+		l, err := net.Listen("tcp", ":"+strconv.Itoa(lo+rand.IntN(hi-lo)))
 		if err != nil {
-			if addr != "127.0.0.1:0" {
-				continue
-			}
-			return nil, fmt.Errorf("reserve free port: %w", err)
+			continue // taken; try another
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
@@ -82,18 +78,17 @@ func FreePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// reservedPortRange is [20000, start of the ephemeral range): above the well-known and `make up`
-// default ports, below what the kernel hands out as source ports. Empty where that range is unknown.
-func reservedPortRange() (lo, hi int) {
-	lo, hi = 20000, 32768
+// ephemeralStart is the first port the kernel hands out as a source port (Linux's default where
+// ip_local_port_range cannot be read or leaves too little room above 20000).
+func ephemeralStart() int {
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
 		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil {
-				hi = v
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 21000 {
+				return v
 			}
 		}
 	}
-	return lo, hi
+	return 32768
 }
 
 // Options says where a server runs.
@@ -224,13 +219,11 @@ func HTTPReady(url string) func(context.Context) error { return httpReady(url, n
 
 // Run starts p with its working directory and log in o (o.Port is not used) and waits until it is ready.
 func Run(ctx context.Context, o Options, p Program) (*Server, error) {
-	name, addr, ready := p.Name, p.Addr, p.Ready
-
 	if o.Dir == "" {
-		return nil, fmt.Errorf("start %s: Options.Dir is required", name)
+		return nil, fmt.Errorf("start %s: Options.Dir is required", p.Name)
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", p.Name, err)
 	}
 	logPath := o.LogFile
 	if logPath == "" {
@@ -238,7 +231,7 @@ func Run(ctx context.Context, o Options, p Program) (*Server, error) {
 	}
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", p.Name, err)
 	}
 	var out io.Writer = logFile
 	if o.Log != nil {
@@ -259,16 +252,16 @@ func Run(ctx context.Context, o Options, p Program) (*Server, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
+		return nil, fmt.Errorf("start %s: %w", p.Name, err)
 	}
-	s := &Server{Name: name, Addr: addr, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	s := &Server{Name: p.Name, Addr: p.Addr, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		s.waitErr = cmd.Wait()
 		logFile.Close()
 		close(s.done)
 	}()
 
-	if ready == nil {
+	if p.Ready == nil {
 		return s, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.readyTimeout())
@@ -283,9 +276,9 @@ func Run(ctx context.Context, o Options, p Program) (*Server, error) {
 		case <-ctx.Done():
 		}
 	}()
-	if err := wait.Until(ctx, 100*time.Millisecond, ready); err != nil {
+	if err := wait.Until(ctx, 100*time.Millisecond, p.Ready); err != nil {
 		_ = s.Stop()
-		return nil, fmt.Errorf("start %s on %s: %w\n--- %s log tail ---\n%s", name, addr, err, name, s.LogTail(3000))
+		return nil, fmt.Errorf("start %s on %s: %w\n--- %s log tail ---\n%s", p.Name, p.Addr, err, p.Name, s.LogTail(3000))
 	}
 	return s, nil
 }

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,12 +60,7 @@ type proc struct {
 // start runs service name with env (and nothing else from the test's environment) until the test ends.
 func start(t *testing.T, name string, env map[string]string) *proc {
 	t.Helper()
-	var list []string
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		list = append(list, k+"="+env[k])
-	}
-	srv := devservertest.Run(t, devserver.Program{Name: name, Bin: filepath.Join(binDir, name), Env: list, OnlyEnv: true})
-	return &proc{Server: srv, admin: env["ADMIN_ADDR"]}
+	return &proc{Server: devservertest.Service(t, filepath.Join(binDir, name), env), admin: env["ADMIN_ADDR"]}
 }
 
 // ready reports nil once /readyz answers 200.

@@ -1,14 +1,9 @@
 package dashboardtest
 
 import (
-	"maps"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"testing"
-
-	"meshplane.dev/mesh/devserver"
-	"meshplane.dev/mesh/devserver/devservertest"
 )
 
 // BuildServices builds the shop's service binaries (services/<name>) into a temporary directory and
@@ -24,14 +19,4 @@ func BuildServices(t testing.TB, names ...string) string {
 		}
 	}
 	return dir
-}
-
-// Start runs binary with env (and nothing else from the test's environment) until the test ends.
-func Start(t testing.TB, binary string, env map[string]string) *devserver.Server {
-	t.Helper()
-	var list []string
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		list = append(list, k+"="+env[k])
-	}
-	return devservertest.Run(t, devserver.Program{Name: filepath.Base(binary), Bin: binary, Env: list, OnlyEnv: true})
 }

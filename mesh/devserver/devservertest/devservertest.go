@@ -5,6 +5,9 @@ package devservertest
 
 import (
 	"context"
+	"maps"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -65,6 +68,17 @@ func Run(t testing.TB, p devserver.Program) *devserver.Server {
 	return startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
 		return devserver.Run(ctx, o, p)
 	}, devserver.Options{})
+}
+
+// Service runs binary with env and nothing else from the test's environment (see devserver.Program's
+// OnlyEnv), without waiting for it to serve.
+func Service(t testing.TB, binary string, env map[string]string) *devserver.Server {
+	t.Helper()
+	var list []string
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		list = append(list, k+"="+env[k])
+	}
+	return Run(t, devserver.Program{Name: filepath.Base(binary), Bin: binary, Env: list, OnlyEnv: true})
 }
 
 func startT(t testing.TB, start func(context.Context, devserver.Options) (*devserver.Server, error), o devserver.Options) *devserver.Server {
