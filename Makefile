@@ -104,7 +104,8 @@ check-generated: ## Fail if regenerating changed any committed file.
 	@echo "check-generated: ok"
 
 .PHONY: check-deps
-check-deps: ## Check the dependency direction between modules.
+check-deps: ## Check the layout and dependency rules (each rule proven by --self-test first) and the pins.
+	scripts/check-deps.sh --self-test
 	scripts/check-deps.sh
 
 .PHONY: lint

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"meshplane.dev/dashboards/internal/dashboardtest"
-	"meshplane.dev/mesh/devserver/devservertest"
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/devservertest"
+	"meshplane.dev/mesh/devkit/wait"
 )
 
 // TestLogQLOnLoki runs every LogQL query of the dashboards against a real Loki holding log lines shaped

@@ -14,9 +14,9 @@ import (
 
 	"meshplane.dev/dashboards/internal/dashboardtest"
 	"meshplane.dev/dashboards/signal"
-	"meshplane.dev/mesh/devserver"
-	"meshplane.dev/mesh/devserver/devservertest"
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/devserver"
+	"meshplane.dev/mesh/devkit/devservertest"
+	"meshplane.dev/mesh/devkit/wait"
 )
 
 // shopScrapeConfig scrapes every service registered in Consul on its admin port (the metrics_port

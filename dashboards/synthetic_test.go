@@ -12,7 +12,7 @@ import (
 
 	"meshplane.dev/dashboards/internal/dashboardtest"
 	"meshplane.dev/dashboards/slo"
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/wait"
 )
 
 // TestQueriesOnSyntheticMesh runs every Prometheus query of every dashboard — and both operands of

@@ -12,7 +12,7 @@ bin=$(mktemp -d "${TMPDIR:-/tmp}/meshplane-bench-bin.XXXXXX")
 trap 'rm -rf "$bin"' EXIT
 go build -o "$bin/manager" ./operator/cmd/manager
 go build -o "$bin/meshplane" ./operator/cmd/meshplane
-go build -o "$bin/operator-bench" ./operator/cmd/bench
+go build -o "$bin/operator-bench" ./operator/test/bench
 go build -o "$bin/bench" ./bench/cmd/bench
 
 out="bench/out/$(date -u +%Y-%m-%dT%H%MZ).md"

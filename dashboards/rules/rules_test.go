@@ -11,7 +11,7 @@ import (
 	"meshplane.dev/dashboards/internal/dashboardtest"
 	"meshplane.dev/dashboards/rules"
 	"meshplane.dev/dashboards/slo"
-	"meshplane.dev/mesh/devserver"
+	"meshplane.dev/mesh/devkit/devserver"
 )
 
 func generate(t *testing.T) rules.File {

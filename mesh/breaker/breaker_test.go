@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"meshplane.dev/mesh/breaker"
-	"meshplane.dev/mesh/telemetry/metricstest"
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/metricstest"
+	"meshplane.dev/mesh/devkit/wait"
 )
 
 var errBoom = errors.New("boom")

@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"meshplane.dev/mesh/devserver/devservertest"
+	"meshplane.dev/mesh/devkit/devservertest"
+	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/mesh/discovery"
 	"meshplane.dev/mesh/health"
-	"meshplane.dev/mesh/wait"
 )
 
 // instance is a real gRPC server (grpc.health.v1) with an admin /readyz, counting the calls it gets.

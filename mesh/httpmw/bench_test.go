@@ -10,7 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"meshplane.dev/mesh/devserver/devservertest"
+	"meshplane.dev/mesh/devkit/devservertest"
 	"meshplane.dev/mesh/fault"
 	"meshplane.dev/mesh/httpmw"
 	"meshplane.dev/mesh/logs"

@@ -17,11 +17,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"meshplane.dev/mesh/devserver/devservertest"
+	"meshplane.dev/mesh/devkit/devservertest"
+	"meshplane.dev/mesh/devkit/metricstest"
+	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/mesh/logs"
 	"meshplane.dev/mesh/telemetry"
-	"meshplane.dev/mesh/telemetry/metricstest"
-	"meshplane.dev/mesh/wait"
 )
 
 // syncBuffer is a bytes.Buffer safe for the logger's and the test's goroutines.

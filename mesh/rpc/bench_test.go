@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"meshplane.dev/mesh/breaker"
-	"meshplane.dev/mesh/devserver/devservertest"
+	"meshplane.dev/mesh/devkit/devservertest"
 	"meshplane.dev/mesh/fault"
 	"meshplane.dev/mesh/health"
 	"meshplane.dev/mesh/logs"

@@ -18,11 +18,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"meshplane.dev/mesh/breaker"
+	"meshplane.dev/mesh/devkit/metricstest"
 	"meshplane.dev/mesh/fault"
 	"meshplane.dev/mesh/health"
 	"meshplane.dev/mesh/rpc"
 	"meshplane.dev/mesh/telemetry"
-	"meshplane.dev/mesh/telemetry/metricstest"
 )
 
 func TestChainsCountPropagateAndInjectOverARealConnection(t *testing.T) {

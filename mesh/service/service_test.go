@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/mesh/service"
-	"meshplane.dev/mesh/wait"
 )
 
 func get(url string) (int, error) {

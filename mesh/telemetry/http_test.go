@@ -9,8 +9,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"meshplane.dev/mesh/devkit/metricstest"
 	"meshplane.dev/mesh/telemetry"
-	"meshplane.dev/mesh/telemetry/metricstest"
 )
 
 func TestHTTPMetricsCountsByRouteMethodAndStatus(t *testing.T) {

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"meshplane.dev/mesh/devserver"
-	"meshplane.dev/mesh/devserver/devservertest"
-	"meshplane.dev/mesh/telemetry/metricstest"
+	"meshplane.dev/mesh/devkit/devserver"
+	"meshplane.dev/mesh/devkit/devservertest"
+	"meshplane.dev/mesh/devkit/metricstest"
 )
 
 // binDir holds the service binaries, built once for the package by TestMain.

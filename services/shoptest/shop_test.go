@@ -15,9 +15,9 @@ import (
 
 	consul "github.com/hashicorp/consul/api"
 
-	"meshplane.dev/mesh/devserver"
-	"meshplane.dev/mesh/devserver/devservertest"
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/devserver"
+	"meshplane.dev/mesh/devkit/devservertest"
+	"meshplane.dev/mesh/devkit/wait"
 )
 
 // shop is the four services running against one Consul and one Loki.

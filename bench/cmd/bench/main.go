@@ -1,4 +1,4 @@
-// Command bench is `make bench`: it measures the service hot path in-process, runs operator/cmd/bench
+// Command bench is `make bench`: it measures the service hot path in-process, runs operator/test/bench
 // for the operator at scale, `meshplane render` and the Consul sync, and prints every figure beside its
 // floor and target as one Markdown table, which it also writes to -out.
 //
@@ -25,7 +25,7 @@ import (
 
 	"meshplane.dev/bench/internal/hotpath"
 	"meshplane.dev/bench/internal/report"
-	"meshplane.dev/mesh/devserver"
+	"meshplane.dev/mesh/devkit/devserver"
 )
 
 func main() {
@@ -47,7 +47,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	out := fs.String("out", "", "also write the table to this Markdown file (directories are created)")
 	dir := fs.String("dir", "", "directory for logs, inputs and profiles (default: a new temporary directory, kept)")
 	sections := fs.String("sections", "render,hotpath,xds,operator,consul", "comma-separated sections: render, hotpath, xds, operator, consul")
-	operatorBench := fs.String("operator-bench", "", "path of operator/cmd/bench, which runs the render, operator and consul sections")
+	operatorBench := fs.String("operator-bench", "", "path of operator/test/bench, which runs the render, operator and consul sections")
 	manager := fs.String("manager", "", "path of the manager binary, for the operator section")
 	meshplane := fs.String("meshplane", "", "path of the meshplane binary, for the render section")
 	sizes := fs.String("sizes", "1000,5000", "TrafficPolicies for the operator section")
@@ -164,7 +164,7 @@ func hotPath(ctx context.Context, o hotpath.Options, profile bool) ([]report.Row
 	return hotpath.Run(ctx, o)
 }
 
-// operatorRows runs operator/cmd/bench with args, its progress on stderr, and reads its rows. Rows it
+// operatorRows runs operator/test/bench with args, its progress on stderr, and reads its rows. Rows it
 // printed before failing are returned with the error.
 func operatorRows(ctx context.Context, bin string, stderr io.Writer, args ...string) ([]report.Row, error) {
 	var out bytes.Buffer

@@ -25,8 +25,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"meshplane.dev/bench/internal/report"
+	"meshplane.dev/mesh/devkit/load"
 	"meshplane.dev/mesh/httpmw"
-	"meshplane.dev/mesh/load"
 	"meshplane.dev/mesh/service"
 	"meshplane.dev/mesh/telemetry"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"

@@ -14,7 +14,7 @@ import (
 )
 
 // Row is one figure of the table beside its floor, their ratio and the target. Its JSON is the contract
-// with operator/cmd/bench, which prints its rows as JSON lines.
+// with operator/test/bench, which prints its rows as JSON lines.
 type Row struct {
 	Section string `json:"section"`
 	Figure  string `json:"figure"`

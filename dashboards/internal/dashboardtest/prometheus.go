@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"meshplane.dev/mesh/devserver"
+	"meshplane.dev/mesh/devkit/devserver"
 )
 
 // BackfilledPrometheus turns openMetrics into TSDB blocks with `promtool tsdb create-blocks-from

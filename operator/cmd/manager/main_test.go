@@ -33,18 +33,18 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	sigsyaml "sigs.k8s.io/yaml"
 
-	"meshplane.dev/mesh/devserver"
-	"meshplane.dev/mesh/devserver/devservertest"
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/devserver"
+	"meshplane.dev/mesh/devkit/devservertest"
+	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/operator/api/v1alpha1"
-	pt "meshplane.dev/operator/internal/policytest"
-	"meshplane.dev/operator/internal/testenv"
+	"meshplane.dev/operator/test/envtest"
+	pt "meshplane.dev/operator/test/policytest"
 )
 
-var env *testenv.Env
+var env *envtest.Env
 
 func TestMain(m *testing.M) {
-	env = testenv.MustStart(testenv.Options{})
+	env = envtest.MustStart(envtest.Options{})
 	utilruntime.Must(v1alpha1.AddToScheme(env.Scheme))
 	code := m.Run()
 	if err := env.Stop(); err != nil {
@@ -137,7 +137,7 @@ func TestRunAgainstKubeconfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	metricsAddr, probeAddr := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
-	watchedNS, ignoredNS := env.Namespace(t), env.Namespace(t)
+	watchedNS, ignoredNS := envtest.Namespace(t, env), envtest.Namespace(t, env)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -12,7 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"meshplane.dev/operator/internal/testenv"
+	"meshplane.dev/operator/test/istioctl"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files from the current output")
@@ -70,7 +70,7 @@ func TestRenderSamples(t *testing.T) {
 	if err := os.WriteFile(rendered, []byte(out), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := testenv.Analyze(rendered, filepath.Join(samples, "shop_services.yaml"))
+	msgs, err := istioctl.Analyze(rendered, filepath.Join(samples, "shop_services.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"meshplane.dev/operator/internal/platform"
+	"meshplane.dev/operator/localplatform"
 )
 
 // platformFlags are the flags every platform command shares.
@@ -23,29 +23,29 @@ func (p *platformFlags) add(fs *flag.FlagSet) {
 	fs.StringVar(&p.dir, "dir", "", "state, logs and data of the local platform (default <repo>/.local)")
 }
 
-func (p *platformFlags) config() (platform.Config, error) {
+func (p *platformFlags) config() (localplatform.Config, error) {
 	repo := p.repo
 	if repo == "" {
 		wd, err := os.Getwd()
 		if err != nil {
-			return platform.Config{}, err
+			return localplatform.Config{}, err
 		}
-		if repo, err = platform.FindRepo(wd); err != nil {
-			return platform.Config{}, err
+		if repo, err = localplatform.FindRepo(wd); err != nil {
+			return localplatform.Config{}, err
 		}
 	}
 	repo, err := filepath.Abs(repo)
 	if err != nil {
-		return platform.Config{}, err
+		return localplatform.Config{}, err
 	}
 	dir := p.dir
 	if dir == "" {
 		dir = filepath.Join(repo, ".local")
 	}
 	if dir, err = filepath.Abs(dir); err != nil {
-		return platform.Config{}, err
+		return localplatform.Config{}, err
 	}
-	return platform.Config{Repo: repo, Dir: dir, Ports: platform.DefaultPorts()}, nil
+	return localplatform.Config{Repo: repo, Dir: dir, Ports: localplatform.DefaultPorts()}, nil
 }
 
 // parse parses fs and turns -h into a clean exit.
@@ -67,18 +67,18 @@ func runUp(ctx context.Context, s streams, args []string) error {
 	fs.SetOutput(s.stderr)
 	var pf platformFlags
 	pf.add(fs)
-	ports := platform.DefaultPorts()
+	ports := localplatform.DefaultPorts()
 	fs.Var(ports, "port", "override ports, name=port[,name=port] (repeatable); names: "+ports.String())
 	host := fs.String("host", "", "the machine's address the shop's endpoints are published at (default: its first non-loopback IPv4)")
 	rate := fs.Float64("load-rate", 2, "loadgen's requests per second through the gateway; 0 starts no load")
-	discovery := fs.String("discovery", platform.DiscoveryXDS, "how the shop's services reach each other: xds (proxyless gRPC through istiod, so TrafficPolicies act on every call) or consul (Consul's health API; no istiod)")
+	discovery := fs.String("discovery", localplatform.DiscoveryXDS, "how the shop's services reach each other: xds (proxyless gRPC through istiod, so TrafficPolicies act on every call) or consul (Consul's health API; no istiod)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "longest the start may take")
 	supervise := fs.Bool("supervise", false, "run the supervisor in the foreground (what up starts in the background)")
 	runID := fs.String("run-id", "", "run id (set by up for its supervisor)")
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}
-	if err := platform.ValidateDiscovery(*discovery); err != nil {
+	if err := localplatform.ValidateDiscovery(*discovery); err != nil {
 		return err
 	}
 	cfg, err := pf.config()
@@ -87,7 +87,7 @@ func runUp(ctx context.Context, s streams, args []string) error {
 	}
 	cfg.Ports, cfg.LoadRate, cfg.ReadyTimeout, cfg.Host, cfg.Discovery = ports, *rate, *timeout, *host, *discovery
 	if cfg.Host == "" {
-		if cfg.Host, err = platform.HostAddress(); err != nil {
+		if cfg.Host, err = localplatform.HostAddress(); err != nil {
 			return err
 		}
 	}
@@ -97,7 +97,7 @@ func runUp(ctx context.Context, s streams, args []string) error {
 			return err
 		}
 		defer progress.Close()
-		return platform.Supervise(ctx, cfg, *runID, progress)
+		return localplatform.Supervise(ctx, cfg, *runID, progress)
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -106,7 +106,7 @@ func runUp(ctx context.Context, s streams, args []string) error {
 	// The supervisor gets the same settings, resolved.
 	sargs := []string{"up", "--supervise", "--repo", cfg.Repo, "--dir", cfg.Dir, "--port", ports.String(),
 		"--load-rate", fmt.Sprint(*rate), "--timeout", timeout.String(), "--host", cfg.Host, "--discovery", *discovery}
-	return platform.Up(ctx, cfg, exe, sargs, s.stdout)
+	return localplatform.Up(ctx, cfg, exe, sargs, s.stdout)
 }
 
 func runDown(_ context.Context, s streams, args []string) error {
@@ -121,7 +121,7 @@ func runDown(_ context.Context, s streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	return platform.Down(cfg, s.stdout)
+	return localplatform.Down(cfg, s.stdout)
 }
 
 func runStatus(ctx context.Context, s streams, args []string) error {
@@ -136,7 +136,7 @@ func runStatus(ctx context.Context, s streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	return platform.Status(ctx, cfg, s.stdout)
+	return localplatform.Status(ctx, cfg, s.stdout)
 }
 
 func runDrill(ctx context.Context, s streams, args []string) error {
@@ -144,14 +144,14 @@ func runDrill(ctx context.Context, s streams, args []string) error {
 	fs.SetOutput(s.stderr)
 	var pf platformFlags
 	pf.add(fs)
-	o := platform.DefaultDrill()
+	o := localplatform.DefaultDrill()
 	fs.DurationVar(&o.Baseline, "baseline", o.Baseline, "normal traffic before the fault")
 	fs.DurationVar(&o.Fault, "fault", o.Fault, "how long payments fails every charge")
 	fs.DurationVar(&o.Recovery, "recovery", o.Recovery, "longest to watch the recovery")
 	fs.DurationVar(&o.Every, "every", o.Every, "interval between table rows")
 	fs.Float64Var(&o.OrderRate, "order-rate", o.OrderRate, "orders per second the drill places itself")
 	scenarios := fs.String("scenarios", strings.Join(o.Scenarios, ","), "comma-separated scenarios to run, in order: "+
-		platform.ScenarioBreaker+" (payments failing, orders' breaker) and the mesh scenarios on payments through istiod ("+strings.Join(platform.MeshScenarios, ", ")+")")
+		localplatform.ScenarioBreaker+" (payments failing, orders' breaker) and the mesh scenarios on payments through istiod ("+strings.Join(localplatform.MeshScenarios, ", ")+")")
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}
@@ -160,5 +160,5 @@ func runDrill(ctx context.Context, s streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	return platform.Drill(ctx, cfg, o, s.stdout)
+	return localplatform.Drill(ctx, cfg, o, s.stdout)
 }

@@ -16,14 +16,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 
-	"meshplane.dev/operator/internal/policytest"
-	"meshplane.dev/operator/internal/testenv"
+	"meshplane.dev/operator/test/envtest"
+	"meshplane.dev/operator/test/policytest"
 )
 
-var env *testenv.Env
+var env *envtest.Env
 
 func TestMain(m *testing.M) {
-	env = testenv.MustStart(testenv.Options{})
+	env = envtest.MustStart(envtest.Options{})
 	code := m.Run()
 	if err := env.Stop(); err != nil {
 		code = 1
@@ -91,7 +91,7 @@ func corpus(t *testing.T) []specCase {
 // The API server (CRD schema, markers and CEL) and Go's Validate must accept and reject the same specs,
 // so `meshplane render` tells a team offline exactly what `kubectl apply` would.
 func TestAPIServerAndValidateAgree(t *testing.T) {
-	ns := env.Namespace(t)
+	ns := envtest.Namespace(t, env)
 	var cases []specCase
 	for _, c := range policytest.SpecCases {
 		cases = append(cases, specCase{name: c.Name, spec: c.Spec, valid: &c.Valid})
@@ -113,7 +113,7 @@ func TestAPIServerAndValidateAgree(t *testing.T) {
 
 // An invalid policy is rejected with the field in the message, CEL rules included.
 func TestAPIServerNamesTheField(t *testing.T) {
-	ns := env.Namespace(t)
+	ns := envtest.Namespace(t, env)
 	tests := []struct{ spec, want string }{
 		{`{"targetRef":{"name":"orders"},"timeout":"1s","retries":{"attempts":1,"perTryTimeout":"2s"}}`, "spec.retries.perTryTimeout"},
 		{`{"targetRef":{"name":"orders"},"timeout":"0s"}`, "spec.timeout"},

@@ -31,17 +31,18 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
-	"meshplane.dev/mesh/devserver"
-	"meshplane.dev/mesh/devserver/devservertest"
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/devserver"
+	"meshplane.dev/mesh/devkit/devservertest"
+	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/operator/internal/consulsync"
-	"meshplane.dev/operator/internal/testenv"
+	"meshplane.dev/operator/test/envtest"
+	"meshplane.dev/operator/test/istioctl"
 )
 
-var env *testenv.Env
+var env *envtest.Env
 
 func TestMain(m *testing.M) {
-	env = testenv.MustStart(testenv.Options{})
+	env = envtest.MustStart(envtest.Options{})
 	code := m.Run()
 	if err := env.Stop(); err != nil {
 		code = 1
@@ -164,7 +165,7 @@ func mustCreate(t *testing.T, objs ...client.Object) {
 
 func TestKubernetesToConsul(t *testing.T) {
 	ctx := context.Background()
-	ns := env.Namespace(t)
+	ns := envtest.Namespace(t, env)
 	srv := devservertest.Consul(t)
 	c := consulClient(t, srv)
 
@@ -326,7 +327,7 @@ func wantGone(t *testing.T, ns, name string) {
 
 func TestConsulToIstio(t *testing.T) {
 	ctx := context.Background()
-	ns := env.Namespace(t)
+	ns := envtest.Namespace(t, env)
 	srv := devservertest.Consul(t)
 	c := consulClient(t, srv)
 	startSync(t, ns, srv.Addr)
@@ -384,7 +385,7 @@ func analyzeServiceEntry(t *testing.T, se *networkingv1.ServiceEntry) {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := testenv.Analyze(p)
+	msgs, err := istioctl.Analyze(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +400,7 @@ func analyzeServiceEntry(t *testing.T, se *networkingv1.ServiceEntry) {
 // stale; a resync with nothing changed writes nothing, to Consul or to the apiserver.
 func TestConsulRestartAndNoOpResync(t *testing.T) {
 	ctx := context.Background()
-	ns := env.Namespace(t)
+	ns := envtest.Namespace(t, env)
 	srv := devservertest.Consul(t)
 	c := consulClient(t, srv)
 	s := startSync(t, ns, srv.Addr)
@@ -461,7 +462,7 @@ func TestConsulRestartAndNoOpResync(t *testing.T) {
 // synced from Kubernetes, both directions must keep working: every Service registered, a VM service
 // still imported, no call refused.
 func TestMoreServicesThanConsulConnectionsPerClient(t *testing.T) {
-	ns := env.Namespace(t)
+	ns := envtest.Namespace(t, env)
 	srv := devservertest.Consul(t)
 	c := consulClient(t, srv)
 	s := startSync(t, ns, srv.Addr)

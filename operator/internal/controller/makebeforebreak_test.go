@@ -14,9 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/operator/api/v1alpha1"
-	pt "meshplane.dev/operator/internal/policytest"
+	pt "meshplane.dev/operator/test/policytest"
 )
 
 // write is one change of a VirtualService or DestinationRule as the API server recorded it.

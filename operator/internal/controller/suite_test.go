@@ -23,15 +23,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/controller"
 	"meshplane.dev/operator/internal/desiredstate"
-	"meshplane.dev/operator/internal/testenv"
+	"meshplane.dev/operator/test/envtest"
 )
 
 var (
-	env      *testenv.Env
+	env      *envtest.Env
 	k8s      client.Client
 	metrics  *controller.Metrics
 	registry = prometheus.NewRegistry()
@@ -59,7 +59,7 @@ func (b *syncBuffer) String() string {
 // TestMain runs one API server with our CRD and Istio's, a real kube-controller-manager (garbage
 // collection: deleting a policy must really delete what it owns) and the operator's manager in-process.
 func TestMain(m *testing.M) {
-	env = testenv.MustStart(testenv.Options{GarbageCollector: true})
+	env = envtest.MustStart(envtest.Options{GarbageCollector: true})
 	utilruntime.Must(v1alpha1.AddToScheme(env.Scheme))
 	k8s = env.Client
 	ctx, cancel := context.WithCancel(context.Background())
@@ -112,7 +112,7 @@ func namespace(t *testing.T) string {
 			t.Logf("manager log:\n%s", logs.String())
 		}
 	})
-	return env.Namespace(t)
+	return envtest.Namespace(t, env)
 }
 
 func create(t *testing.T, objs ...client.Object) {

@@ -19,9 +19,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"meshplane.dev/mesh/wait"
+	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/operator/api/v1alpha1"
-	pt "meshplane.dev/operator/internal/policytest"
+	pt "meshplane.dev/operator/test/policytest"
 )
 
 const timeout = 30 * time.Second

@@ -5,7 +5,7 @@ import (
 
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/desiredstate"
-	pt "meshplane.dev/operator/internal/policytest"
+	pt "meshplane.dev/operator/test/policytest"
 )
 
 // BenchmarkBuild builds the Istio objects of a minimal policy (a VirtualService) and of one using every

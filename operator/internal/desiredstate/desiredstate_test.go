@@ -15,7 +15,7 @@ import (
 
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/desiredstate"
-	pt "meshplane.dev/operator/internal/policytest"
+	pt "meshplane.dev/operator/test/policytest"
 )
 
 func build(t *testing.T, p *v1alpha1.TrafficPolicy, d desiredstate.Defaults) *desiredstate.State {

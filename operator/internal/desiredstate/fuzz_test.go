@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"meshplane.dev/operator/internal/desiredstate"
-	pt "meshplane.dev/operator/internal/policytest"
+	pt "meshplane.dev/operator/test/policytest"
 )
 
 // FuzzBuild feeds raw JSON specs through strict decoding, Validate and Build. It must never panic, Build

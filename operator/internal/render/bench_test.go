@@ -7,8 +7,8 @@ import (
 
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/desiredstate"
-	pt "meshplane.dev/operator/internal/policytest"
 	"meshplane.dev/operator/internal/render"
+	pt "meshplane.dev/operator/test/policytest"
 )
 
 // BenchmarkRender renders n policies using every field (four objects each) to YAML: the cost of

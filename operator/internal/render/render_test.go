@@ -22,17 +22,18 @@ import (
 
 	"meshplane.dev/operator/internal/desiredstate"
 	"meshplane.dev/operator/internal/render"
-	"meshplane.dev/operator/internal/testenv"
+	"meshplane.dev/operator/test/envtest"
+	"meshplane.dev/operator/test/istioctl"
 )
 
 var (
 	update = flag.Bool("update", false, "rewrite the golden files from the current output")
-	env    *testenv.Env
+	env    *envtest.Env
 )
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	env = testenv.MustStart(testenv.Options{})
+	env = envtest.MustStart(envtest.Options{})
 	code := m.Run()
 	if err := env.Stop(); err != nil {
 		code = 1
@@ -106,7 +107,7 @@ func TestGolden(t *testing.T) {
 			if err := os.WriteFile(services, servicesOf(t, input), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			msgs, err := testenv.Analyze(golden, services)
+			msgs, err := istioctl.Analyze(golden, services)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,11 +16,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"meshplane.dev/mesh/breaker"
+	"meshplane.dev/mesh/devkit/metricstest"
 	"meshplane.dev/mesh/fault"
 	"meshplane.dev/mesh/httpmw"
 	"meshplane.dev/mesh/rpc"
 	"meshplane.dev/mesh/telemetry"
-	"meshplane.dev/mesh/telemetry/metricstest"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"meshplane.dev/mesh/telemetry/metricstest"
+	"meshplane.dev/mesh/devkit/metricstest"
 
 	"meshplane.dev/services/loadgen/internal/load"
 )

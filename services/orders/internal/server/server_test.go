@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"meshplane.dev/mesh/breaker"
+	"meshplane.dev/mesh/devkit/metricstest"
 	"meshplane.dev/mesh/rpc"
-	"meshplane.dev/mesh/telemetry/metricstest"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 	paymentsv1 "meshplane.dev/services/proto/payments/v1"

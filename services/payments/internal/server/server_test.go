@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"meshplane.dev/mesh/devkit/metricstest"
 	"meshplane.dev/mesh/rpc"
-	"meshplane.dev/mesh/telemetry/metricstest"
 	paymentsv1 "meshplane.dev/services/proto/payments/v1"
 
 	"meshplane.dev/services/payments/internal/server"

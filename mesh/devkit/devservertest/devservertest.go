@@ -1,0 +1,99 @@
+// Package devservertest starts real Consul, Prometheus, Loki and istiod servers, and the shop's own
+// binaries, for a test: on 127.0.0.1, free ports, a temporary data directory, stopped in t.Cleanup. A missing binary fails the
+// test with the command that builds it.
+package devservertest
+
+import (
+	"context"
+	"maps"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"meshplane.dev/mesh/devkit/devserver"
+)
+
+// Consul starts a Consul dev agent for the test.
+func Consul(t testing.TB) *devserver.Server {
+	t.Helper()
+	return startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		return devserver.StartConsul(ctx, o)
+	}, devserver.Options{})
+}
+
+// ConsulOnPort starts a Consul dev agent on a given HTTP port, e.g. to restart one where clients
+// already point.
+func ConsulOnPort(t testing.TB, port int) *devserver.Server {
+	t.Helper()
+	return startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		return devserver.StartConsul(ctx, o)
+	}, devserver.Options{Port: port})
+}
+
+// Prometheus starts Prometheus with config for the test on port (0 picks a free one). files are written
+// into its directory first (e.g. rule files the config names), keyed by file name.
+func Prometheus(t testing.TB, port int, config []byte, files map[string][]byte) *devserver.Server {
+	t.Helper()
+	return startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		return devserver.StartPrometheus(ctx, o, config, files)
+	}, devserver.Options{Port: port})
+}
+
+// Loki starts a single-binary Loki for the test.
+func Loki(t testing.TB) *devserver.Server {
+	t.Helper()
+	return startT(t, devserver.StartLoki, devserver.Options{})
+}
+
+// Istiod starts istiod (pilot-discovery) for the test against the apiserver of kubeconfig, with
+// devserver.DefaultMeshConfig. The namespace devserver.IstiodNamespace must exist.
+func Istiod(t testing.TB, kubeconfig string) *devserver.Istiod {
+	t.Helper()
+	var d *devserver.Istiod
+	startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		var err error
+		if d, err = devserver.StartIstiod(ctx, o, kubeconfig, nil); err != nil {
+			return nil, err
+		}
+		return d.Server, nil
+	}, devserver.Options{})
+	return d
+}
+
+// Run starts p for the test (see devserver.Run) and waits for p.Ready if it is set; its log tail is
+// logged if the test fails.
+func Run(t testing.TB, p devserver.Program) *devserver.Server {
+	t.Helper()
+	return startT(t, func(ctx context.Context, o devserver.Options) (*devserver.Server, error) {
+		return devserver.Run(ctx, o, p)
+	}, devserver.Options{})
+}
+
+// Service runs binary with env and nothing else from the test's environment (see devserver.Program's
+// OnlyEnv), without waiting for it to serve.
+func Service(t testing.TB, binary string, env map[string]string) *devserver.Server {
+	t.Helper()
+	var list []string
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		list = append(list, k+"="+env[k])
+	}
+	return Run(t, devserver.Program{Name: filepath.Base(binary), Bin: binary, Env: list, OnlyEnv: true})
+}
+
+func startT(t testing.TB, start func(context.Context, devserver.Options) (*devserver.Server, error), o devserver.Options) *devserver.Server {
+	t.Helper()
+	o.Dir = t.TempDir()
+	o.ReadyTimeout = 90 * time.Second
+	s, err := start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.Stop()
+		if t.Failed() {
+			t.Logf("--- %s log tail ---\n%s", s.Name, s.LogTail(4000))
+		}
+	})
+	return s
+}

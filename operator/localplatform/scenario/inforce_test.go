@@ -1,0 +1,166 @@
+package scenario_test
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/utils/ptr"
+
+	"meshplane.dev/mesh/devkit/wait"
+	"meshplane.dev/mesh/proxyless"
+	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/inforce"
+	"meshplane.dev/operator/localplatform/scenario"
+	"meshplane.dev/operator/localplatform/workload"
+	ordersv1 "meshplane.dev/services/proto/orders/v1"
+)
+
+// Every field of a TrafficPolicy, read back from what istiod sent the caller: the ones gRPC enforces
+// are in force with the declared values, the others are reported as ignored, not sent or server side
+// — exactly the table in the README. `meshplane inforce` prints the same against the running istiod.
+func TestInForce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	p := mesh.Policy(scenario.WithTimeout(2*time.Second), scenario.WithSplit("v1", "v2", 90),
+		scenario.WithCircuitBreaker(v1alpha1.CircuitBreaker{
+			MaxRequests: ptr.To[int32](50), MaxConnections: ptr.To[int32](10), ConsecutiveErrors: ptr.To[int32](5),
+			BaseEjectionTime: ptr.To(v1alpha1.Duration("30s")),
+		}))
+	p.Spec.Retries = &v1alpha1.Retries{Attempts: ptr.To[int32](2), PerTryTimeout: ptr.To(v1alpha1.Duration("1s")),
+		RetryOn: []v1alpha1.RetryCondition{"unavailable", "connect-failure", "503"}}
+	p.Spec.MTLS = &v1alpha1.MTLS{Mode: v1alpha1.MTLSStrict}
+	p.Spec.Allow = []v1alpha1.Caller{{ServiceAccount: "orders"}}
+	if _, err := mesh.ApplyAndWait(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+
+	report, err := inforce.Build(ctx, inforce.Options{Istiod: mesh.Istiod, Kube: env.Client, Namespace: ns,
+		Service: "payments", Proxy: mesh.CallerID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Clients) != 1 {
+		t.Fatalf("got %d clients, want the caller", len(report.Clients))
+	}
+	got := map[string]inforce.Verdict{}
+	received := map[string]string{}
+	for _, r := range report.Clients[0].Rows {
+		got[r.Field] = r.Verdict
+		received[r.Field] = r.Received
+	}
+	want := map[string]inforce.Verdict{
+		"timeout":                            inforce.InForce,
+		"retries.attempts":                   inforce.InForce,
+		"retries.retryOn":                    inforce.Partly,
+		"retries.perTryTimeout":              inforce.Ignored,
+		"split":                              inforce.InForce,
+		"circuitBreaker.maxRequests":         inforce.InForce,
+		"circuitBreaker.maxConnections":      inforce.NotSent,
+		"circuitBreaker (outlier detection)": inforce.NotSent,
+		"mtls.mode":                          inforce.NotSent,
+		"allow":                              inforce.ServerSide,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("verdicts (-want +got):\n%s", diff)
+	}
+	for field, value := range map[string]string{
+		"timeout":                    "route max_stream_duration=2s",
+		"retries.attempts":           "route num_retries=2",
+		"retries.retryOn":            "route retry_on=unavailable,connect-failure,retriable-status-codes retriable_status_codes=[503]",
+		"split":                      "route weighted_clusters v1=90 v2=10",
+		"circuitBreaker.maxRequests": "cluster circuit_breakers.max_requests=50,50",
+	} {
+		if received[field] != value {
+			t.Errorf("%s: received %q, want %q", field, received[field], value)
+		}
+	}
+
+	// The command, as a user runs it against the same istiod and apiserver.
+	bin := filepath.Join(t.TempDir(), "meshplane")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/meshplane").CombinedOutput(); err != nil {
+		t.Fatalf("build meshplane: %v\n%s", err, out)
+	}
+	cmd := exec.CommandContext(ctx, bin, "inforce", "--istiod", istiod.URL(), "--kubeconfig", env.Kubeconfig, "-n", ns, "payments")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("meshplane inforce: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	t.Logf("meshplane inforce -n %s payments:\n%s", ns, stdout.String())
+	for _, line := range []string{
+		"payments.shop.svc.cluster.local:9030 — TrafficPolicy shop/payments",
+		"client " + mesh.CallerID + " (ACKed its last push)",
+		"retries.perTryTimeout",
+	} {
+		if !strings.Contains(stdout.String(), line) {
+			t.Errorf("output lacks %q", line)
+		}
+	}
+}
+
+// The shop's own services in xds mode: orders and catalog run with their GRPC_XDS_BOOTSTRAP and reach
+// payments and catalog through istiod (xds:/// targets); an order placed through the caller's xDS
+// client is charged by payments, and orders shows up as a client of payments in istiod.
+func TestShopInXDSMode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if _, err := mesh.ApplyAndWait(ctx, mesh.Policy(scenario.NoRetries)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	start := func(name string, port int32, extra ...string) {
+		t.Helper()
+		svc := workload.Service{Name: name, Namespace: ns, Ports: []workload.Port{{Name: "grpc", Port: port}}}
+		in, err := newInstance(name+"-0", map[string]string{"version": "v1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := workload.Apply(ctx, env.Client, svc, in); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := startService(ctx, dir, name, svc, in, extra); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start("catalog", 9010)
+	start("orders", 9020,
+		"CATALOG_TARGET="+proxyless.Target("catalog", ns, 9010, ""),
+		"PAYMENTS_TARGET="+proxyless.Target("payments", ns, 9030, ""))
+
+	caller := proxyless.Bootstrap{Node: proxyless.Node{Name: "meshtest-orders", Namespace: ns, IP: "127.0.0.1"}, XDSAddr: istiod.XDSAddr}
+	conn, err := scenario.DialXDS(caller, proxyless.Target("orders", ns, 9020, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	orders := ordersv1.NewOrderServiceClient(conn)
+	var placed *ordersv1.PlaceOrderResponse
+	wait.For(t, time.Minute, func() error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		placed, err = orders.PlaceOrder(cctx, &ordersv1.PlaceOrderRequest{IdempotencyKey: "xds-order-1",
+			Items: []*ordersv1.LineItem{{ProductId: "moka-pot", Quantity: 1}}, CardToken: "tok_visa"})
+		return err
+	})
+	if placed.GetOrder().GetId() == "" {
+		t.Fatalf("order placed without an id: %v", placed)
+	}
+	report, err := inforce.Build(ctx, inforce.Options{Istiod: mesh.Istiod, Kube: env.Client, Namespace: ns, Service: "payments"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clients []string
+	for _, c := range report.Clients {
+		clients = append(clients, c.Received.Proxy.ID)
+	}
+	if !slices.Contains(clients, "orders-0."+ns) {
+		t.Errorf("payments' clients in istiod: %v, want orders-0.%s among them", clients, ns)
+	}
+}

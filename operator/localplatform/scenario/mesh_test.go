@@ -1,0 +1,339 @@
+package scenario_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"meshplane.dev/mesh/devkit/devserver"
+	"meshplane.dev/mesh/proxyless"
+	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/controller"
+	"meshplane.dev/operator/internal/desiredstate"
+	"meshplane.dev/operator/internal/inforce"
+	"meshplane.dev/operator/localplatform/controlplane"
+	"meshplane.dev/operator/localplatform/scenario"
+	"meshplane.dev/operator/localplatform/workload"
+)
+
+const ns = "shop"
+
+var (
+	env    *controlplane.Env
+	istiod *devserver.Istiod
+	mesh   *scenario.Mesh
+	// procs holds the service processes, by instance name.
+	procs = map[string]*devserver.Server{}
+	// bootstraps holds the instances' bootstrap files, by instance name.
+	bootstraps = map[string]string{}
+	binDir     string
+	// loopback is this run's 127.a.b.0/24: every instance gets its own address, as pods do.
+	loopback string
+	nextIP   = 1
+)
+
+// TestMain brings up the local mesh once for the package: a real kube-apiserver and etcd with the
+// CRDs, the operator's reconciler, istiod against that apiserver, and two payments instances (v1,
+// v2) registered as WorkloadEntries behind the payments Service and joined to the mesh through their
+// xDS bootstraps. The tests' caller is a proxyless gRPC client with its own node identity.
+func TestMain(m *testing.M) {
+	code, err := setup(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mesh test:", err)
+		code = 1
+	}
+	os.Exit(code)
+}
+
+func setup(m *testing.M) (int, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir, err := os.MkdirTemp("", "meshtest-")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+
+	// Build the services while the control plane starts.
+	built := make(chan error, 1)
+	binDir = filepath.Join(dir, "bin")
+	go func() { built <- build(binDir, "payments", "catalog", "orders") }()
+
+	env, err = controlplane.Start(controlplane.Options{})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = env.Stop() }()
+	utilruntime.Must(v1alpha1.AddToScheme(env.Scheme))
+	for _, n := range []string{devserver.IstiodNamespace, ns} {
+		if err := workload.EnsureNamespace(ctx, env.Client, n); err != nil {
+			return 0, err
+		}
+	}
+	istiod, err = devserver.StartIstiod(ctx, devserver.Options{Dir: filepath.Join(dir, "istiod"), ReadyTimeout: 3 * time.Minute},
+		env.Kubeconfig, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = istiod.Stop() }()
+	stopManager, err := startManager(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer stopManager()
+	if err := <-built; err != nil {
+		return 0, err
+	}
+	loopback = fmt.Sprintf("127.%d.%d.", 10+rand.IntN(200), rand.IntN(250))
+	defer stopAll()
+	if mesh, err = startPayments(ctx, dir); err != nil {
+		return 0, err
+	}
+	return m.Run(), nil
+}
+
+func build(dir string, names ...string) error {
+	for _, name := range names {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), ".")
+		cmd.Dir = filepath.Join("..", "..", "..", "services", name)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s: %w\n%s", name, err, out)
+		}
+	}
+	return nil
+}
+
+// startManager runs the operator's TrafficPolicy reconciler as the manager binary does.
+func startManager(ctx context.Context) (func(), error) {
+	logger := zap.New(zap.WriteTo(&managerLog))
+	ctrl.SetLogger(logger)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Logger: logger, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		return nil, err
+	}
+	r := &controller.TrafficPolicyReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+		Recorder: mgr.GetEventRecorder("meshplane"), Defaults: desiredstate.PlatformDefaults(),
+		Metrics: controller.NewMetrics(mgr.GetClient()),
+	}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	return func() { cancel(); <-done }, nil
+}
+
+var managerLog syncBuffer
+
+var paymentsService = workload.Service{
+	Name: "payments", Namespace: ns, Ports: []workload.Port{{Name: "grpc", Port: 9030}}, HealthChecks: true,
+}
+
+// startPayments registers and starts payments v1 and v2 and the test's caller.
+func startPayments(ctx context.Context, dir string) (*scenario.Mesh, error) {
+	var instances []workload.Instance
+	var observed []scenario.Instance
+	for _, v := range []string{"v1", "v2"} {
+		in, err := newInstance("payments-"+v, map[string]string{"version": v})
+		if err != nil {
+			return nil, err
+		}
+		instances = append(instances, in)
+	}
+	if err := workload.Apply(ctx, env.Client, paymentsService, instances...); err != nil {
+		return nil, err
+	}
+	for _, in := range instances {
+		p, err := startService(ctx, dir, "payments", paymentsService, in, nil)
+		if err != nil {
+			return nil, err
+		}
+		observed = append(observed, scenario.Instance{Name: in.Name, Subset: in.Labels["version"], Admin: p.Addr})
+		if err := workload.SetHealthy(ctx, env.Client, ns, in.Name, true); err != nil {
+			return nil, err
+		}
+	}
+	caller := proxyless.Bootstrap{
+		Node:    proxyless.Node{Name: "meshtest", Namespace: ns, IP: "127.0.0.1", Labels: map[string]string{"app": "meshtest"}},
+		XDSAddr: istiod.XDSAddr,
+	}
+	conn, err := scenario.DialXDS(caller, proxyless.Target("payments", ns, 9030, ""))
+	if err != nil {
+		return nil, err
+	}
+	return &scenario.Mesh{
+		Namespace: ns, Service: "payments", Port: 9030, Method: "Charge", Instances: observed,
+		Istiod: inforce.Istiod{URL: istiod.URL()}, CallerID: caller.Node.ProxyID(), Call: scenario.Charge(conn),
+		Apply: func(ctx context.Context, manifest []byte) error {
+			_, err := env.Kubectl(ctx, bytes.NewReader(manifest), "apply", "-f", "-")
+			return err
+		},
+		Client: env.Client,
+		SetHealthy: func(ctx context.Context, instance string, healthy bool) error {
+			return workload.SetHealthy(ctx, env.Client, ns, instance, healthy)
+		},
+	}, nil
+}
+
+// newInstance gives an instance its own loopback address and a free port on it.
+func newInstance(name string, labels map[string]string) (workload.Instance, error) {
+	ip := loopback + strconv.Itoa(nextIP)
+	nextIP++
+	port, err := freePort(ip)
+	if err != nil {
+		return workload.Instance{}, err
+	}
+	return workload.Instance{Name: name, IP: ip, Ports: map[string]uint32{"grpc": uint32(port)}, Labels: labels}, nil
+}
+
+func freePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("free port on %s: %w", ip, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// startService writes the instance's xDS bootstrap and runs the service in xds mode until the test
+// binary ends, waiting for /readyz.
+func startService(ctx context.Context, dir, bin string, svc workload.Service, in workload.Instance, extra []string) (*devserver.Server, error) {
+	bootstrap := filepath.Join(dir, "xds", in.Name+".json")
+	if err := (proxyless.Bootstrap{Node: svc.Node(in), XDSAddr: istiod.XDSAddr}).Write(bootstrap); err != nil {
+		return nil, err
+	}
+	bootstraps[in.Name] = bootstrap
+	adminPort, err := freePort(in.IP)
+	if err != nil {
+		return nil, err
+	}
+	admin := net.JoinHostPort(in.IP, strconv.Itoa(adminPort))
+	p, err := devserver.Run(ctx, devserver.Options{Dir: filepath.Join(dir, in.Name), ReadyTimeout: time.Minute}, devserver.Program{
+		Name: in.Name, Bin: filepath.Join(binDir, bin), Addr: admin, OnlyEnv: true,
+		Env: append([]string{
+			"GRPC_ADDR=" + net.JoinHostPort(in.IP, strconv.Itoa(int(in.Ports["grpc"]))),
+			"ADMIN_ADDR=" + admin,
+			"NAMESPACE=" + ns,
+			"LOG_LEVEL=warn",
+			proxyless.BootstrapEnv + "=" + bootstrap,
+		}, extra...),
+		Ready: devserver.HTTPReady("http://" + admin + "/readyz"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	procs[in.Name] = p
+	return p, nil
+}
+
+// stopAll signals every service at once, so their drains overlap, then waits for each.
+func stopAll() {
+	for _, p := range procs {
+		_ = p.Signal(syscall.SIGTERM)
+	}
+	for _, p := range procs {
+		_ = p.Stop()
+	}
+}
+
+// syncBuffer collects output for failure messages.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) tail(n int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.b.Bytes()
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// runScenario runs s and fails the test for every prediction that did not hold, naming the Istio
+// field; the table of what was observed is logged either way.
+func runScenario(t *testing.T, s scenario.Scenario) []scenario.Outcome {
+	t.Helper()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("istiod log tail:\n%s", istiod.LogTail(3000))
+			t.Logf("manager log tail:\n%s", managerLog.tail(3000))
+			for _, p := range procs {
+				t.Logf("%s output tail:\n%s", p.Name, p.LogTail(2000))
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	outcomes, err := mesh.Run(ctx, s)
+	var table strings.Builder
+	_ = scenario.WriteTable(&table, s, outcomes, mesh.Instances)
+	t.Logf("\n%s", table.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range outcomes {
+		if o.Err != nil {
+			t.Errorf("%s: %v", o.Step, o.Err)
+		}
+	}
+	return outcomes
+}
+
+// VirtualService route weights over DestinationRule subsets: 80/20 observed over 400 calls within the
+// binomial band (± 0.08).
+func TestCanarySplit(t *testing.T) {
+	runScenario(t, mesh.CanarySplit("v1", "v2", 80, 400))
+}
+
+// Retries: payments fails half its calls with UNAVAILABLE; attempts: 0 gives 50 % success, attempts: 3
+// on unavailable gives 1 - 0.5^4 = 93.75 %.
+func TestRetries(t *testing.T) {
+	runScenario(t, mesh.Retries(0.5, 3, 400))
+}
+
+// Timeout: payments answers after 1.5s; a 2.5s policy timeout lets every call through, a 300ms one
+// ends every call DEADLINE_EXCEEDED between 300ms and 800ms.
+func TestTimeout(t *testing.T) {
+	runScenario(t, mesh.Timeout(1500*time.Millisecond, 300*time.Millisecond, 10))
+}
+
+// circuitBreaker.maxRequests: 10 concurrent calls to instances answering after 700ms: without a limit
+// all succeed; with maxRequests 2 at most 2 do and gRPC fails the rest at once with UNAVAILABLE.
+func TestMaxRequests(t *testing.T) {
+	runScenario(t, mesh.MaxRequests(2, 700*time.Millisecond, 10))
+}
+
+// Outlier detection is declared but not enforced proxyless: v2 failing every call keeps half the
+// traffic. Marking v2 unhealthy (as a failed health check does) moves all traffic to v1.
+func TestOutlierDetection(t *testing.T) {
+	runScenario(t, mesh.OutlierDetection("payments-v2", 5, 100))
+}

@@ -1,0 +1,406 @@
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"meshplane.dev/mesh/devkit/wait"
+	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/inforce"
+)
+
+// Instance is one process of the service under test, observed through its admin port.
+type Instance struct {
+	// Name is the instance's name, e.g. payments-v1.
+	Name string
+	// Subset is the value of its version label, the subset a split routes to.
+	Subset string
+	// Admin is host:port of its admin server (/metrics, /admin/faults).
+	Admin string
+}
+
+// Mesh is a running local mesh: a service with instances, istiod, and a caller whose gRPC xDS client
+// the scenarios drive.
+type Mesh struct {
+	// Namespace and Service name the service under test and its TrafficPolicy's target.
+	Namespace, Service string
+	// Port is the Service's port the caller dials.
+	Port int
+	// Method is the gRPC method Call invokes and faults target, e.g. Charge.
+	Method string
+	// Instances are the service's processes.
+	Instances []Instance
+	// Istiod reads what the caller received.
+	Istiod inforce.Istiod
+	// CallerID is the caller's proxy id in istiod (name.namespace, proxyless.Node.ProxyID).
+	CallerID string
+	// Call makes one call to the service through the caller's xDS client.
+	Call func(ctx context.Context) error
+	// Apply applies a manifest (e.g. kubectl apply -f -).
+	Apply func(ctx context.Context, manifest []byte) error
+	// Client reads the live TrafficPolicy (its Ready condition and status.effective).
+	Client client.Reader
+	// SetHealthy marks an instance healthy or not in istiod's registry (nil: scenarios that need it fail).
+	SetHealthy func(ctx context.Context, instance string, healthy bool) error
+	// HTTP reaches the admin ports; nil uses a client with a 5s timeout.
+	HTTP *http.Client
+	// Settle bounds each wait for a policy to be in force; 0 means 60s.
+	Settle time.Duration
+}
+
+// Step is one configuration of a scenario: a policy, faults, and a bounded number of calls.
+type Step struct {
+	// Label names the step in tables, e.g. "retries.attempts: 0".
+	Label string
+	// Policy is applied first and waited for until the caller runs it.
+	Policy *v1alpha1.TrafficPolicy
+	// Faults maps an instance name to its fault rules (JSON, as PUT /admin/faults takes); "*" means
+	// every instance. They are cleared after the step.
+	Faults map[string]string
+	// Unhealthy instances are marked unhealthy for the step (and healthy again after it).
+	Unhealthy []string
+	// Calls bounds the calls made; Concurrency of them are in flight at once (at least 1).
+	Calls, Concurrency int
+	// Deadline is each call's own deadline, as the caller's application would set it.
+	Deadline time.Duration
+	// Predict states what Istio's semantics predict for the step and checks the observation; the
+	// error names the field and what was off.
+	Predict func(Observed) Prediction
+}
+
+// Prediction is what a step should show, and whether it did.
+type Prediction struct {
+	// Expected is the prediction in words, e.g. "v1 share 0.80 ± 0.08".
+	Expected string
+	// Err is nil when the observation matches.
+	Err error
+}
+
+// Observed summarises a step's calls.
+type Observed struct {
+	Step string
+	// Calls made and how many succeeded.
+	Calls, OK int
+	// Codes counts the calls' gRPC codes.
+	Codes map[codes.Code]int
+	// Served counts the calls each instance handled (from its own metrics; retries count again).
+	Served map[string]int
+	// Latency of the calls, sorted ascending.
+	Latency []time.Duration
+	// Elapsed is the wall time of the calls.
+	Elapsed time.Duration
+}
+
+// SuccessRate is OK / Calls.
+func (o Observed) SuccessRate() float64 {
+	if o.Calls == 0 {
+		return 0
+	}
+	return float64(o.OK) / float64(o.Calls)
+}
+
+// Share is the fraction of the attempts served by the instances of subset.
+func (o Observed) Share(instances []Instance, subset string) float64 {
+	total, in := 0, 0
+	for _, i := range instances {
+		total += o.Served[i.Name]
+		if i.Subset == subset {
+			in += o.Served[i.Name]
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	return float64(in) / float64(total)
+}
+
+// Quantile returns the q-quantile latency (0 ≤ q ≤ 1).
+func (o Observed) Quantile(q float64) time.Duration {
+	if len(o.Latency) == 0 {
+		return 0
+	}
+	i := int(q * float64(len(o.Latency)-1))
+	return o.Latency[i]
+}
+
+// Outcome is one step's observation and verdict.
+type Outcome struct {
+	Observed
+	Prediction
+	// InForce is what the caller held while the calls ran ("declared vs. in force").
+	InForce []inforce.Row
+}
+
+// Scenario is a named experiment whose steps run in order.
+type Scenario struct {
+	// Name is a short title, e.g. "retries".
+	Name string
+	// Field names the Istio field the scenario proves.
+	Field string
+	Steps []Step
+}
+
+// Run runs every step of s: apply its policy, wait until the caller has it, set faults, drive the
+// calls, clear the faults, check the prediction. It stops at the first step it cannot run (an error),
+// not at a failed prediction (in the Outcome).
+func (m *Mesh) Run(ctx context.Context, s Scenario) ([]Outcome, error) {
+	var out []Outcome
+	for _, st := range s.Steps {
+		o, err := m.runStep(ctx, st)
+		if err != nil {
+			return out, fmt.Errorf("scenario %s, step %q: %w", s.Name, st.Label, err)
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+func (m *Mesh) runStep(ctx context.Context, st Step) (Outcome, error) {
+	rows, err := m.ApplyAndWait(ctx, st.Policy)
+	if err != nil {
+		return Outcome{}, err
+	}
+	for _, name := range st.Unhealthy {
+		if m.SetHealthy == nil {
+			return Outcome{}, errors.New("the step marks instances unhealthy but the mesh cannot")
+		}
+		if err := m.SetHealthy(ctx, name, false); err != nil {
+			return Outcome{}, err
+		}
+		defer func() { _ = m.SetHealthy(context.WithoutCancel(ctx), name, true) }()
+	}
+	if len(st.Unhealthy) > 0 {
+		// The policy is in force; now wait until the caller's endpoints are too.
+		if err := m.waitEndpoints(ctx, st.Unhealthy); err != nil {
+			return Outcome{}, err
+		}
+	}
+	defer func() { _ = m.clearFaults(context.WithoutCancel(ctx)) }()
+	for name, rules := range st.Faults {
+		for _, inst := range m.Instances {
+			if name == "*" || name == inst.Name {
+				if err := m.setFaults(ctx, inst, rules); err != nil {
+					return Outcome{}, err
+				}
+			}
+		}
+	}
+	before, err := m.served(ctx)
+	if err != nil {
+		return Outcome{}, err
+	}
+	obs := m.drive(ctx, st)
+	after, err := m.served(ctx)
+	if err != nil {
+		return Outcome{}, err
+	}
+	obs.Served = map[string]int{}
+	for name, n := range after {
+		obs.Served[name] = n - before[name]
+	}
+	o := Outcome{Observed: obs, InForce: rows}
+	if st.Predict != nil {
+		o.Prediction = st.Predict(obs)
+	}
+	return o, nil
+}
+
+// ApplyAndWait applies p, waits until the operator reports it Ready for its generation, then until the
+// caller has ACKed a push holding every field gRPC can hold as declared. It returns the comparison.
+func (m *Mesh) ApplyAndWait(ctx context.Context, p *v1alpha1.TrafficPolicy) ([]inforce.Row, error) {
+	manifest, err := yaml.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Apply(ctx, manifest); err != nil {
+		return nil, fmt.Errorf("apply trafficpolicy %s: %w", p.Name, err)
+	}
+	settle := m.Settle
+	if settle == 0 {
+		settle = time.Minute
+	}
+	wctx, cancel := context.WithTimeout(ctx, settle)
+	defer cancel()
+	live := &v1alpha1.TrafficPolicy{}
+	err = wait.Until(wctx, 100*time.Millisecond, func(ctx context.Context) error {
+		if err := m.Client.Get(ctx, client.ObjectKeyFromObject(p), live); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(live.Status.Conditions, v1alpha1.ConditionReady)
+		if live.Status.ObservedGeneration != live.Generation || c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("trafficpolicy %s not Ready for generation %d: %+v", p.Name, live.Generation, live.Status.Conditions)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var rows []inforce.Row
+	err = wait.Until(wctx, 100*time.Millisecond, func(ctx context.Context) error {
+		// A call makes sure the caller has asked istiod for the service at all.
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_ = m.Call(cctx)
+		cancel()
+		r, err := m.Istiod.Received(ctx, m.CallerID, m.host(), m.Port)
+		if err != nil {
+			return err
+		}
+		rows = inforce.Compare(live, nil, r)
+		return inforce.Converged(r, rows)
+	})
+	return rows, err
+}
+
+func (m *Mesh) host() string { return m.Service + "." + m.Namespace + ".svc.cluster.local" }
+
+// waitEndpoints waits until the caller has ACKed a push after the instances turned unhealthy: calls
+// reach none of them for a run of 20 calls.
+func (m *Mesh) waitEndpoints(ctx context.Context, unhealthy []string) error {
+	settle := m.Settle
+	if settle == 0 {
+		settle = time.Minute
+	}
+	wctx, cancel := context.WithTimeout(ctx, settle)
+	defer cancel()
+	return wait.Until(wctx, 100*time.Millisecond, func(ctx context.Context) error {
+		before, err := m.served(ctx)
+		if err != nil {
+			return err
+		}
+		m.drive(ctx, Step{Calls: 20, Concurrency: 1, Deadline: 2 * time.Second})
+		after, err := m.served(ctx)
+		if err != nil {
+			return err
+		}
+		for _, name := range unhealthy {
+			if n := after[name] - before[name]; n > 0 {
+				return fmt.Errorf("unhealthy instance %s still served %d of 20 calls", name, n)
+			}
+		}
+		return nil
+	})
+}
+
+// drive makes st.Calls calls, st.Concurrency at a time.
+func (m *Mesh) drive(ctx context.Context, st Step) Observed {
+	conc := max(st.Concurrency, 1)
+	deadline := st.Deadline
+	if deadline == 0 {
+		deadline = 5 * time.Second
+	}
+	obs := Observed{Step: st.Label, Calls: st.Calls, Codes: map[codes.Code]int{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	next := make(chan struct{})
+	start := time.Now()
+	for range conc {
+		wg.Go(func() {
+			for range next {
+				cctx, cancel := context.WithTimeout(ctx, deadline)
+				t0 := time.Now()
+				err := m.Call(cctx)
+				d := time.Since(t0)
+				cancel()
+				mu.Lock()
+				obs.Codes[status.Code(err)]++
+				if err == nil {
+					obs.OK++
+				}
+				obs.Latency = append(obs.Latency, d)
+				mu.Unlock()
+			}
+		})
+	}
+	for range st.Calls {
+		next <- struct{}{}
+	}
+	close(next)
+	wg.Wait()
+	obs.Elapsed = time.Since(start)
+	slices.Sort(obs.Latency)
+	return obs
+}
+
+func (m *Mesh) httpClient() *http.Client {
+	if m.HTTP != nil {
+		return m.HTTP
+	}
+	return &http.Client{Timeout: 5 * time.Second}
+}
+
+func (m *Mesh) setFaults(ctx context.Context, inst Instance, rules string) error {
+	method := http.MethodPut
+	if rules == "" {
+		method = http.MethodDelete
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+inst.Admin+"/admin/faults", strings.NewReader(rules))
+	if err != nil {
+		return err
+	}
+	resp, err := m.httpClient().Do(req)
+	if err != nil {
+		return fmt.Errorf("faults on %s: %w", inst.Name, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("faults on %s: %s: %s", inst.Name, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+func (m *Mesh) clearFaults(ctx context.Context) error {
+	var errs []error
+	for _, inst := range m.Instances {
+		errs = append(errs, m.setFaults(ctx, inst, ""))
+	}
+	return errors.Join(errs...)
+}
+
+// served reads how many calls of Method each instance has handled, from grpc_server_handled_total.
+func (m *Mesh) served(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{}
+	for _, inst := range m.Instances {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+inst.Admin+"/metrics", nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "text/plain")
+		resp, err := m.httpClient().Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("metrics of %s: %w", inst.Name, err)
+		}
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		mfs, err := p.TextToMetricFamilies(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("metrics of %s: %w", inst.Name, err)
+		}
+		n := 0.0
+		for _, metric := range mfs["grpc_server_handled_total"].GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if l.GetName() == "grpc_method" && l.GetValue() == m.Method {
+					n += metric.GetCounter().GetValue()
+				}
+			}
+		}
+		out[inst.Name] = int(n)
+	}
+	return out, nil
+}

@@ -1,0 +1,360 @@
+package localplatform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	consulapi "github.com/hashicorp/consul/api"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"meshplane.dev/mesh/devkit/devserver"
+	"meshplane.dev/mesh/devkit/wait"
+	"meshplane.dev/operator/localplatform/controlplane"
+)
+
+// Namespaces the platform uses: the shop, Istio's root (ServiceEntries from Consul land there), and the
+// operator's own.
+const (
+	ShopNamespace     = "shop"
+	IstioNamespace    = "istio-system"
+	OperatorNamespace = "meshplane-system"
+)
+
+// supervisor starts the components in order and stops them in reverse.
+type supervisor struct {
+	cfg      Config
+	state    *State
+	progress io.Writer
+	began    time.Time
+	stops    []func()
+	env      *controlplane.Env
+	consul   *consulapi.Client
+	// xdsAddr is istiod's plaintext xDS address, the shop's bootstraps' server (mesh on).
+	xdsAddr string
+	// istiodMetrics is istiod's own /metrics address, for Prometheus.
+	istiodMetrics string
+}
+
+// Supervise runs the platform until ctx ends: it starts every component, records them in the state file,
+// marks the run ready, and on cancellation stops them in reverse order. progress receives one line per
+// step with the elapsed time.
+func Supervise(ctx context.Context, cfg Config, runID string, progress io.Writer) (err error) {
+	s := &supervisor{cfg: cfg, progress: progress, began: time.Now(), state: &State{
+		RunID: runID, SupervisorPID: os.Getpid(), Phase: PhaseStarting, Started: time.Now(),
+		Ports: cfg.Ports, Kubeconfig: cfg.Kubeconfig(),
+	}}
+	if err := s.save(); err != nil {
+		return err
+	}
+	defer func() {
+		s.state.Phase = PhaseStopping
+		_ = s.save()
+		s.say("platform", "stopping %d components", len(s.stops))
+		for _, stop := range slices.Backward(s.stops) {
+			stop()
+		}
+		s.state.Phase = PhaseStopped
+		if err != nil {
+			s.state.Phase, s.state.Error = PhaseFailed, err.Error()
+		}
+		_ = s.save()
+		s.say("platform", "stopped")
+	}()
+
+	startCtx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
+	defer cancel()
+	if err := s.startAll(startCtx); err != nil {
+		s.state.Phase, s.state.Error = PhaseFailed, err.Error()
+		_ = s.save()
+		s.say("platform", "FAILED: %v", err)
+		return err
+	}
+	s.state.Phase, s.state.Ready = PhaseReady, time.Now()
+	if err := s.save(); err != nil {
+		return err
+	}
+	s.say("platform", "ready in %s", time.Since(s.began).Round(100*time.Millisecond))
+	<-ctx.Done()
+	return nil
+}
+
+func (s *supervisor) startAll(ctx context.Context) error {
+	steps := []struct {
+		name string
+		run  func(context.Context) error
+	}{
+		{"kube-apiserver", s.startKube},
+		{"istiod", s.startIstiod},
+		{"consul", s.startConsul},
+		{"loki", s.startLoki},
+		{"operator", s.startOperator},
+		{"shop", s.startShop},
+		{"prometheus", s.startPrometheus},
+		{"loadgen", s.startLoadgen},
+		{"policies", s.applyPolicies},
+	}
+	for _, st := range steps {
+		if err := st.run(ctx); err != nil {
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
+	}
+	return nil
+}
+
+func (s *supervisor) say(component, format string, args ...any) {
+	fmt.Fprintf(s.progress, "[%6.1fs] %-15s %s\n", time.Since(s.began).Seconds(), component, fmt.Sprintf(format, args...))
+}
+
+func (s *supervisor) save() error { return writeState(s.cfg.statePath(), s.state) }
+
+func (s *supervisor) record(c Component, stop func()) {
+	s.state.Components = append(s.state.Components, c)
+	if stop != nil {
+		s.stops = append(s.stops, stop)
+	}
+	_ = s.save()
+}
+
+// server starts a devserver-style component and records it.
+func (s *supervisor) server(ctx context.Context, name, what string, start func(context.Context) (*devserver.Server, error), url, health string) (*devserver.Server, error) {
+	s.say(name, "starting %s", what)
+	t := time.Now()
+	srv, err := start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.say(name, "ready on %s (%s)", srv.Addr, time.Since(t).Round(100*time.Millisecond))
+	s.record(Component{Name: name, URL: url, Health: health, PID: srv.Pid(), Log: srv.LogPath}, func() {
+		s.say(name, "stopping")
+		_ = srv.Stop()
+	})
+	return srv, nil
+}
+
+func (s *supervisor) opts(name string, port int) devserver.Options {
+	return devserver.Options{Dir: s.cfg.dataDir(name), Port: port, LogFile: s.cfg.logFile(name), ReadyTimeout: 2 * time.Minute}
+}
+
+func (s *supervisor) startKube(ctx context.Context) error {
+	s.say("kube-apiserver", "starting etcd + kube-apiserver on %s with Meshplane's and Istio's CRDs, and the garbage collector (waits for the CRDs to be served)", s.cfg.Ports.Addr("apiserver"))
+	t := time.Now()
+	env, err := controlplane.Start(controlplane.Options{Dir: s.cfg.dataDir("kube"), APIServerPort: s.cfg.Ports["apiserver"], GarbageCollector: true})
+	if err != nil {
+		return err
+	}
+	s.env = env
+	s.record(Component{Name: "kube-apiserver", URL: env.Config.Host, Log: filepath.Join(s.cfg.dataDir("kube"), "kube-controller-manager.log")}, func() {
+		s.say("kube-apiserver", "stopping (with etcd and kube-controller-manager)")
+		_ = env.Stop()
+	})
+	b, err := os.ReadFile(env.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(s.cfg.Kubeconfig(), b, 0o600); err != nil {
+		return err
+	}
+	for _, ns := range []string{ShopNamespace, IstioNamespace, OperatorNamespace} {
+		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); client.IgnoreAlreadyExists(err) != nil {
+			return err
+		}
+	}
+	s.say("kube-apiserver", "ready at %s, kubeconfig %s (%s)", env.Config.Host, s.cfg.Kubeconfig(), time.Since(t).Round(100*time.Millisecond))
+	return nil
+}
+
+// startIstiod runs the real istiod (pilot-discovery) against the local apiserver, with the mesh on:
+// it turns the operator's VirtualServices and DestinationRules into xDS for the shop's proxyless gRPC
+// clients.
+func (s *supervisor) startIstiod(ctx context.Context) error {
+	if !s.cfg.Mesh() {
+		s.say("istiod", "skipped (--discovery %s: the shop finds its dependencies through Consul)", s.cfg.Discovery)
+		return nil
+	}
+	s.say("istiod", "starting istiod (pilot-discovery) against the local apiserver (waits for /ready: its caches synced, 10-25 s)")
+	t := time.Now()
+	d, err := devserver.StartIstiod(ctx, s.opts("istiod", s.cfg.Ports["istiod"]), s.cfg.Kubeconfig(), nil)
+	if err != nil {
+		return err
+	}
+	s.xdsAddr, s.istiodMetrics = d.XDSAddr, d.MonitoringAddr
+	s.state.XDSAddr = d.XDSAddr
+	url := d.URL()
+	s.say("istiod", "ready: debug %s, xDS %s (%s)", url, d.XDSAddr, time.Since(t).Round(100*time.Millisecond))
+	s.record(Component{Name: "istiod", URL: url + "/debug", Health: url + "/ready", PID: d.Pid(), Log: d.LogPath}, func() {
+		s.say("istiod", "stopping")
+		_ = d.Stop()
+	})
+	return nil
+}
+
+func (s *supervisor) startConsul(ctx context.Context) error {
+	srv, err := s.server(ctx, "consul", "Consul dev agent (waits for a leader)", func(ctx context.Context) (*devserver.Server, error) {
+		return devserver.StartConsul(ctx, s.opts("consul", s.cfg.Ports["consul"]))
+	}, "http://"+s.cfg.Ports.Addr("consul")+"/ui/", "http://"+s.cfg.Ports.Addr("consul")+"/v1/status/leader")
+	if err != nil {
+		return err
+	}
+	s.consul, err = consulapi.NewClient(&consulapi.Config{Address: srv.Addr})
+	return err
+}
+
+func (s *supervisor) startLoki(ctx context.Context) error {
+	_, err := s.server(ctx, "loki", "single-binary Loki (waits for /ready)", func(ctx context.Context) (*devserver.Server, error) {
+		return devserver.StartLoki(ctx, s.opts("loki", s.cfg.Ports["loki"]))
+	}, "http://"+s.cfg.Ports.Addr("loki"), "http://"+s.cfg.Ports.Addr("loki")+"/ready")
+	return err
+}
+
+func (s *supervisor) startOperator(ctx context.Context) error {
+	probes := "http://" + s.cfg.Ports.Addr("operator-probes")
+	_, err := s.server(ctx, "operator", "the Meshplane operator with the Consul catalog sync (waits for /readyz)", func(ctx context.Context) (*devserver.Server, error) {
+		return devserver.Run(ctx, s.opts("operator", 0), devserver.Program{
+			Name: "operator", Bin: filepath.Join(s.cfg.binDir(), "manager"),
+			Args: []string{
+				"--kubeconfig", s.cfg.Kubeconfig(),
+				"--metrics-bind-address", s.cfg.Ports.Addr("operator-metrics"),
+				"--health-probe-bind-address", s.cfg.Ports.Addr("operator-probes"),
+				"--leader-elect", "--leader-election-namespace", OperatorNamespace,
+				"--consul-address", s.cfg.Ports.Addr("consul"), "--cluster-name", "local",
+				"--consul-serviceentry-namespace", IstioNamespace,
+			},
+			Addr:  s.cfg.Ports.Addr("operator-metrics"),
+			Ready: devserver.HTTPReady(probes + "/readyz"),
+		})
+	}, "http://"+s.cfg.Ports.Addr("operator-metrics")+"/metrics", probes+"/readyz")
+	return err
+}
+
+// prometheusConfig scrapes every service in Consul that has an http-metrics port (the sync registers
+// each named port as port-<name> meta) and labels it service=<Consul name>, as the dashboards expect;
+// plus the operator. The rules are the generated ones.
+const prometheusConfig = `global:
+  scrape_interval: 5s
+  evaluation_interval: 5s
+rule_files:
+  - rules/*.yaml
+scrape_configs:
+  - job_name: shop
+    consul_sd_configs:
+      - server: %[1]s
+        refresh_interval: 5s
+    relabel_configs:
+      - source_labels: [__meta_consul_service_metadata_port_http_metrics]
+        regex: .+
+        action: keep
+      - source_labels: [__meta_consul_service_address, __meta_consul_service_metadata_port_http_metrics]
+        separator: ":"
+        target_label: __address__
+      - source_labels: [__meta_consul_service]
+        target_label: service
+      - source_labels: [__meta_consul_service_metadata_external_k8s_ns]
+        target_label: namespace
+  - job_name: meshplane-operator
+    static_configs:
+      - targets: [%[2]q]
+        labels: {service: meshplane-operator, namespace: meshplane-system}
+`
+
+// istiodScrape adds istiod's own metrics (pushes, xDS connections) when it runs.
+const istiodScrape = `  - job_name: istiod
+    static_configs:
+      - targets: [%q]
+        labels: {service: istiod, namespace: istio-system}
+`
+
+func (s *supervisor) startPrometheus(ctx context.Context) error {
+	rules, err := filepath.Glob(filepath.Join(s.cfg.Repo, "dashboards", "generated", "prometheus", "*.yaml"))
+	if err != nil {
+		return err
+	}
+	if len(rules) == 0 {
+		return errors.New("no rules in dashboards/generated/prometheus: run make generate")
+	}
+	files := map[string][]byte{}
+	if err := os.MkdirAll(filepath.Join(s.cfg.dataDir("prometheus"), "rules"), 0o755); err != nil {
+		return err
+	}
+	for _, r := range rules {
+		b, err := os.ReadFile(r)
+		if err != nil {
+			return err
+		}
+		files[filepath.Join("rules", filepath.Base(r))] = b
+	}
+	cfg := fmt.Appendf(nil, prometheusConfig, s.cfg.Ports.Addr("consul"), s.cfg.Ports.Addr("operator-metrics"))
+	if s.istiodMetrics != "" {
+		cfg = fmt.Appendf(cfg, istiodScrape, s.istiodMetrics)
+	}
+	url := "http://" + s.cfg.Ports.Addr("prometheus")
+	_, err = s.server(ctx, "prometheus", fmt.Sprintf("Prometheus with %d generated rule files, targets from Consul (waits for /-/ready)", len(rules)), func(ctx context.Context) (*devserver.Server, error) {
+		return devserver.StartPrometheus(ctx, s.opts("prometheus", s.cfg.Ports["prometheus"]), cfg, files)
+	}, url, url+"/-/ready")
+	return err
+}
+
+// httpGetOK is a one-shot health probe.
+func httpGetOK(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// waitPassing waits until Consul lists the instance of name at address:port as passing.
+func (s *supervisor) waitPassing(ctx context.Context, name, address string, port int) error {
+	return wait.Until(ctx, 200*time.Millisecond, func(context.Context) error {
+		entries, _, err := s.consul.Health().Service(name, "", true, nil)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.Service.Address == address && e.Service.Port == port {
+				return nil
+			}
+		}
+		return fmt.Errorf("consul lists no passing %s instance at %s:%d", name, address, port)
+	})
+}
+
+func ensureDirs(cfg Config) error {
+	for _, d := range []string{cfg.Dir, cfg.logDir(), cfg.binDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tail returns the last n bytes of a file, for error messages.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strings.TrimSpace(string(b))
+}

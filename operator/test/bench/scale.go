@@ -1,0 +1,468 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	"meshplane.dev/mesh/devkit/devserver"
+	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/desiredstate"
+	"meshplane.dev/operator/localplatform/controlplane"
+)
+
+// ScaleOptions configure the operator scale section.
+type ScaleOptions struct {
+	// Config and Kubeconfig reach the API server (envtest) as admin.
+	Config     *rest.Config
+	Kubeconfig string
+	// Manager is the path of the real manager binary (go build ./operator/cmd/manager).
+	Manager string
+	// Sizes are the numbers of policies, e.g. 1000 and 5000.
+	Sizes []int
+	// Steady is how long writes are counted once everything is Ready (goal: none).
+	Steady time.Duration
+	// Workers is the concurrency of the bare clients: the inputs and the floor.
+	Workers int
+	// Timeout bounds the wait for all policies to be Ready.
+	Timeout time.Duration
+	// Dir receives the manager's logs and, with Profile, its CPU profiles.
+	Dir string
+	// Profile fetches a CPU profile of the manager (pprof) while it converges.
+	Profile bool
+	// ManagerArgs are extra flags for the manager.
+	ManagerArgs []string
+	// Log receives progress.
+	Log io.Writer
+}
+
+// FloorFieldManager is the field manager of the floor's server-side applies.
+const FloorFieldManager = "bench-floor"
+
+// Scheme returns the scheme of the benchmark's clients: built-in kinds, Istio's and TrafficPolicy.
+func Scheme() *runtime.Scheme {
+	s := controlplane.NewScheme()
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}
+
+// Scale runs the operator scale section: for each size, N Services and TrafficPolicies in a namespace
+// the manager watches, timed from the manager's start to every policy Ready; the floor is the same
+// generated objects server-side-applied by a bare client, in a namespace of their own.
+func Scale(ctx context.Context, o ScaleOptions, emit func(Row) error) error {
+	cfg := rest.CopyConfig(o.Config)
+	cfg.QPS, cfg.Burst = -1, 0 // the bare clients rely on the API server's priority and fairness
+	scheme := Scheme()
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	for _, n := range o.Sizes {
+		rows, err := scaleOnce(ctx, o, cfg, c, n)
+		for _, r := range rows {
+			if err := emit(r); err != nil {
+				return err
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("operator scale at %d: %w", n, err)
+		}
+	}
+	return nil
+}
+
+func scaleOnce(ctx context.Context, o ScaleOptions, cfg *rest.Config, c client.Client, n int) ([]Row, error) {
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(o.Log, "operator N=%d: "+format+"\n", append([]any{n}, args...)...)
+	}
+	section := "Operator scale"
+	floorNS, opNS := fmt.Sprintf("bench-floor-%d", n), fmt.Sprintf("bench-operator-%d", n)
+	for _, ns := range []string{floorNS, opNS} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return nil, fmt.Errorf("create namespace %s: %w", ns, err)
+		}
+	}
+
+	start := time.Now()
+	floorPolicies, err := createInputs(ctx, c, floorNS, n, o.Workers)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := createInputs(ctx, c, opNS, n, o.Workers); err != nil {
+		return nil, err
+	}
+	logf("created 2×%d Services and TrafficPolicies in %s", n, seconds(time.Since(start)))
+
+	floor, objects, err := applyFloor(ctx, c, floorPolicies, o.Workers)
+	if err != nil {
+		return nil, err
+	}
+	logf("floor: %d objects server-side-applied by %d workers in %s", objects, o.Workers, seconds(floor))
+
+	res, err := runManager(ctx, o, cfg, opNS, n)
+	if err != nil {
+		return nil, err
+	}
+	rows := []Row{{
+		Section: section,
+		Figure:  fmt.Sprintf("N=%d: manager start → all %d policies Ready (%d objects)", n, n, objects),
+		Floor:   fmt.Sprintf("%s (bare SSA, %d workers)", seconds(floor), o.Workers),
+	}}
+	if res.ready == n {
+		rows[0].Value = seconds(res.converged)
+		rows[0].Ratio = ratio(res.converged, floor)
+	} else {
+		rows[0].Value = fmt.Sprintf("> %s (%d of %d Ready)", seconds(res.converged), res.ready, n)
+	}
+	if n >= 5000 || n == o.Sizes[len(o.Sizes)-1] {
+		rows[0].Target = "≤ 1.5× floor at 5,000"
+		rows[0].Met = met(res.ready == n && res.converged <= floor*3/2)
+	}
+	rows = append(rows,
+		Row{Section: section, Figure: fmt.Sprintf("N=%d: manager peak RSS (VmHWM)", n), Value: fmt.Sprintf("%.0f MiB", float64(res.peakRSS)/(1<<20))},
+		Row{Section: section, Figure: fmt.Sprintf("N=%d: writes in %s of steady state (operator / API server)", n, seconds(o.Steady)),
+			Value:  fmt.Sprintf("%.0f / %.0f", res.steadyWrites, res.steadyAPIWrites),
+			Target: "0", Met: met(res.steadyWrites == 0 && res.steadyAPIWrites == 0)},
+	)
+	return rows, nil
+}
+
+// createInputs creates n Services and TrafficPolicies in ns and returns the policies as created (with
+// their UIDs, which owner references need).
+func createInputs(ctx context.Context, c client.Client, ns string, n, workers int) ([]*v1alpha1.TrafficPolicy, error) {
+	policies := make([]*v1alpha1.TrafficPolicy, n)
+	err := parallel(ctx, n, workers, func(ctx context.Context, i int) error {
+		if err := c.Create(ctx, Service(ns, i)); err != nil {
+			return fmt.Errorf("create service %s/%s: %w", ns, ServiceName(i), err)
+		}
+		p := Policy(ns, i)
+		if err := c.Create(ctx, p); err != nil {
+			return fmt.Errorf("create trafficpolicy %s/%s: %w", ns, p.Name, err)
+		}
+		policies[i] = p
+		return nil
+	})
+	return policies, err
+}
+
+// applyFloor server-side-applies what desiredstate.Build generates for every policy, owned by it, as
+// the operator would, and returns how long that took and how many objects it wrote.
+func applyFloor(ctx context.Context, c client.Client, policies []*v1alpha1.TrafficPolicy, workers int) (time.Duration, int, error) {
+	var mu sync.Mutex
+	objects := 0
+	start := time.Now()
+	err := parallel(ctx, len(policies), workers, func(ctx context.Context, i int) error {
+		p := policies[i]
+		state, err := desiredstate.Build(p, Service(p.Namespace, i), desiredstate.PlatformDefaults())
+		if err != nil {
+			return err
+		}
+		for _, obj := range state.Objects() {
+			u, err := desiredstate.Unstructured(obj)
+			if err != nil {
+				return err
+			}
+			if err := controllerutil.SetControllerReference(p, u, c.Scheme()); err != nil {
+				return err
+			}
+			if err := c.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FloorFieldManager), client.ForceOwnership); err != nil {
+				return fmt.Errorf("apply %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+			}
+		}
+		mu.Lock()
+		objects += len(state.Objects())
+		mu.Unlock()
+		return nil
+	})
+	return time.Since(start), objects, err
+}
+
+type managerResult struct {
+	converged                     time.Duration
+	ready                         int
+	peakRSS                       int64
+	steadyWrites, steadyAPIWrites float64
+}
+
+// runManager starts the real manager binary watching ns, waits until all n policies are Ready (or the
+// timeout), counts writes in the steady state after that, and stops it.
+func runManager(ctx context.Context, o ScaleOptions, cfg *rest.Config, ns string, n int) (managerResult, error) {
+	var res managerResult
+	watcher, err := watchReady(ctx, cfg, ns, n)
+	if err != nil {
+		return res, err
+	}
+	defer watcher.stop()
+
+	ports, err := devserver.FreePorts(3)
+	if err != nil {
+		return res, err
+	}
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
+	args := append([]string{
+		"--kubeconfig=" + o.Kubeconfig,
+		"--namespaces=" + ns,
+		"--metrics-bind-address=127.0.0.1:" + strconv.Itoa(ports[0]),
+		"--health-probe-bind-address=127.0.0.1:" + strconv.Itoa(ports[1]),
+	}, o.ManagerArgs...)
+	if o.Profile {
+		args = append(args, "--pprof-bind-address=127.0.0.1:"+strconv.Itoa(ports[2]))
+	}
+	apiserver, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return res, err
+	}
+	atStart, err := apiRequests(ctx, apiserver, cfg.Host)
+	if err != nil {
+		return res, err
+	}
+	logPath := filepath.Join(o.Dir, fmt.Sprintf("manager-%d.log", n))
+	start := time.Now()
+	proc, err := devserver.Run(ctx, devserver.Options{Dir: o.Dir, LogFile: logPath}, devserver.Program{Name: "manager", Bin: o.Manager, Args: args})
+	if err != nil {
+		return res, err
+	}
+	defer func() { _ = proc.StopWithin(30 * time.Second) }()
+	if o.Profile {
+		// Where the manager spends CPU, and where its goroutines wait (a throttled client burns no CPU).
+		pprofURL := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", ports[2])
+		go profile(ctx, pprofURL+"profile?seconds=30", 0, filepath.Join(o.Dir, fmt.Sprintf("manager-%d.cpu.pprof", n)), o.Log)
+		go profile(ctx, pprofURL+"goroutine", 10*time.Second, filepath.Join(o.Dir, fmt.Sprintf("manager-%d.goroutine.pprof", n)), o.Log)
+	}
+
+	deadline := time.NewTimer(o.Timeout)
+	defer deadline.Stop()
+	select {
+	case <-watcher.done:
+		res.converged = watcher.at.Sub(start)
+	case <-deadline.C:
+		res.converged = time.Since(start)
+	case <-proc.Done():
+		_, err := proc.Exited()
+		return res, fmt.Errorf("manager exited: %w (log: %s)", err, logPath)
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	res.ready = watcher.count()
+	fmt.Fprintf(o.Log, "operator N=%d: %d of %d Ready after %s (manager log: %s)\n", n, res.ready, n, seconds(res.converged), logPath)
+
+	before, err := writeCounts(ctx, metricsURL, apiserver, cfg.Host)
+	if err != nil {
+		return res, err
+	}
+	fmt.Fprintf(o.Log, "operator N=%d: %.0f reconciles; API server requests until Ready: %s\n", n, before.reconciles, requestsSince(atStart, before.byRequest, false))
+	select {
+	case <-time.After(o.Steady):
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	after, err := writeCounts(ctx, metricsURL, apiserver, cfg.Host)
+	if err != nil {
+		return res, err
+	}
+	res.steadyWrites, res.steadyAPIWrites = after.operator-before.operator, after.apiserver-before.apiserver
+	if res.steadyAPIWrites > 0 {
+		fmt.Fprintf(o.Log, "operator N=%d: API server writes in steady state: %s\n", n, requestsSince(before.byRequest, after.byRequest, true))
+	}
+	if res.peakRSS, err = peakRSS(proc.Pid()); err != nil {
+		return res, err
+	}
+	if exited, err := proc.Exited(); exited {
+		return res, fmt.Errorf("manager exited: %w (log: %s)", err, logPath)
+	}
+	return res, nil
+}
+
+// writeCounts returns the operator's own count of writes (meshplane_operator_writes_total) and of
+// reconciles, and the API server's count of requests about what the operator reads and writes.
+func writeCounts(ctx context.Context, managerMetrics string, apiserver *http.Client, host string) (writeCount, error) {
+	var out writeCount
+	m, err := scrape(ctx, http.DefaultClient, managerMetrics)
+	if err != nil {
+		return out, fmt.Errorf("manager metrics: %w", err)
+	}
+	out.operator = sum(m, "meshplane_operator_writes_total", nil)
+	out.reconciles = sum(m, "controller_runtime_reconcile_total", func(l map[string]string) bool { return l["controller"] == "trafficpolicy" })
+	if out.byRequest, err = apiRequests(ctx, apiserver, host); err != nil {
+		return out, err
+	}
+	for key, n := range out.byRequest {
+		if verb, _, _ := strings.Cut(key, " "); writeVerbs[verb] {
+			out.apiserver += n
+		}
+	}
+	return out, nil
+}
+
+var writeVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "APPLY": true, "DELETE": true, "DELETECOLLECTION": true}
+
+// apiRequests returns the API server's request counts (apiserver_request_total) about Istio objects,
+// TrafficPolicies and Events, by "VERB resource[/subresource]".
+func apiRequests(ctx context.Context, apiserver *http.Client, host string) (map[string]float64, error) {
+	a, err := scrape(ctx, apiserver, strings.TrimSuffix(host, "/")+"/metrics")
+	if err != nil {
+		return nil, fmt.Errorf("apiserver metrics: %w", err)
+	}
+	groups := map[string]bool{"networking.istio.io": true, "security.istio.io": true, v1alpha1.GroupVersion.Group: true, "events.k8s.io": true}
+	out := map[string]float64{}
+	each(a, "apiserver_request_total", func(l map[string]string, v float64) {
+		if groups[l["group"]] {
+			out[strings.TrimSuffix(l["verb"]+" "+l["resource"]+"/"+l["subresource"], "/")] += v
+		}
+	})
+	return out, nil
+}
+
+// writeCount is what writeCounts found.
+type writeCount struct {
+	operator, reconciles, apiserver float64
+	// byRequest is the API server's count by "VERB resource[/subresource]".
+	byRequest map[string]float64
+}
+
+// requestsSince describes the requests between two counts, e.g. "PATCH trafficpolicies/status: 3".
+func requestsSince(before, after map[string]float64, writesOnly bool) string {
+	var parts []string
+	for key, n := range after {
+		verb, _, _ := strings.Cut(key, " ")
+		if d := n - before[key]; d > 0 && (!writesOnly || writeVerbs[verb]) {
+			parts = append(parts, fmt.Sprintf("%s: %.0f", key, d))
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+// readyWatcher follows the TrafficPolicies of a namespace and notes when n of them are Ready for their
+// current generation.
+type readyWatcher struct {
+	n      int
+	cancel context.CancelFunc
+	done   chan struct{}
+	at     time.Time
+
+	mu    sync.Mutex
+	ready map[string]bool
+	once  sync.Once
+}
+
+func watchReady(ctx context.Context, cfg *rest.Config, ns string, n int) (*readyWatcher, error) {
+	c, err := cache.New(cfg, cache.Options{Scheme: Scheme(), DefaultNamespaces: map[string]cache.Config{ns: {}}})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	w := &readyWatcher{n: n, cancel: cancel, done: make(chan struct{}), ready: map[string]bool{}}
+	inf, err := c.GetInformer(ctx, &v1alpha1.TrafficPolicy{})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    w.observe,
+		UpdateFunc: func(_, obj any) { w.observe(obj) },
+	}); err != nil {
+		cancel()
+		return nil, err
+	}
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		cancel()
+		return nil, errors.New("trafficpolicy watch did not sync")
+	}
+	return w, nil
+}
+
+func (w *readyWatcher) observe(obj any) {
+	p, ok := obj.(*v1alpha1.TrafficPolicy)
+	if !ok {
+		return
+	}
+	c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
+	ready := c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == p.Generation
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ready[p.Name] = ready
+	if ready && w.countLocked() >= w.n {
+		w.once.Do(func() { w.at = time.Now(); close(w.done) })
+	}
+}
+
+func (w *readyWatcher) countLocked() int {
+	n := 0
+	for _, r := range w.ready {
+		if r {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *readyWatcher) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.countLocked()
+}
+
+func (w *readyWatcher) stop() { w.cancel() }
+
+// profile saves the profile served at url to path, after a delay.
+func profile(ctx context.Context, url string, delay time.Duration, path string, log io.Writer) {
+	select {
+	case <-time.After(delay):
+	case <-ctx.Done():
+		return
+	}
+	// The pprof listener comes up with the manager; give it a moment rather than fail the profile.
+	var resp *http.Response
+	for range 50 {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return
+		}
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			break
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return
+		}
+	}
+	if resp == nil {
+		fmt.Fprintf(log, "profile %s: pprof endpoint never answered\n", url)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(log, "profile: %v\n", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		fmt.Fprintf(log, "profile: %v\n", err)
+		return
+	}
+	fmt.Fprintf(log, "profile of the manager: %s\n", path)
+}
