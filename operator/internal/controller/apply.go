@@ -9,7 +9,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
-	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,54 +21,24 @@ import (
 	"meshplane.dev/operator/internal/desiredstate"
 )
 
-// The kinds a policy generates.
-const (
-	kindDR = "DestinationRule"
-	kindVS = "VirtualService"
-	kindPA = "PeerAuthentication"
-	kindAP = "AuthorizationPolicy"
-)
-
-var generatedKinds = []string{kindDR, kindVS, kindPA, kindAP}
-
-func newObject(kind string) client.Object {
-	var obj client.Object
-	switch kind {
-	case kindDR:
-		obj = &networkingv1.DestinationRule{}
-		obj.GetObjectKind().SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind(kind))
-	case kindVS:
-		obj = &networkingv1.VirtualService{}
-		obj.GetObjectKind().SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind(kind))
-	case kindPA:
-		obj = &securityv1.PeerAuthentication{}
-		obj.GetObjectKind().SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind(kind))
-	case kindAP:
-		obj = &securityv1.AuthorizationPolicy{}
-		obj.GetObjectKind().SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind(kind))
-	}
-	return obj
-}
-
-func kindOf(obj client.Object) string { return obj.GetObjectKind().GroupVersionKind().Kind }
-
-// owned returns, by kind, the objects this policy generated that exist now (per the cache). Generated
-// objects carry the policy's name.
-func (r *TrafficPolicyReconciler) owned(ctx context.Context, p *v1alpha1.TrafficPolicy) (map[string]client.Object, error) {
-	out := map[string]client.Object{}
-	for _, kind := range generatedKinds {
-		obj := newObject(kind)
+// readOwned reads, once per reconcile, the objects the policy generated that exist now (per the cache).
+// Generated objects carry the policy's name.
+func (r *TrafficPolicyReconciler) readOwned(ctx context.Context, ps *pass) error {
+	p := ps.policy
+	ps.owned, ps.present = map[string]client.Object{}, map[string]bool{}
+	for _, kind := range desiredstate.Kinds {
+		obj := desiredstate.New(kind)
 		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(p), obj); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue
 			}
-			return nil, fmt.Errorf("get %s %s/%s: %w", kind, p.Namespace, p.Name, err)
+			return fmt.Errorf("get %s %s/%s: %w", kind, p.Namespace, p.Name, err)
 		}
 		if metav1.IsControlledBy(obj, p) {
-			out[kind] = obj
+			ps.owned[kind], ps.present[kind] = obj, true
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // step is one write: apply obj, or delete it.
@@ -78,8 +47,7 @@ type step struct {
 	delete bool
 }
 
-// apply brings the cluster to state s, skipping kinds that have foreign objects, and returns the
-// objects of the policy that exist afterwards, in apply order.
+// apply brings the cluster to the desired state, skipping kinds that have foreign objects.
 //
 // Make-before-break: Istio applies configuration eventually and per object, so a VirtualService that
 // routes to a subset its DestinationRule lacks fails requests (503, no healthy upstream) until both
@@ -87,14 +55,11 @@ type step struct {
 // the VirtualService, then the DestinationRule again without the subsets nobody routes to any more.
 // Adding a subset therefore writes the DestinationRule before the VirtualService, and removing one writes
 // the VirtualService first.
-func (r *TrafficPolicyReconciler) apply(ctx context.Context, p *v1alpha1.TrafficPolicy, s *desiredstate.State, f foreign, w *written) ([]v1alpha1.GeneratedObject, error) {
-	current, err := r.owned(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	curVS, _ := current[kindVS].(*networkingv1.VirtualService)
-	curDR, _ := current[kindDR].(*networkingv1.DestinationRule)
-	skipVS, skipDR := len(f[kindVS]) > 0, len(f[kindDR]) > 0
+func (r *TrafficPolicyReconciler) apply(ctx context.Context, ps *pass) error {
+	s := ps.desired
+	curVS, _ := ps.owned[desiredstate.KindVirtualService].(*networkingv1.VirtualService)
+	curDR, _ := ps.owned[desiredstate.KindDestinationRule].(*networkingv1.DestinationRule)
+	skipVS, skipDR := len(ps.foreign[desiredstate.KindVirtualService]) > 0, len(ps.foreign[desiredstate.KindDestinationRule]) > 0
 	// Without its DestinationRule, a split VirtualService would route to subsets that do not exist.
 	holdVS := skipVS || (skipDR && len(subsetsRoutedTo(s.VirtualService)) > 0)
 
@@ -117,52 +82,27 @@ func (r *TrafficPolicyReconciler) apply(ctx context.Context, p *v1alpha1.Traffic
 			steps = append(steps, step{obj: curDR, delete: true})
 		}
 	}
-	switch cur := current[kindPA]; {
-	case s.PeerAuthentication != nil:
-		steps = append(steps, step{obj: s.PeerAuthentication})
-	case cur != nil:
-		steps = append(steps, step{obj: cur, delete: true})
-	}
-	switch cur := current[kindAP]; {
-	case s.AuthorizationPolicy != nil:
-		steps = append(steps, step{obj: s.AuthorizationPolicy})
-	case cur != nil:
-		steps = append(steps, step{obj: cur, delete: true})
+	for _, kind := range []string{desiredstate.KindPeerAuthentication, desiredstate.KindAuthorizationPolicy} {
+		switch want, cur := s.Object(kind), ps.owned[kind]; {
+		case want != nil:
+			steps = append(steps, step{obj: want})
+		case cur != nil:
+			steps = append(steps, step{obj: cur, delete: true})
+		}
 	}
 
-	present := map[string]bool{}
-	for kind := range current {
-		present[kind] = true
-	}
 	for _, st := range steps {
-		kind := kindOf(st.obj)
 		if st.delete {
-			if err := r.remove(ctx, st.obj, w); err != nil {
-				return listed(p, present), err
+			if err := r.remove(ctx, ps, st.obj); err != nil {
+				return err
 			}
-			present[kind] = false
 			continue
 		}
-		if err := r.write(ctx, p, st.obj, w); err != nil {
-			return listed(p, present), err
-		}
-		present[kind] = true
-	}
-	return listed(p, present), nil
-}
-
-// listed names, in apply order, the objects of p whose kinds are present: what status reports as
-// generated, including an object left in place because of a conflict.
-func listed(p *v1alpha1.TrafficPolicy, present map[string]bool) []v1alpha1.GeneratedObject {
-	var out []v1alpha1.GeneratedObject
-	for _, kind := range generatedKinds {
-		if present[kind] {
-			obj := newObject(kind)
-			obj.SetName(p.Name)
-			out = append(out, generatedObject(obj))
+		if err := r.write(ctx, ps, st.obj); err != nil {
+			return err
 		}
 	}
-	return out
+	return nil
 }
 
 // subsetsRoutedTo returns the subsets a VirtualService routes to.
@@ -210,9 +150,9 @@ func withSubsetsInUse(want, liveDR *networkingv1.DestinationRule, liveVS *networ
 // write applies obj with server-side apply under FieldManager, owned by p. An object of that name that p
 // does not control is left alone and reported. Fields other managers added to a generated object are
 // removed: the object is Meshplane's, and it must match the policy exactly.
-func (r *TrafficPolicyReconciler) write(ctx context.Context, p *v1alpha1.TrafficPolicy, obj client.Object, w *written) error {
-	kind, key := kindOf(obj), client.ObjectKeyFromObject(obj)
-	cached := newObject(kind)
+func (r *TrafficPolicyReconciler) write(ctx context.Context, ps *pass, obj client.Object) error {
+	p, kind, key := ps.policy, kindOf(obj), client.ObjectKeyFromObject(obj)
+	cached := desiredstate.New(kind)
 	err := r.Client.Get(ctx, key, cached)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -222,7 +162,8 @@ func (r *TrafficPolicyReconciler) write(ctx context.Context, p *v1alpha1.Traffic
 		// of being taken over.
 		created, err := r.applyOwned(ctx, p, obj, false)
 		if err == nil {
-			w.applied(kind, created, "")
+			ps.written.applied(kind, created, "")
+			ps.present[kind] = true
 			r.wrote(ctx, obj, "create")
 			return nil
 		}
@@ -233,10 +174,11 @@ func (r *TrafficPolicyReconciler) write(ctx context.Context, p *v1alpha1.Traffic
 	case err != nil:
 		return fmt.Errorf("get %s %s: %w", kind, key, err)
 	case matches(cached, obj, p):
+		ps.present[kind] = true
 		return nil
 	}
 	// The cache may lag behind someone else's write: decide on the live object.
-	live := newObject(kind)
+	live := desiredstate.New(kind)
 	exists := true
 	if err := r.APIReader.Get(ctx, key, live); err != nil {
 		if !apierrors.IsNotFound(err) {
@@ -249,6 +191,7 @@ func (r *TrafficPolicyReconciler) write(ctx context.Context, p *v1alpha1.Traffic
 		return fmt.Errorf("apply %s %s: it exists and was not generated by this TrafficPolicy; rename or remove it", kind, key)
 	}
 	if exists && matches(live, obj, p) {
+		ps.present[kind] = true
 		return nil
 	}
 	result, err := r.applyOwned(ctx, p, obj, true)
@@ -259,7 +202,8 @@ func (r *TrafficPolicyReconciler) write(ctx context.Context, p *v1alpha1.Traffic
 	if cached != nil {
 		before = cached.GetResourceVersion()
 	}
-	w.applied(kind, result, before)
+	ps.written.applied(kind, result, before)
+	ps.present[kind] = true
 	op := "update"
 	if !exists {
 		op = "create"
@@ -309,6 +253,8 @@ func (r *TrafficPolicyReconciler) applyOwned(ctx context.Context, p *v1alpha1.Tr
 	return u, nil
 }
 
+func kindOf(obj client.Object) string { return obj.GetObjectKind().GroupVersionKind().Kind }
+
 // wrote counts and logs a write that changed the cluster.
 func (r *TrafficPolicyReconciler) wrote(ctx context.Context, obj client.Object, op string) {
 	kind := kindOf(obj)
@@ -335,7 +281,7 @@ func typed(u *unstructured.Unstructured, kind string) (client.Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	obj := newObject(kind)
+	obj := desiredstate.New(kind)
 	if err := json.Unmarshal(b, obj); err != nil {
 		return nil, fmt.Errorf("decode %s %s/%s: %w", kind, u.GetNamespace(), u.GetName(), err)
 	}
@@ -343,37 +289,33 @@ func typed(u *unstructured.Unstructured, kind string) (client.Object, error) {
 }
 
 // remove deletes a generated object, only if it is still the one observed.
-func (r *TrafficPolicyReconciler) remove(ctx context.Context, obj client.Object, w *written) error {
+func (r *TrafficPolicyReconciler) remove(ctx context.Context, ps *pass, obj client.Object) error {
 	kind := kindOf(obj)
 	uid := obj.GetUID()
 	err := r.Client.Delete(ctx, obj, client.Preconditions{UID: &uid})
 	switch {
 	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		ps.present[kind] = false
 		return nil
 	case err != nil:
 		r.Metrics.ApplyErrors.WithLabelValues(kind).Inc()
 		return fmt.Errorf("delete %s %s/%s: %w", kind, obj.GetNamespace(), obj.GetName(), err)
 	}
-	w.removed(kind, obj)
+	ps.present[kind] = false
+	ps.written.removed(kind, obj)
 	r.Metrics.Writes.WithLabelValues(kind, "delete").Inc()
 	logf.FromContext(ctx).Info("Deleted "+kind, "object", klog.KObj(obj))
 	return nil
 }
 
-// prune deletes every object p generated whose kind is not in keep.
-func (r *TrafficPolicyReconciler) prune(ctx context.Context, p *v1alpha1.TrafficPolicy, keep map[string]bool, w *written) ([]string, error) {
-	current, err := r.owned(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	var deleted []string
-	for _, kind := range []string{kindVS, kindDR, kindPA, kindAP} {
-		if obj := current[kind]; obj != nil && !keep[kind] {
-			if err := r.remove(ctx, obj, w); err != nil {
-				return deleted, err
+// removeAll deletes every object the policy generated, in the reverse of apply order.
+func (r *TrafficPolicyReconciler) removeAll(ctx context.Context, ps *pass) error {
+	for _, kind := range slices.Backward(desiredstate.Kinds) {
+		if obj := ps.owned[kind]; obj != nil {
+			if err := r.remove(ctx, ps, obj); err != nil {
+				return err
 			}
-			deleted = append(deleted, kind)
 		}
 	}
-	return deleted, nil
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/desiredstate"
 )
 
 // Metrics are the operator's own Prometheus metrics, beside controller-runtime's reconcile and
@@ -62,7 +63,7 @@ func NewMetrics(reader client.Reader) *Metrics {
 	for _, reason := range []string{v1alpha1.ReasonHostConflict, v1alpha1.ReasonTargetConflict} {
 		m.Conflicts.WithLabelValues(reason)
 	}
-	for _, kind := range generatedKinds {
+	for _, kind := range desiredstate.Kinds {
 		m.ApplyErrors.WithLabelValues(kind)
 		for _, op := range []string{"create", "update", "delete"} {
 			m.Writes.WithLabelValues(kind, op)

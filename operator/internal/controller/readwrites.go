@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/desiredstate"
 )
 
 // cacheWait bounds how long a reconcile waits for the cache to see its own writes.
@@ -21,7 +22,7 @@ type written struct {
 }
 
 type write struct {
-	kind string // one of generatedKinds, or "" for the TrafficPolicy
+	kind string // one of desiredstate.Kinds, or "" for the TrafficPolicy
 	key  types.NamespacedName
 	// before is the resourceVersion the cache held before the write ("" if it held nothing); uid is
 	// the deleted object's.
@@ -70,7 +71,7 @@ func (r *TrafficPolicyReconciler) awaitCache(ctx context.Context, w *written) {
 func (r *TrafficPolicyReconciler) cached(ctx context.Context, wr write) bool {
 	var obj client.Object = &v1alpha1.TrafficPolicy{}
 	if wr.kind != "" {
-		obj = newObject(wr.kind)
+		obj = desiredstate.New(wr.kind)
 	}
 	err := r.Client.Get(ctx, wr.key, obj)
 	switch {

@@ -11,8 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
-	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
-	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -185,8 +183,8 @@ func inSync(p *v1alpha1.TrafficPolicy) error {
 	for _, obj := range want.Objects() {
 		wanted[obj.GetObjectKind().GroupVersionKind().Kind] = obj
 	}
-	for _, kind := range []string{"DestinationRule", "VirtualService", "PeerAuthentication", "AuthorizationPolicy"} {
-		got := newObject(kind)
+	for _, kind := range desiredstate.Kinds {
+		got := desiredstate.New(kind)
 		err := k8s.Get(ctx, client.ObjectKeyFromObject(live), got)
 		w := wanted[kind]
 		switch {
@@ -204,16 +202,3 @@ func inSync(p *v1alpha1.TrafficPolicy) error {
 	return condition(live, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonApplied)
 }
 
-func newObject(kind string) client.Object {
-	switch kind {
-	case "DestinationRule":
-		return &networkingv1.DestinationRule{}
-	case "VirtualService":
-		return &networkingv1.VirtualService{}
-	case "PeerAuthentication":
-		return &securityv1.PeerAuthentication{}
-	case "AuthorizationPolicy":
-		return &securityv1.AuthorizationPolicy{}
-	}
-	panic("unknown kind " + kind)
-}

@@ -106,6 +106,36 @@ func (r *TrafficPolicyReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 		Complete(r)
 }
 
+// pass is one reconcile of one policy: what it reads once, decides and writes. Each step of the reconcile
+// takes it whole rather than the pieces it needs as separate parameters.
+type pass struct {
+	policy *v1alpha1.TrafficPolicy
+	// desired is what the policy asks for, once its Service is found and the spec builds.
+	desired *desiredstate.State
+	// owned holds, by kind, the objects the policy generated as they were when the pass began.
+	owned map[string]client.Object
+	// present says, by kind, whether an object of the policy exists after the pass's writes.
+	present map[string]bool
+	// foreign lists, by kind, the objects of others that configure the policy's host.
+	foreign foreign
+	// written is what the pass wrote, for awaitCache.
+	written written
+}
+
+// generated names, in apply order, the policy's objects that exist: what status reports as generated,
+// including an object left in place because of a conflict.
+func (ps *pass) generated() []v1alpha1.GeneratedObject {
+	var out []v1alpha1.GeneratedObject
+	for _, kind := range desiredstate.Kinds {
+		if ps.present[kind] {
+			obj := desiredstate.New(kind)
+			obj.SetName(ps.policy.Name)
+			out = append(out, generatedObject(obj))
+		}
+	}
+	return out
+}
+
 // Reconcile brings the Istio objects of one TrafficPolicy in line with it and patches its status once.
 func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	policy := &v1alpha1.TrafficPolicy{}
@@ -120,15 +150,15 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	r.Metrics.seen(policy, r.Now())
 	before := policy.DeepCopy()
-	w := &written{}
+	ps := &pass{policy: policy}
 	defer func() {
-		if err := r.patchStatus(ctx, before, policy, w); err != nil {
+		if err := r.patchStatus(ctx, before, ps); err != nil {
 			retErr = errors.Join(retErr, err)
 		}
-		r.awaitCache(ctx, w)
+		r.awaitCache(ctx, &ps.written)
 	}()
 
-	out := r.reconcile(ctx, policy, w)
+	out := r.reconcile(ctx, ps)
 	setStatus(policy, out)
 	r.report(ctx, before, policy, out)
 	return ctrl.Result{}, out.err
@@ -151,63 +181,64 @@ func notAccepted(reason, message string) outcome {
 		readyMessage: "nothing is in force while the policy is not accepted: " + message}
 }
 
-func (r *TrafficPolicyReconciler) reconcile(ctx context.Context, p *v1alpha1.TrafficPolicy, w *written) outcome {
+func failed(err error) outcome {
+	return outcome{readyReason: v1alpha1.ReasonApplyFailed, readyMessage: err.Error(), err: err}
+}
+
+func (r *TrafficPolicyReconciler) reconcile(ctx context.Context, ps *pass) outcome {
+	p := ps.policy
 	// One policy per Service: the oldest governs it.
 	winner, err := r.governing(ctx, p.Namespace, p.Spec.TargetRef.Name)
 	if err != nil {
-		return outcome{readyReason: v1alpha1.ReasonApplyFailed, readyMessage: err.Error(), err: err}
+		return failed(err)
+	}
+	if err := r.readOwned(ctx, ps); err != nil {
+		return failed(err)
 	}
 	if winner != nil && winner.Name != p.Name {
 		out := notAccepted(v1alpha1.ReasonTargetConflict, fmt.Sprintf("Service %s/%s is governed by the older TrafficPolicy %s/%s",
 			p.Namespace, p.Spec.TargetRef.Name, winner.Namespace, winner.Name))
 		// It may have governed the Service before (when retargeted): its objects go.
-		_, out.err = r.prune(ctx, p, nil, w)
+		out.err = r.removeAll(ctx, ps)
+		out.generated = ps.generated()
 		return out
 	}
 
 	// What was generated stays while the Service is missing or the spec unusable: a Service deleted by
 	// mistake, or an edit that cannot be built, should not also take the policy in force away.
-	keep := func(out outcome) outcome {
-		current, err := r.owned(ctx, p)
-		if err != nil {
-			out.err = err
-		}
-		present := map[string]bool{}
-		for kind := range current {
-			present[kind] = true
-		}
-		out.generated = listed(p, present)
-		return out
-	}
 	svc := &corev1.Service{}
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.TargetRef.Name}, svc); err != nil {
-		if apierrors.IsNotFound(err) {
-			return keep(notAccepted(v1alpha1.ReasonServiceNotFound, fmt.Sprintf("Service %s/%s not found", p.Namespace, p.Spec.TargetRef.Name)))
+		if !apierrors.IsNotFound(err) {
+			return failed(err)
 		}
-		return outcome{readyReason: v1alpha1.ReasonApplyFailed, readyMessage: err.Error(), err: err}
+		out := notAccepted(v1alpha1.ReasonServiceNotFound, fmt.Sprintf("Service %s/%s not found", p.Namespace, p.Spec.TargetRef.Name))
+		out.generated = ps.generated()
+		return out
 	}
-	state, err := desiredstate.Build(p, svc, r.Defaults)
-	if err != nil {
-		return keep(notAccepted(v1alpha1.ReasonInvalid, err.Error()))
+	if ps.desired, err = desiredstate.Build(p, svc, r.Defaults); err != nil {
+		out := notAccepted(v1alpha1.ReasonInvalid, err.Error())
+		out.generated = ps.generated()
+		return out
 	}
-
-	foreign, err := r.foreignObjects(ctx, p, state)
-	if err != nil {
-		return outcome{effective: &state.Effective, readyReason: v1alpha1.ReasonApplyFailed, readyMessage: err.Error(), err: err}
+	host := ps.desired.Effective.Host
+	if ps.foreign, err = r.foreignObjects(ctx, ps); err != nil {
+		out := failed(err)
+		out.effective = &ps.desired.Effective
+		return out
 	}
-	generated, err := r.apply(ctx, p, state, foreign, w)
-	out := outcome{effective: &state.Effective, generated: generated, acceptedReason: v1alpha1.ReasonAccepted,
-		acceptedMessage: "in force for host " + state.Effective.Host}
-	if len(foreign) > 0 {
-		out.acceptedReason, out.acceptedMessage = v1alpha1.ReasonHostConflict, foreign.message(state)
+	err = r.apply(ctx, ps)
+	out := outcome{effective: &ps.desired.Effective, generated: ps.generated(), acceptedReason: v1alpha1.ReasonAccepted,
+		acceptedMessage: "in force for host " + host}
+	if len(ps.foreign) > 0 {
+		out.acceptedReason, out.acceptedMessage = v1alpha1.ReasonHostConflict, ps.foreign.message(ps.desired)
 	}
 	switch {
 	case err != nil:
 		out.readyReason, out.readyMessage, out.err = v1alpha1.ReasonApplyFailed, err.Error(), err
-	case len(foreign) > 0:
+	case len(ps.foreign) > 0:
 		out.readyReason, out.readyMessage = v1alpha1.ReasonNotAccepted, "not every object could be written: "+out.acceptedMessage
 	default:
-		out.readyReason, out.readyMessage = v1alpha1.ReasonApplied, "applied and matching: "+kinds(generated)
+		out.readyReason, out.readyMessage = v1alpha1.ReasonApplied, "applied and matching: "+kinds(out.generated)
 	}
 	return out
 }
@@ -244,13 +275,13 @@ type foreign map[string][]string
 
 func (f foreign) message(s *desiredstate.State) string {
 	var parts []string
-	for _, kind := range []string{"VirtualService", "DestinationRule"} {
+	for _, kind := range desiredstate.Kinds {
 		if names := f[kind]; len(names) > 0 {
 			parts = append(parts, fmt.Sprintf("%s %s already configures host %s; nothing is written for %s",
 				kind, strings.Join(names, ", "), s.Effective.Host, kind))
 		}
 	}
-	if len(f["DestinationRule"]) > 0 && len(f["VirtualService"]) == 0 && s.DestinationRule != nil && len(s.DestinationRule.Spec.Subsets) > 0 {
+	if len(f[desiredstate.KindDestinationRule]) > 0 && len(f[desiredstate.KindVirtualService]) == 0 && s.DestinationRule != nil && len(s.DestinationRule.Spec.Subsets) > 0 {
 		parts = append(parts, "the VirtualService is held back too, as its split needs the DestinationRule's subsets")
 	}
 	return strings.Join(parts, "; ")
@@ -259,8 +290,8 @@ func (f foreign) message(s *desiredstate.State) string {
 // foreignObjects finds VirtualServices and DestinationRules for the policy's host, in any watched
 // namespace, that this policy does not control. Istio merges neither sensibly (IST0109; only the first
 // DestinationRule for a host counts), so Meshplane reports them and writes nothing of that kind.
-func (r *TrafficPolicyReconciler) foreignObjects(ctx context.Context, p *v1alpha1.TrafficPolicy, s *desiredstate.State) (foreign, error) {
-	f := foreign{}
+func (r *TrafficPolicyReconciler) foreignObjects(ctx context.Context, ps *pass) (foreign, error) {
+	p, s, f := ps.policy, ps.desired, foreign{}
 	host := client.MatchingFields{indexHost: s.Effective.Host}
 	var vss networkingv1.VirtualServiceList
 	if err := r.Client.List(ctx, &vss, host); err != nil {
@@ -268,7 +299,7 @@ func (r *TrafficPolicyReconciler) foreignObjects(ctx context.Context, p *v1alpha
 	}
 	for _, vs := range vss.Items {
 		if !metav1.IsControlledBy(vs, p) {
-			f["VirtualService"] = append(f["VirtualService"], vs.Namespace+"/"+vs.Name)
+			f[desiredstate.KindVirtualService] = append(f[desiredstate.KindVirtualService], vs.Namespace+"/"+vs.Name)
 		}
 	}
 	if s.DestinationRule != nil {
@@ -278,7 +309,7 @@ func (r *TrafficPolicyReconciler) foreignObjects(ctx context.Context, p *v1alpha
 		}
 		for _, dr := range drs.Items {
 			if !metav1.IsControlledBy(dr, p) {
-				f["DestinationRule"] = append(f["DestinationRule"], dr.Namespace+"/"+dr.Name)
+				f[desiredstate.KindDestinationRule] = append(f[desiredstate.KindDestinationRule], dr.Namespace+"/"+dr.Name)
 			}
 		}
 	}
@@ -308,7 +339,8 @@ func setStatus(p *v1alpha1.TrafficPolicy, out outcome) {
 		Reason: out.readyReason, Message: out.readyMessage, ObservedGeneration: p.Generation})
 }
 
-func (r *TrafficPolicyReconciler) patchStatus(ctx context.Context, before, after *v1alpha1.TrafficPolicy, w *written) error {
+func (r *TrafficPolicyReconciler) patchStatus(ctx context.Context, before *v1alpha1.TrafficPolicy, ps *pass) error {
+	after := ps.policy
 	if equality.Semantic.DeepEqual(before.Status, after.Status) {
 		return nil
 	}
@@ -318,7 +350,7 @@ func (r *TrafficPolicyReconciler) patchStatus(ctx context.Context, before, after
 		}
 		return fmt.Errorf("patch status of trafficpolicy %s/%s: %w", after.Namespace, after.Name, err)
 	}
-	w.status(after, before.ResourceVersion)
+	ps.written.status(after, before.ResourceVersion)
 	return nil
 }
 

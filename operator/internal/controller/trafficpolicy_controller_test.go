@@ -21,6 +21,7 @@ import (
 
 	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/desiredstate"
 	pt "meshplane.dev/operator/test/policytest"
 )
 
@@ -105,7 +106,7 @@ func TestPolicyLifecycle(t *testing.T) {
 	}
 	wait.For(t, timeout, func() error {
 		for _, kind := range []string{"VirtualService", "PeerAuthentication"} {
-			if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), newObject(kind)); !apierrors.IsNotFound(err) {
+			if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), desiredstate.New(kind)); !apierrors.IsNotFound(err) {
 				return fmt.Errorf("%s after deleting the policy: %w, want NotFound", kind, err)
 			}
 		}
@@ -235,7 +236,7 @@ func TestForeignDestinationRuleHoldsTheSplit(t *testing.T) {
 		return condition(p, v1alpha1.ConditionAccepted, metav1.ConditionFalse, v1alpha1.ReasonHostConflict)
 	})
 	for _, kind := range []string{"DestinationRule", "VirtualService"} {
-		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), newObject(kind)); !apierrors.IsNotFound(err) {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), desiredstate.New(kind)); !apierrors.IsNotFound(err) {
 			t.Errorf("%s %s: %v, want none written", kind, p.Name, err)
 		}
 	}

@@ -102,23 +102,6 @@ type State struct {
 	Effective v1alpha1.EffectivePolicy
 }
 
-// Objects returns the wanted objects in apply order: the DestinationRule (whose subsets a new route may
-// need) before the VirtualService, then the security policies.
-func (s *State) Objects() []client.Object {
-	var objs []client.Object
-	if s.DestinationRule != nil {
-		objs = append(objs, s.DestinationRule)
-	}
-	objs = append(objs, s.VirtualService)
-	if s.PeerAuthentication != nil {
-		objs = append(objs, s.PeerAuthentication)
-	}
-	if s.AuthorizationPolicy != nil {
-		objs = append(objs, s.AuthorizationPolicy)
-	}
-	return objs
-}
-
 // Spec returns the proto spec of a generated Istio object, to compare with proto.Equal (never
 // reflect.DeepEqual, which trips over protobuf internals); nil for any other object.
 func Spec(obj client.Object) proto.Message {
@@ -237,7 +220,7 @@ func virtualService(p *v1alpha1.TrafficPolicy, host string, r *v1alpha1.Retries)
 		})
 	}
 	vs := &networkingv1.VirtualService{ObjectMeta: objectMeta(p)}
-	vs.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind("VirtualService"))
+	vs.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind(KindVirtualService))
 	vs.Spec.Hosts = []string{host}
 	vs.Spec.Http = []*networkingapi.HTTPRoute{route}
 	return vs
@@ -298,7 +281,7 @@ func destinationRule(p *v1alpha1.TrafficPolicy, host string) *networkingv1.Desti
 		return nil
 	}
 	dr := &networkingv1.DestinationRule{ObjectMeta: objectMeta(p)}
-	dr.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind("DestinationRule"))
+	dr.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind(KindDestinationRule))
 	dr.Spec.Host = host
 	if policy.ConnectionPool != nil || policy.OutlierDetection != nil || policy.Tls != nil {
 		dr.Spec.TrafficPolicy = policy
@@ -314,7 +297,7 @@ func peerAuthentication(p *v1alpha1.TrafficPolicy, selector map[string]string) *
 		v1alpha1.MTLSDisable:    securityapi.PeerAuthentication_MutualTLS_DISABLE,
 	}
 	pa := &securityv1.PeerAuthentication{ObjectMeta: objectMeta(p)}
-	pa.SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind("PeerAuthentication"))
+	pa.SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind(KindPeerAuthentication))
 	pa.Spec.Selector = &typeapi.WorkloadSelector{MatchLabels: cloneMap(selector)}
 	pa.Spec.Mtls = &securityapi.PeerAuthentication_MutualTLS{Mode: modes[p.Spec.MTLS.Mode]}
 	return pa
@@ -330,7 +313,7 @@ func authorizationPolicy(p *v1alpha1.TrafficPolicy, selector map[string]string, 
 	slices.Sort(principals)
 	principals = slices.Compact(principals)
 	ap := &securityv1.AuthorizationPolicy{ObjectMeta: objectMeta(p)}
-	ap.SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind("AuthorizationPolicy"))
+	ap.SetGroupVersionKind(securityv1.SchemeGroupVersion.WithKind(KindAuthorizationPolicy))
 	ap.Spec.Selector = &typeapi.WorkloadSelector{MatchLabels: cloneMap(selector)}
 	ap.Spec.Action = securityapi.AuthorizationPolicy_ALLOW
 	ap.Spec.Rules = []*securityapi.Rule{{From: []*securityapi.Rule_From{{Source: &securityapi.Source{Principals: principals}}}}}
