@@ -201,4 +201,3 @@ func inSync(p *v1alpha1.TrafficPolicy) error {
 	}
 	return condition(live, v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonApplied)
 }
-
