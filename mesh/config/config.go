@@ -62,6 +62,40 @@ func Load(cfg any, program string, args []string, getenv func(string) string, us
 	return nil
 }
 
+// Validator is a configuration that checks its own values once loaded.
+type Validator interface {
+	Validate() error
+}
+
+// DocFlag is the argument with which a service prints its settings as a Markdown table instead of
+// running: the README's settings tables are generated from it.
+const DocFlag = "-config-doc"
+
+// Parse is every service's start-up configuration step. With the single argument DocFlag it writes cfg's
+// settings as a Markdown table to stdout; otherwise it loads cfg (a pointer to a struct holding defaults)
+// from getenv and args, as Load does, and validates it. It reports whether the program should go on:
+// false with a nil error once the table or the -h usage is written, false with the error when loading or
+// validation fails.
+func Parse(cfg Validator, program string, args []string, getenv func(string) string, stdout, stderr io.Writer) (bool, error) {
+	if len(args) == 1 && args[0] == DocFlag {
+		doc, err := Markdown(cfg)
+		if err != nil {
+			return false, err
+		}
+		_, err = io.WriteString(stdout, doc)
+		return false, err
+	}
+	if err := Load(cfg, program, args, getenv, stderr); errors.Is(err, flag.ErrHelp) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return false, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return true, nil
+}
+
 // Fields lists the settings of cfg (a pointer to a struct) with their current values as defaults.
 func Fields(cfg any) ([]Field, error) {
 	fields, err := walk(cfg)

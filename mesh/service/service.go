@@ -68,7 +68,7 @@ type Runtime struct {
 	breakers  *breaker.Metrics
 	serverMet *grpcprom.ServerMetrics
 	clientMet *grpcprom.ClientMetrics
-	once      sync.Once
+	closeOnce sync.Once
 }
 
 // Start builds the runtime of service name and binds its admin listener, so a taken port fails
@@ -90,6 +90,7 @@ func Start(name string, cfg Config, stdout io.Writer) (*Runtime, error) {
 		Name: name, Logger: sink.Logger().With(slog.String("service", name)), Registry: reg,
 		Health: health.New(), Faults: fault.New(cfg.Faults), Admin: http.NewServeMux(),
 		cfg: cfg, sink: sink, breakers: breaker.NewMetrics(reg),
+		serverMet: telemetry.NewGRPCServerMetrics(reg), clientMet: telemetry.NewGRPCClientMetrics(reg),
 	}
 	if cfg.ConsulAddr != "" {
 		cc := consul.DefaultConfig()
@@ -125,55 +126,39 @@ func Listen(name, addr string) (net.Listener, error) {
 // GRPCServerOptions returns the server options with the runtime's metrics, logger and faults; use
 // them with grpc.NewServer (or, proxyless, xds.NewGRPCServer).
 func (rt *Runtime) GRPCServerOptions() []grpc.ServerOption {
-	if rt.serverMet == nil {
-		rt.serverMet = telemetry.NewGRPCServerMetrics(rt.Registry)
-	}
-	return rt.GRPCServerOptionsWith(rt.serverMet)
+	return rpc.ServerOptions(rt.Logger, rt.serverMet, rt.Faults)
 }
 
-// GRPCServerOptionsWith is GRPCServerOptions with given metrics.
-func (rt *Runtime) GRPCServerOptionsWith(m *grpcprom.ServerMetrics) []grpc.ServerOption {
-	return rpc.ServerOptions(rt.Logger, m, rt.Faults)
-}
+// GRPCServerMetrics returns the gRPC server metrics, for InitializeMetrics on a server Serve does not
+// run.
+func (rt *Runtime) GRPCServerMetrics() *grpcprom.ServerMetrics { return rt.serverMet }
 
-// GRPCServerMetrics returns the gRPC server metrics, for InitializeMetrics once services are
-// registered.
-func (rt *Runtime) GRPCServerMetrics() *grpcprom.ServerMetrics {
-	if rt.serverMet == nil {
-		rt.serverMet = telemetry.NewGRPCServerMetrics(rt.Registry)
-	}
-	return rt.serverMet
-}
-
-// Dial connects to dependency at target through its own breaker (named after the dependency). The
-// connection is lazy: dialing succeeds before the dependency is up.
-func (rt *Runtime) Dial(dependency, target string, cc ClientConfig) (*grpc.ClientConn, *breaker.Breaker, error) {
-	if rt.clientMet == nil {
-		rt.clientMet = telemetry.NewGRPCClientMetrics(rt.Registry)
-	}
+// Dial connects to dependency at target through its own breaker (named after the dependency; its state
+// is in the breaker metrics). The connection is lazy: dialing succeeds before the dependency is up.
+func (rt *Runtime) Dial(dependency, target string, cc ClientConfig) (*grpc.ClientConn, error) {
 	b := breaker.New(dependency, cc.Breaker(), breaker.GRPCClassifier(dependency), rt.breakers)
 	opts, err := discovery.DialOptions(target, rt.Consul, rt.Logger)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s: %w", dependency, err)
+		return nil, fmt.Errorf("dial %s: %w", dependency, err)
 	}
 	opts = append(opts, rpc.ClientOptions(rt.Logger, rt.clientMet, b, cc.CallTimeout)...)
 	if isXDS(target) {
 		if rt.cfg.XDSBootstrap == "" {
-			return nil, nil, fmt.Errorf("dial %s at %s: %s is not set: xds:/// targets need the bootstrap that names istiod", dependency, target, proxyless.BootstrapEnv)
+			return nil, fmt.Errorf("dial %s at %s: %s is not set: xds:/// targets need the bootstrap that names istiod", dependency, target, proxyless.BootstrapEnv)
 		}
 		// Last, so it replaces the plaintext credentials: mTLS when istiod's cluster for the target
 		// says so (DestinationRule ISTIO_MUTUAL), plaintext otherwise.
 		creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
 		if err != nil {
-			return nil, nil, fmt.Errorf("dial %s: xds credentials: %w", dependency, err)
+			return nil, fmt.Errorf("dial %s: xds credentials: %w", dependency, err)
 		}
 		opts = append(opts, grpc.WithTransportCredentials(creds))
 	}
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s at %s: %w", dependency, target, err)
+		return nil, fmt.Errorf("dial %s at %s: %w", dependency, target, err)
 	}
-	return conn, b, nil
+	return conn, nil
 }
 
 // NewGRPCServer returns the service's gRPC server with the runtime's options: gRPC's xDS server when
@@ -282,6 +267,12 @@ type Traffic struct {
 // A clean drain returns nil.
 func (rt *Runtime) Serve(ctx context.Context, traffic ...Traffic) error {
 	admin := HTTPServer{&http.Server{Handler: rt.Admin, ReadHeaderTimeout: 5 * time.Second}}
+	for _, t := range traffic {
+		// Every method's series exist from the start, at 0, once its services are registered.
+		if g, ok := t.Server.(grpcServer); ok {
+			rt.serverMet.InitializeMetrics(g.s)
+		}
+	}
 	errc := make(chan error, len(traffic)+1)
 	go func() { errc <- wrap("admin", admin.Serve(rt.adminLis)) }()
 	for _, t := range traffic {
@@ -360,7 +351,7 @@ func (rt *Runtime) stopAll(admin HTTPServer, traffic []Traffic) {
 
 // Close flushes logs to Loki, waiting at most 3s. Call it last.
 func (rt *Runtime) Close() {
-	rt.once.Do(func() {
+	rt.closeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		if err := rt.sink.Close(ctx); err != nil {

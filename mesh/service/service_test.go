@@ -133,7 +133,7 @@ func TestXDSNeedsABootstrap(t *testing.T) {
 	if _, err := rt.NewGRPCServer(service.GRPCServerConfig{XDSServer: true}); err == nil || !strings.Contains(err.Error(), "GRPC_XDS_BOOTSTRAP") {
 		t.Errorf("XDS_SERVER without a bootstrap: got %v, want an error naming GRPC_XDS_BOOTSTRAP", err)
 	}
-	_, _, err = rt.Dial("payments", "xds:///payments.shop.svc.cluster.local:9030", service.DefaultClientConfig())
+	_, err = rt.Dial("payments", "xds:///payments.shop.svc.cluster.local:9030", service.DefaultClientConfig())
 	if err == nil || !strings.Contains(err.Error(), "GRPC_XDS_BOOTSTRAP") || !strings.Contains(err.Error(), "payments") {
 		t.Errorf("xds target without a bootstrap: got %v, want an error naming the dependency and GRPC_XDS_BOOTSTRAP", err)
 	}

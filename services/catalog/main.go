@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -34,21 +32,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stop()
 
 	cfg := DefaultConfig()
-	if len(args) == 1 && args[0] == "-config-doc" {
-		doc, err := config.Markdown(&cfg)
-		if err != nil {
-			return err
-		}
-		_, err = io.WriteString(stdout, doc)
+	if ok, err := config.Parse(&cfg, "catalog", args, getenv, stdout, stderr); !ok {
 		return err
-	}
-	if err := config.Load(&cfg, "catalog", args, getenv, stderr); errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
 	}
 
 	rt, err := service.Start("catalog", cfg.Config, stdout)
@@ -67,6 +52,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	repo := products.NewCache(products.NewMemory(products.Seed()), cfg.CacheTTL, rt.Registry)
 	catalogv1.RegisterCatalogServiceServer(srv, server.New(rt.Logger, repo))
 	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())
-	rt.GRPCServerMetrics().InitializeMetrics(srv)
 	return rt.Serve(ctx, service.Traffic{Server: service.GRPC(srv), Listener: lis, Tags: []string{"grpc"}})
 }

@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,21 +33,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stop()
 
 	cfg := DefaultConfig()
-	if len(args) == 1 && args[0] == "-config-doc" {
-		doc, err := config.Markdown(&cfg)
-		if err != nil {
-			return err
-		}
-		_, err = io.WriteString(stdout, doc)
+	if ok, err := config.Parse(&cfg, "gateway", args, getenv, stdout, stderr); !ok {
 		return err
-	}
-	if err := config.Load(&cfg, "gateway", args, getenv, stderr); errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
 	}
 
 	rt, err := service.Start("gateway", cfg.Config, stdout)
@@ -57,12 +42,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer rt.Close()
-	catalogConn, _, err := rt.Dial("catalog", cfg.CatalogTarget, cfg.ClientConfig)
+	catalogConn, err := rt.Dial("catalog", cfg.CatalogTarget, cfg.ClientConfig)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = catalogConn.Close() }()
-	ordersConn, _, err := rt.Dial("orders", cfg.OrdersTarget, cfg.ClientConfig)
+	ordersConn, err := rt.Dial("orders", cfg.OrdersTarget, cfg.ClientConfig)
 	if err != nil {
 		return err
 	}

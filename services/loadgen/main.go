@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,21 +29,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stop()
 
 	cfg := DefaultConfig()
-	if len(args) == 1 && args[0] == "-config-doc" {
-		doc, err := config.Markdown(&cfg)
-		if err != nil {
-			return err
-		}
-		_, err = io.WriteString(stdout, doc)
+	if ok, err := config.Parse(&cfg, "loadgen", args, getenv, stdout, stderr); !ok {
 		return err
-	}
-	if err := config.Load(&cfg, "loadgen", args, getenv, stderr); errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
 	}
 
 	// Logs go to stderr so stdout carries only the summary.

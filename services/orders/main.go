@@ -5,8 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -36,21 +34,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stop()
 
 	cfg := DefaultConfig()
-	if len(args) == 1 && args[0] == "-config-doc" {
-		doc, err := config.Markdown(&cfg)
-		if err != nil {
-			return err
-		}
-		_, err = io.WriteString(stdout, doc)
+	if ok, err := config.Parse(&cfg, "orders", args, getenv, stdout, stderr); !ok {
 		return err
-	}
-	if err := config.Load(&cfg, "orders", args, getenv, stderr); errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
 	}
 
 	rt, err := service.Start("orders", cfg.Config, stdout)
@@ -58,12 +43,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer rt.Close()
-	catalogConn, _, err := rt.Dial("catalog", cfg.CatalogTarget, cfg.ClientConfig)
+	catalogConn, err := rt.Dial("catalog", cfg.CatalogTarget, cfg.ClientConfig)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = catalogConn.Close() }()
-	paymentsConn, _, err := rt.Dial("payments", cfg.PaymentsTarget, cfg.ClientConfig)
+	paymentsConn, err := rt.Dial("payments", cfg.PaymentsTarget, cfg.ClientConfig)
 	if err != nil {
 		return err
 	}
@@ -80,6 +65,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ordersv1.RegisterOrderServiceServer(srv, server.New(rt.Logger, rt.Registry,
 		catalogv1.NewCatalogServiceClient(catalogConn), paymentsv1.NewPaymentServiceClient(paymentsConn)))
 	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())
-	rt.GRPCServerMetrics().InitializeMetrics(srv)
 	return rt.Serve(ctx, service.Traffic{Server: service.GRPC(srv), Listener: lis, Tags: []string{"grpc"}})
 }

@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -33,21 +31,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer stop()
 
 	cfg := DefaultConfig()
-	if len(args) == 1 && args[0] == "-config-doc" {
-		doc, err := config.Markdown(&cfg)
-		if err != nil {
-			return err
-		}
-		_, err = io.WriteString(stdout, doc)
+	if ok, err := config.Parse(&cfg, "payments", args, getenv, stdout, stderr); !ok {
 		return err
-	}
-	if err := config.Load(&cfg, "payments", args, getenv, stderr); errors.Is(err, flag.ErrHelp) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid configuration: %w", err)
 	}
 
 	rt, err := service.Start("payments", cfg.Config, stdout)
@@ -65,6 +50,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	paymentsv1.RegisterPaymentServiceServer(srv, server.New(rt.Logger, rt.Registry))
 	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())
-	rt.GRPCServerMetrics().InitializeMetrics(srv)
 	return rt.Serve(ctx, service.Traffic{Server: service.GRPC(srv), Listener: lis, Tags: []string{"grpc"}})
 }

@@ -170,6 +170,23 @@ func TestShop(t *testing.T) {
 		})
 	})
 
+	t.Run("an order over orders' limits is a 400 from orders, naming the client's field", func(t *testing.T) {
+		for body, field := range map[string]string{
+			`{"items":[{"productId":"moka-pot","quantity":101}],"cardToken":"tok_visa"}`: "items[0].quantity",
+			`{"items":[{"productId":"moka-pot","quantity":1}]}`:                          "cardToken",
+			`{"items":[],"cardToken":"tok_visa"}`:                                        "items",
+		} {
+			code, resp, _, err := requestH(http.MethodPost, s.gatewayURL+"/v1/orders", body, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e struct{ Field string }
+			if code != http.StatusBadRequest || json.Unmarshal([]byte(resp), &e) != nil || e.Field != field {
+				t.Errorf("POST %s: got %d %s, want 400 naming field %q", body, code, resp, field)
+			}
+		}
+	})
+
 	t.Run("payments failing opens orders' breaker, which fails fast and closes after recovery", func(t *testing.T) {
 		s.payments.setFaults(t, `[{"target":"Charge","errorRate":1}]`)
 		state := func(p *proc, name, st string) float64 {

@@ -266,7 +266,7 @@ func startMesh(ctx context.Context, downstream string, o Options) (*stack, error
 		stdout.Close()
 		return nil, err
 	}
-	conn, _, err := rt.Dial("catalog", downstream, service.DefaultClientConfig())
+	conn, err := rt.Dial("catalog", downstream, service.DefaultClientConfig())
 	if err != nil {
 		rt.Close()
 		stdout.Close()

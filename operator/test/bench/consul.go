@@ -247,17 +247,17 @@ func waitInstances(ctx context.Context, c *consulapi.Client, node string, servic
 
 // syncLag adds one ready endpoint to each of samples EndpointSlices in turn and times each change from
 // the update call to the new address in Consul's catalog, seen by a blocking query on its service.
-func syncLag(ctx context.Context, k8s client.Client, c *consulapi.Client, slices []*discoveryv1.EndpointSlice, samples, endpoints int) ([]time.Duration, error) {
+func syncLag(ctx context.Context, k8s client.Client, c *consulapi.Client, endpointSlices []*discoveryv1.EndpointSlice, samples, endpoints int) ([]time.Duration, error) {
 	var lags []time.Duration
 	for k := range samples {
-		i := k % len(slices)
-		s := slices[i]
+		i := k % len(endpointSlices)
+		s := endpointSlices[i]
 		name := s.Labels[discoveryv1.LabelServiceName]
 		_, meta, err := c.Catalog().Service(name, "", nil)
 		if err != nil {
 			return nil, err
 		}
-		ep := endpointAt(i, endpoints+k/len(slices))
+		ep := endpointAt(i, endpoints+k/len(endpointSlices))
 		s.Endpoints = append(s.Endpoints, ep)
 		start := time.Now()
 		if err := k8s.Update(ctx, s); err != nil {
