@@ -50,9 +50,13 @@ generate: ## Regenerate every generated file (CRDs, RBAC, protobuf code, dashboa
 	scripts/generate.sh
 
 .PHONY: test
-test: tools generate ## Everything CI runs: tools, generate, all module tests (-race), generated-files, deps and lint checks.
+test: tools generate ## Everything CI runs: tools, generate, all module tests (-race), generated-files, deps, tools-lock and lint checks.
 	go test $(GOTEST_FLAGS) $(MODULE_PKGS)
-	$(MAKE) --no-print-directory check-generated check-deps lint
+	$(MAKE) --no-print-directory check-generated check-deps test-tools lint
+
+.PHONY: test-tools
+test-tools: ## Two concurrent scripts/tools.sh runs build a component once (the per-component lock), in a temporary cache.
+	scripts/tools-test.sh
 
 .PHONY: test-short
 test-short: ## Module tests only, without tools/generate/lint (assumes `make tools` ran).
