@@ -21,8 +21,14 @@ help: ## Show this help.
 
 MESHPLANE := .local/bin/meshplane
 
+# The components `meshplane up` starts (etcd, kube-apiserver, kube-controller-manager, kubectl, istiod,
+# Consul, Loki, Prometheus), by their scripts/tools.sh names; not the linters and code generators, which
+# `make up` does not need and `make tools` still builds.
+UP_TOOLS := kube istio consul loki prometheus
+
 .PHONY: up
-up: tools ## Start the whole platform locally: apiserver, operator + Consul sync, Consul, shop, Prometheus, Loki, load (UP_FLAGS=--port prometheus=19090 ...).
+up: ## Start the whole platform locally: apiserver, operator + Consul sync, Consul, shop, Prometheus, Loki, load (UP_FLAGS=--port prometheus=19090 ...).
+	scripts/tools.sh $(UP_TOOLS)
 	@go build -o $(MESHPLANE) ./operator/cmd/meshplane
 	@$(MESHPLANE) up $(UP_FLAGS)
 
