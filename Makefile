@@ -21,8 +21,14 @@ help: ## Show this help.
 
 MESHPLANE := .local/bin/meshplane
 
+# The components `meshplane up` starts (etcd, kube-apiserver, kube-controller-manager, kubectl, istiod,
+# Consul, Loki, Prometheus), by their scripts/tools.sh names; not the linters and code generators, which
+# `make up` does not need and `make tools` still builds.
+UP_TOOLS := kube istio consul loki prometheus
+
 .PHONY: up
-up: tools ## Start the whole platform locally: apiserver, operator + Consul sync, Consul, shop, Prometheus, Loki, load (UP_FLAGS=--port prometheus=19090 ...).
+up: ## Start the whole platform locally: apiserver, operator + Consul sync, Consul, shop, Prometheus, Loki, load (UP_FLAGS=--port prometheus=19090 ...).
+	scripts/tools.sh $(UP_TOOLS)
 	@go build -o $(MESHPLANE) ./operator/cmd/meshplane
 	@$(MESHPLANE) up $(UP_FLAGS)
 
@@ -50,9 +56,13 @@ generate: ## Regenerate every generated file (CRDs, RBAC, protobuf code, dashboa
 	scripts/generate.sh
 
 .PHONY: test
-test: tools generate ## Everything CI runs: tools, generate, all module tests (-race), generated-files, deps and lint checks.
+test: tools generate ## Everything CI runs: tools, generate, all module tests (-race), generated-files, deps, tools-lock and lint checks.
 	go test $(GOTEST_FLAGS) $(MODULE_PKGS)
-	$(MAKE) --no-print-directory check-generated check-deps lint
+	$(MAKE) --no-print-directory check-generated check-deps test-tools lint
+
+.PHONY: test-tools
+test-tools: ## Two concurrent scripts/tools.sh runs build a component once (the per-component lock), in a temporary cache.
+	scripts/tools-test.sh
 
 .PHONY: test-short
 test-short: ## Module tests only, without tools/generate/lint (assumes `make tools` ran).

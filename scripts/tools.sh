@@ -9,6 +9,13 @@
 #
 # Each Go component is built in a throw-away module under $MESHPLANE_CACHE/build/<name>; its go.mod text is
 # the cache key, so changing a pin rebuilds exactly that component. Nothing built here is committed.
+#
+# Runs at once (`make up` in one terminal, `make test` in another) share the cache, so each component is
+# checked and built while holding $MESHPLANE_CACHE/locks/<name>.lock (flock(1), util-linux): without it both
+# rebuilt into the same directory and removed each other's work. A second run waits, printing which run holds
+# the lock (its PID, arguments and start, recorded in the lock file) and a reminder every minute, then finds
+# the stamp fresh and builds nothing. The kernel drops the lock when its holder exits, even if killed; a lock
+# file left behind is harmless (never delete one while a run may hold it: the next run would lock a new file).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,9 +30,61 @@ if [[ ${1:-} == --print-bin ]]; then
   exit 0
 fi
 
-mkdir -p "$bin" "$cache/build"
+command -v flock >/dev/null || {
+  echo "tools.sh: flock not found: install util-linux (it takes a lock per component in $cache/locks)" >&2
+  exit 1
+}
+mkdir -p "$bin" "$cache/build" "$cache/locks"
 
 log() { printf '[tools %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# What the lock file says about this run, for a run waiting on it.
+holder_text="pid $$ (scripts/tools.sh${*:+ $*})"
+
+# locked NAME CMD...
+# Runs CMD holding $cache/locks/NAME.lock, so another tools.sh run cannot build NAME at the same time. While
+# that run holds it, waits, saying so once and again every minute.
+locked() {
+  local name=$1
+  shift
+  local lock=$cache/locks/$name.lock fd since=$SECONDS
+  # >> creates the file without truncating what the holder wrote.
+  exec {fd}>>"$lock"
+  if ! try_lock "$fd" -n; then
+    log "$name: waiting for another tools.sh run, which holds $lock: $(holder "$lock")"
+    until try_lock "$fd" -w 60; do
+      log "$name: still waiting after $((SECONDS - since))s for $(holder "$lock")"
+    done
+    log "$name: lock taken after waiting $((SECONDS - since))s"
+  fi
+  printf '%s since %s\n' "$holder_text" "$(date +%H:%M:%S)" >"$lock"
+  "$@"
+  exec {fd}>&-
+}
+
+# try_lock FD FLOCK_OPTION...
+# Locks FD exclusively; false if another process still holds the lock when the option's limit (-n: none,
+# -w SECONDS) runs out. Any other flock failure ends the script.
+try_lock() {
+  local fd=$1 rc=0
+  shift
+  flock "$@" -E 75 "$fd" || rc=$?
+  case $rc in
+    0) return 0 ;;
+    75) return 1 ;;
+    *)
+      echo "tools.sh: flock $* on fd $fd failed with status $rc" >&2
+      exit 1
+      ;;
+  esac
+}
+
+# holder LOCKFILE prints who holds the lock, as that run recorded it.
+holder() {
+  local text
+  text=$(<"$1")
+  echo "${text:-a run that has not recorded its pid yet}"
+}
 
 # build_go NAME ETA GOMOD_TEXT PKG=BIN...
 # Builds each PKG into $bin/BIN inside a throw-away module whose go.mod is GOMOD_TEXT, with extra linker
@@ -239,10 +298,10 @@ start=$SECONDS
 check_kubectl
 for t in "${targets[@]}"; do
   case $t in
-    kube | consul | prometheus | loki | istio | debian) "tool_$t" ;;
-    controller-gen) tool_controller_gen ;;
-    golangci-lint) tool_golangci_lint ;;
-    protoc-gen) tool_protoc_gen ;;
+    kube | consul | prometheus | loki | istio | debian) locked "$t" "tool_$t" ;;
+    controller-gen) locked "$t" tool_controller_gen ;;
+    golangci-lint) locked "$t" tool_golangci_lint ;;
+    protoc-gen) locked "$t" tool_protoc_gen ;;
     *)
       echo "tools.sh: unknown tool $t (known: ${all[*]})" >&2
       exit 2
