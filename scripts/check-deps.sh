@@ -67,6 +67,7 @@ facts() {
     mod=${entry%% *}
     dir=${entry#* }
     echo "module $mod"
+    # shellcheck disable=SC2016 # a Go template, not shell
     (cd "$dir" && go list -f '{{$p := .ImportPath}}pkg {{$p}} {{.Module.Path}}
 {{range .Imports}}edge {{$.Module.Path}} {{$p}} {{.}} prod
 {{end}}{{range .TestImports}}edge {{$.Module.Path}} {{$p}} {{.}} test
@@ -74,8 +75,10 @@ facts() {
 {{end}}' ./...) | awk '$1 == "pkg" || $4 ~ /^meshplane\.dev\//'
   done
   # What the operator's binaries run: the manager, and what the CLI imports from operator/internal.
-  (cd operator && go list -deps $(go list -f '{{range .Imports}}{{.}} {{end}}' ./cmd/meshplane | tr ' ' '\n' |
-    grep '^meshplane.dev/operator/internal/') ./cmd/manager | grep '^meshplane.dev/operator/internal/' | sed 's/^/built /')
+  local cli
+  mapfile -t cli < <(cd operator && go list -f '{{range .Imports}}{{.}}{{"\n"}}{{end}}' ./cmd/meshplane |
+    grep '^meshplane.dev/operator/internal/')
+  (cd operator && go list -deps "${cli[@]}" ./cmd/manager | grep '^meshplane.dev/operator/internal/' | sed 's/^/built /')
 }
 
 self_test() {
