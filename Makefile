@@ -97,7 +97,7 @@ images: ## Build the container images: IMAGE_REGISTRY/<name>:IMAGE_TAG (meshplan
 	done
 
 .PHONY: cluster-up
-cluster-up: ## kind cluster + Istio + images + manifests/overlays/dev, waiting for rollouts (needs Docker; README "Cluster").
+cluster-up: ## kind cluster + Istio + images + manifests/overlays/dev, waiting for rollouts (needs Docker; docs/operating.md).
 	scripts/cluster-up.sh
 
 .PHONY: cluster-down

@@ -28,10 +28,10 @@ mapfile -t protos < <(cd services/proto && find . -name '*.proto' | sort)
   --go-grpc_out=. --go-grpc_opt=module=meshplane.dev/services/proto \
   "${protos[@]}")
 
-# --- Shop services: README settings tables, from each service's Config (`<service> -config-doc`) ---
+# --- Shop services: settings tables in docs/services.md, from each service's Config (`<service> -config-doc`) ---
 {
   for svc in gateway catalog orders payments loadgen; do
-    printf '\n#### %s\n\n' "$svc"
+    printf '\n### %s\n\n' "$svc"
     (cd "services/$svc" && go run . -config-doc)
   done
   echo
@@ -39,8 +39,8 @@ mapfile -t protos < <(cd services/proto && find . -name '*.proto' | sort)
 awk -v gen=.services-config.md.tmp '
   /^<!-- BEGIN GENERATED services-config/ { print; while ((getline line < gen) > 0) print line; skip = 1; next }
   /^<!-- END GENERATED services-config/ { skip = 0 }
-  !skip { print }' README.md > README.md.tmp
-mv README.md.tmp README.md
+  !skip { print }' docs/services.md > docs/services.md.tmp
+mv docs/services.md.tmp docs/services.md
 rm -f .services-config.md.tmp
 
 # --- Dashboards and alert rules: Grafana dashboards (JSON) and Prometheus rules (YAML) generated from

@@ -1,6 +1,6 @@
 // Package config loads a service's typed configuration from environment variables and command-line
 // flags, declared once in struct tags, and renders the same declarations as documentation, so the
-// README's table of settings cannot drift from the code.
+// settings tables in docs/services.md cannot drift from the code.
 //
 // A field takes part when it has an `env` tag; `flag` names its flag (default: the env name in
 // lower-case kebab form; "-" for a setting read from the environment only, such as a variable a library
@@ -68,7 +68,7 @@ type Validator interface {
 }
 
 // DocFlag is the argument with which a service prints its settings as a Markdown table instead of
-// running: the README's settings tables are generated from it.
+// running: the settings tables in docs/services.md are generated from it.
 const DocFlag = "-config-doc"
 
 // Parse is every service's start-up configuration step. With the single argument DocFlag it writes cfg's

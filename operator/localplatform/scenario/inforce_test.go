@@ -24,7 +24,7 @@ import (
 
 // Every field of a TrafficPolicy, read back from what istiod sent the caller: the ones gRPC enforces
 // are in force with the declared values, the others are reported as ignored, not sent or server side
-// — exactly the table in the README. `meshplane inforce` prints the same against the running istiod.
+// — exactly the table in docs/local-platform.md. `meshplane inforce` prints the same against the running istiod.
 func TestInForce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

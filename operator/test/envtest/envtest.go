@@ -50,3 +50,18 @@ func Namespace(t testing.TB, e *Env) string {
 	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), ns) })
 	return ns.Name
 }
+
+// Start starts a control plane for one test and stops it when the test ends.
+func Start(t testing.TB, o Options) *Env {
+	t.Helper()
+	e, err := controlplane.Start(o)
+	if err != nil {
+		t.Fatalf("start control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			t.Errorf("stop control plane: %v", err)
+		}
+	})
+	return e
+}

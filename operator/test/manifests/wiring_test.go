@@ -455,7 +455,7 @@ func dotted(s string) []string {
 var configDocEnv = regexp.MustCompile("(?m)^\\| `([A-Z0-9_]+)` \\|")
 
 // TestSettingsAreTheProgramsOwn: every environment variable the manifests give a shop container is a
-// setting its Config documents (`<service> -config-doc`, the source of README's Settings tables), and
+// setting its Config documents (`<service> -config-doc`, the source of the settings tables in docs/services.md), and
 // the operator's Deployment args are flags the manager defines, so a typo cannot silently fall back to
 // a default (127.0.0.1 listen addresses would make every probe fail).
 func TestSettingsAreTheProgramsOwn(t *testing.T) {
