@@ -41,7 +41,14 @@ type TrafficPolicyList struct {
 
 // TrafficPolicySpec is the desired traffic behaviour for one Service.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || !has(self.retries) || !has(self.retries.perTryTimeout) || duration(self.retries.perTryTimeout) <= duration(self.timeout)",message="spec.retries.perTryTimeout must not exceed spec.timeout: each attempt must fit in the whole request",fieldPath=".retries.perTryTimeout",reason=FieldValueInvalid
+// Its CEL rules (here and on split) stay silent about a value another rule already rejects, so each problem
+// gets one message: perTryTimeout is compared with timeout only when both are well-formed durations of at
+// least 1ms (converting a malformed one would add CEL's "type conversion error"), and split's weights are
+// summed only when the list is not empty and every weight is set and within 0 to 100. Messages that carry
+// values are built with format(): the API server's cost estimator takes string(int), + on strings of
+// unknown length and join() as unbounded and would reject the CRD.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || !has(self.retries) || !has(self.retries.perTryTimeout) || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) < duration('1ms') || duration(self.retries.perTryTimeout) < duration('1ms') || duration(self.retries.perTryTimeout) <= duration(self.timeout)",messageExpression="'spec.retries.perTryTimeout (%s) must not exceed spec.timeout (%s): each attempt must fit in the whole request'.format([self.retries.perTryTimeout, self.timeout])",fieldPath=".retries.perTryTimeout",reason=FieldValueInvalid
 type TrafficPolicySpec struct {
 	// targetRef names the Service in the policy's namespace this policy governs. One Service has at most
 	// one policy in force: when two target the same Service, the older wins and the newer reports
@@ -77,7 +84,7 @@ type TrafficPolicySpec struct {
 	// +listMapKey=subset
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=10
-	// +kubebuilder:validation:XValidation:rule="self.map(s, has(s.weight) ? s.weight : 0).sum() == 100",message="spec.split weights must sum to 100"
+	// +kubebuilder:validation:XValidation:rule="size(self) == 0 || self.exists(s, !has(s.weight) || s.weight < 0 || s.weight > 100) || self.map(s, s.weight).sum() == 100",messageExpression="'spec.split weights must sum to 100, not %d'.format([self.map(s, s.weight).sum()])"
 	Split []Subset `json:"split,omitempty"`
 
 	// allow lists the only callers allowed to reach the Service, by service account (AuthorizationPolicy
@@ -109,13 +116,20 @@ type TargetRef struct {
 // Duration is a length of time written as in Gateway API (GEP-2257): one to four groups of up to five
 // digits followed by h, m, s or ms, such as 3s, 500ms or 1m30s.
 //
+// The pattern rejects a malformed value; the rule converts only values the pattern accepts, so a malformed
+// value gets the pattern's message alone, not also CEL's "type conversion error" (or "must be at least
+// 1ms" for "-1s" and "500us", which CEL's duration() parses but the pattern rejects).
+//
 // +kubebuilder:validation:Pattern=`^([0-9]{1,5}(h|m|s|ms)){1,4}$`
-// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms')",message="must be at least 1ms"
+// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self) >= duration('1ms')",message="must be at least 1ms"
 type Duration string
 
 // Retries is the retry policy callers' proxies apply (VirtualService http[].retries).
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.attempts) || self.attempts != 0 || (!has(self.perTryTimeout) && !has(self.retryOn))",message="spec.retries.perTryTimeout and spec.retries.retryOn must be unset when spec.retries.attempts is 0 (retries disabled)"
+// One rule per field that must go when retries are disabled, so each message names the field to remove.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.attempts) || self.attempts != 0 || !has(self.perTryTimeout)",message="must be unset when spec.retries.attempts is 0 (retries disabled)",fieldPath=".perTryTimeout",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.attempts) || self.attempts != 0 || !has(self.retryOn)",message="must be unset when spec.retries.attempts is 0 (retries disabled)",fieldPath=".retryOn",reason=FieldValueForbidden
 type Retries struct {
 	// attempts is the number of retries after the first try, 0 to 10. 0 disables retries explicitly, for
 	// callers that retry themselves or requests that must not be repeated. A caller makes at most
@@ -242,7 +256,7 @@ type Subset struct {
 	// +required
 	// +kubebuilder:validation:MinProperties=1
 	// +kubebuilder:validation:MaxProperties=8
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.indexOf('/') <= 253))",message="spec.split[].labels keys must be valid label keys"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.indexOf('/') <= 253))",messageExpression="'invalid label keys %s: a key is an optional DNS subdomain prefix and /, then a name of up to 63 alphanumerics, -, _ or . that starts and ends with an alphanumeric'.format([self.filter(k, !(k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && (!k.contains('/') || k.indexOf('/') <= 253)))])"
 	Labels map[string]LabelValue `json:"labels"`
 
 	// weight is the percentage of requests this subset receives, 0 to 100. A subset with weight 0 is

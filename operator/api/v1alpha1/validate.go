@@ -238,7 +238,9 @@ func validateSplit(split []Subset, path *field.Path) field.ErrorList {
 	case len(split) > 10:
 		errs = append(errs, field.TooMany(path, len(split), 10))
 	}
-	sum := int32(0)
+	// The sum is checked only when every weight is set and in range, as the CRD's rule does: a missing or
+	// out-of-range weight is reported once, at the weight, and not again as a sum it distorts.
+	sum, weightsValid := int32(0), true
 	for i, s := range split {
 		p := path.Index(i)
 		name := p.Child("subset")
@@ -262,8 +264,10 @@ func validateSplit(split []Subset, path *field.Path) field.ErrorList {
 			errs = append(errs, field.TooMany(labels, len(s.Labels), 8))
 		}
 		for _, k := range sortedKeys(s.Labels) {
-			for _, msg := range content.IsLabelKey(k) {
-				errs = append(errs, field.Invalid(labels.Key(k), k, "must be a valid label key: "+msg))
+			// A bad key is reported at labels, as the CRD's rule does (and Kubernetes for metadata.labels):
+			// labels[k] would name the value under the key.
+			if msgs := content.IsLabelKey(k); len(msgs) > 0 {
+				errs = append(errs, field.Invalid(labels, k, "must be a valid label key: "+strings.Join(msgs, "; ")))
 			}
 			for _, msg := range content.IsLabelValue(string(s.Labels[k])) {
 				errs = append(errs, field.Invalid(labels.Key(k), string(s.Labels[k]), "must be a valid label value: "+msg))
@@ -272,14 +276,16 @@ func validateSplit(split []Subset, path *field.Path) field.ErrorList {
 		weight := p.Child("weight")
 		switch {
 		case s.Weight == nil:
+			weightsValid = false
 			errs = append(errs, field.Required(weight, "the percentage of requests, 0 to 100"))
 		case *s.Weight < 0 || *s.Weight > 100:
+			weightsValid = false
 			errs = append(errs, field.Invalid(weight, *s.Weight, "must be between 0 and 100"))
 		default:
 			sum += *s.Weight
 		}
 	}
-	if sum != 100 {
+	if weightsValid && sum != 100 {
 		errs = append(errs, field.Invalid(path, sum, "spec.split weights must sum to 100"))
 	}
 	return errs

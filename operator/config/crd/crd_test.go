@@ -5,14 +5,17 @@ package crd_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 
@@ -96,6 +99,10 @@ func TestAPIServerAndValidateAgree(t *testing.T) {
 	for _, c := range policytest.SpecCases {
 		cases = append(cases, specCase{name: c.Name, spec: c.Spec, valid: &c.Valid})
 	}
+	invalid := false
+	for _, c := range policytest.MessageCases {
+		cases = append(cases, specCase{name: "messages/" + c.Name, spec: c.Spec, valid: &invalid})
+	}
 	cases = append(cases, corpus(t)...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -111,6 +118,74 @@ func TestAPIServerAndValidateAgree(t *testing.T) {
 	}
 }
 
+// message is one problem reported about a spec: the field path and the text a team reads.
+type message struct{ field, text string }
+
+// The API server and Validate report each problem of a spec once, at the same field, with the values that
+// break the rule: a malformed duration gets the pattern's message and no CEL "type conversion error", a
+// split whose weights miss 100 says what they sum to.
+func TestAPIServerAndValidateSayTheSame(t *testing.T) {
+	ns := envtest.Namespace(t, env)
+	for _, c := range policytest.MessageCases {
+		t.Run(c.Name, func(t *testing.T) {
+			var server []message
+			serverErr := submit(t, ns, c.Spec)
+			status, ok := errors.AsType[*apierrors.StatusError](serverErr)
+			if !ok || status.Status().Details == nil {
+				t.Fatalf("spec %s: API server answered %v, want Invalid with causes", c.Spec, serverErr)
+			}
+			for _, cause := range status.Status().Details.Causes {
+				server = append(server, message{field: cause.Field, text: cause.Message})
+			}
+			errs, err := policytest.Validate(c.Spec)
+			if err != nil {
+				t.Fatalf("spec %s: %v", c.Spec, err)
+			}
+			var goSays []message
+			for _, e := range errs {
+				goSays = append(goSays, message{field: e.Field, text: e.ErrorBody()})
+			}
+			for _, side := range []struct {
+				name     string
+				messages []message
+			}{{"API server", server}, {"Validate", goSays}} {
+				if diff := cmp.Diff(sorted(c.Fields), sorted(fields(side.messages))); diff != "" {
+					t.Errorf("spec %s\n%s reports at fields (-want +got):\n%s%s", c.Spec, side.name, diff, show(side.messages))
+				}
+				for _, m := range side.messages {
+					for _, want := range c.Says {
+						if !strings.Contains(m.text, want) {
+							t.Errorf("spec %s\n%s says %q at %s, want it to contain %q", c.Spec, side.name, m.text, m.field, want)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func fields(messages []message) []string {
+	var paths []string
+	for _, m := range messages {
+		paths = append(paths, m.field)
+	}
+	return paths
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+func show(messages []message) string {
+	var b strings.Builder
+	for _, m := range messages {
+		fmt.Fprintf(&b, "  %s: %s\n", m.field, m.text)
+	}
+	return b.String()
+}
+
 // An invalid policy is rejected with the field in the message, CEL rules included.
 func TestAPIServerNamesTheField(t *testing.T) {
 	ns := envtest.Namespace(t, env)
@@ -118,8 +193,8 @@ func TestAPIServerNamesTheField(t *testing.T) {
 		{`{"targetRef":{"name":"orders"},"timeout":"1s","retries":{"attempts":1,"perTryTimeout":"2s"}}`, "spec.retries.perTryTimeout"},
 		{`{"targetRef":{"name":"orders"},"timeout":"0s"}`, "spec.timeout"},
 		{`{"targetRef":{"name":"orders"},"retries":{"attempts":1,"retryOn":["reset","599"]}}`, "spec.retries.retryOn[1]"},
-		{`{"targetRef":{"name":"orders"},"retries":{"attempts":0,"retryOn":["reset"]}}`, "spec.retries.retryOn must be unset when spec.retries.attempts is 0"},
-		{`{"targetRef":{"name":"orders"},"split":[{"subset":"v1","labels":{"version":"v1"},"weight":60}]}`, "spec.split weights must sum to 100"},
+		{`{"targetRef":{"name":"orders"},"retries":{"attempts":0,"retryOn":["reset"]}}`, "spec.retries.retryOn: Forbidden: must be unset when spec.retries.attempts is 0"},
+		{`{"targetRef":{"name":"orders"},"split":[{"subset":"v1","labels":{"version":"v1"},"weight":60}]}`, "spec.split weights must sum to 100, not 60"},
 		{`{"targetRef":{"name":"orders"},"split":[{"subset":"v1","labels":{"-v":"v1"},"weight":100}]}`, "spec.split[0].labels"},
 		{`{"targetRef":{"name":"orders"},"mtls":{"mode":"ON"}}`, "spec.mtls.mode"},
 		{`{"targetRef":{"name":"orders"},"allow":[{"namespace":"tools"}]}`, "spec.allow[0].serviceAccount"},

@@ -18,6 +18,9 @@ func FuzzBuild(f *testing.F) {
 	for _, c := range pt.SpecCases {
 		f.Add(c.Spec)
 	}
+	for _, c := range pt.MessageCases {
+		f.Add(c.Spec)
+	}
 	f.Fuzz(func(t *testing.T, spec string) {
 		p, err := pt.Decode(pt.Document("shop", "fuzz", spec))
 		if err != nil {

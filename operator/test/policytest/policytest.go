@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/render"
@@ -139,12 +140,21 @@ func Decode(doc []byte) (*v1alpha1.TrafficPolicy, error) {
 // Accepts reports whether Meshplane's Go code accepts a spec: it decodes strictly and Validate finds
 // nothing. The API server must agree.
 func Accepts(spec string) (bool, string) {
-	p, err := Decode(Document("ns", "p", spec))
+	errs, err := Validate(spec)
 	if err != nil {
 		return false, err.Error()
 	}
-	if errs := p.Validate(); len(errs) > 0 {
+	if len(errs) > 0 {
 		return false, errs.ToAggregate().Error()
 	}
 	return true, ""
+}
+
+// Validate decodes a spec as Accepts does and returns what Validate finds in it, or the decoding error.
+func Validate(spec string) (field.ErrorList, error) {
+	p, err := Decode(Document("ns", "p", spec))
+	if err != nil {
+		return nil, err
+	}
+	return p.Validate(), nil
 }

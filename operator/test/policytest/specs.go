@@ -133,3 +133,43 @@ var SpecCases = []SpecCase{
 	{"everything", `{"targetRef":{"kind":"Service","name":"orders"},"timeout":"3s","retries":{"attempts":2,"perTryTimeout":"1s","retryOn":["connect-failure","refused-stream","unavailable","503"]},"circuitBreaker":{"maxConnections":100,"maxPendingRequests":10,"maxRequests":100,"maxRequestsPerConnection":0,"maxRetries":3,"consecutiveErrors":5,"interval":"10s","baseEjectionTime":"30s","maxEjectionPercent":50},"mtls":{"mode":"STRICT"},"split":[{"subset":"v1","labels":{"version":"v1"},"weight":90},{"subset":"v2","labels":{"version":"v2"},"weight":10}],"allow":[{"serviceAccount":"gateway"},{"serviceAccount":"loadgen","namespace":"tools"}]}`, true},
 	{"many problems", `{"targetRef":{"name":"Orders"},"timeout":"1.5s","retries":{"attempts":0,"retryOn":["599"]},"mtls":{"mode":"strict"},"split":[{"subset":"a","labels":{"v":"1"},"weight":50}]}`, false},
 }
+
+// MessageCase is an invalid spec and the messages both the API server and Validate must give it.
+type MessageCase struct {
+	Name string
+	Spec string
+	// Fields holds the field path of every message, one entry per message: each problem is reported once,
+	// at the field to change.
+	Fields []string
+	// Says is text every message must contain: the values a team needs to see to fix the spec.
+	Says []string
+}
+
+// MessageCases are the specs whose messages matter beyond the verdict. A value the pattern rejects gets
+// the pattern's message alone, not also a CEL rule's failed conversion of it; a rule that depends on a
+// value another rule rejects stays silent; a message names the values that break the rule.
+var MessageCases = []MessageCase{
+	// malformed durations: one message each, with the value
+	{"timeout banana", `{"targetRef":{"name":"orders"},"timeout":"banana"}`, []string{"spec.timeout"}, []string{`"banana"`}},
+	{"timeout no unit", `{"targetRef":{"name":"orders"},"timeout":"3"}`, []string{"spec.timeout"}, []string{`"3"`}},
+	{"timeout negative", `{"targetRef":{"name":"orders"},"timeout":"-1s"}`, []string{"spec.timeout"}, []string{`"-1s"`}},
+	{"timeout microseconds", `{"targetRef":{"name":"orders"},"timeout":"500us"}`, []string{"spec.timeout"}, []string{`"500us"`}},
+	{"timeout banana with perTryTimeout", `{"targetRef":{"name":"orders"},"timeout":"banana","retries":{"attempts":1,"perTryTimeout":"2s"}}`, []string{"spec.timeout"}, []string{`"banana"`}},
+	{"perTryTimeout banana", `{"targetRef":{"name":"orders"},"timeout":"1s","retries":{"attempts":1,"perTryTimeout":"banana"}}`, []string{"spec.retries.perTryTimeout"}, []string{`"banana"`}},
+	{"interval banana", `{"targetRef":{"name":"orders"},"circuitBreaker":{"interval":"banana"}}`, []string{"spec.circuitBreaker.interval"}, []string{`"banana"`}},
+	{"baseEjectionTime words", `{"targetRef":{"name":"orders"},"circuitBreaker":{"baseEjectionTime":"thirty seconds"}}`, []string{"spec.circuitBreaker.baseEjectionTime"}, []string{`"thirty seconds"`}},
+	{"timeout 0s with perTryTimeout", `{"targetRef":{"name":"orders"},"timeout":"0s","retries":{"attempts":1,"perTryTimeout":"1s"}}`, []string{"spec.timeout"}, []string{"must be at least 1ms"}},
+
+	// messages that carry the values breaking the rule
+	{"perTryTimeout exceeds timeout", `{"targetRef":{"name":"orders"},"timeout":"1s","retries":{"attempts":1,"perTryTimeout":"1001ms"}}`, []string{"spec.retries.perTryTimeout"}, []string{"1001ms", "must not exceed spec.timeout (1s)"}},
+	{"split sum 90", `{"targetRef":{"name":"orders"},"split":[{"subset":"v1","labels":{"version":"v1"},"weight":80},{"subset":"v2","labels":{"version":"v2"},"weight":10}]}`, []string{"spec.split"}, []string{"must sum to 100", "90"}},
+	{"split sum 110", `{"targetRef":{"name":"orders"},"split":[{"subset":"v1","labels":{"version":"v1"},"weight":100},{"subset":"v2","labels":{"version":"v2"},"weight":10}]}`, []string{"spec.split"}, []string{"must sum to 100", "110"}},
+	{"split label bad key", `{"targetRef":{"name":"orders"},"split":[{"subset":"v1","labels":{"-version":"v1"},"weight":100}]}`, []string{"spec.split[0].labels"}, []string{"-version"}},
+
+	// a rule that depends on a value another rule rejects stays silent
+	{"split empty", `{"targetRef":{"name":"orders"},"split":[]}`, []string{"spec.split"}, nil},
+	{"split weight 101", `{"targetRef":{"name":"orders"},"split":[{"subset":"v1","labels":{"version":"v1"},"weight":101}]}`, []string{"spec.split[0].weight"}, []string{"101"}},
+
+	// retries disabled: each field that must go is named
+	{"retries attempts 0 with perTryTimeout and retryOn", `{"targetRef":{"name":"orders"},"retries":{"attempts":0,"perTryTimeout":"1s","retryOn":["5xx"]}}`, []string{"spec.retries.perTryTimeout", "spec.retries.retryOn"}, []string{"must be unset when spec.retries.attempts is 0"}},
+}
