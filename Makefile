@@ -33,9 +33,9 @@ up: ## Start the whole platform locally: apiserver, operator + Consul sync, Cons
 	@$(MESHPLANE) up $(UP_FLAGS)
 
 .PHONY: status
-status: ## Show the local platform's components, health, URLs and TrafficPolicies.
+status: ## Show the local platform's components, health, URLs and TrafficPolicies (fails if one is down; "not running" is a state, not a failure).
 	@go build -o $(MESHPLANE) ./operator/cmd/meshplane
-	@$(MESHPLANE) status
+	@$(MESHPLANE) status || [ $$? -eq 3 ]
 
 .PHONY: drill
 drill: ## Payments failure drill on the running platform: error rate, breaker open and closed, from Prometheus.

@@ -15,9 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	promapi "github.com/prometheus/client_golang/api"
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
-	"github.com/prometheus/common/model"
+	"meshplane.dev/mesh/devkit/metricstest"
 )
 
 // DrillOptions shape the payments failure drill.
@@ -93,27 +91,27 @@ func Drill(ctx context.Context, cfg Config, o DrillOptions, out io.Writer) error
 		mesh = append(mesh, sc)
 	}
 	if len(mesh) > 0 {
-		if err := meshDrill(ctx, cfg, st, mesh, out); err != nil {
+		if err := meshDrill(ctx, st, mesh, out); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// breakerDrill injects payment failures into every payments instance and prints, from Prometheus, how
-// the error rate rises, orders' breaker opens and requests fail fast without reaching payments, then
-// how it all recovers after the fault is cleared. It fails if the breaker never opened or never
-// closed again.
+// breakerDrill injects payment failures into every payments instance and prints how the error rate
+// rises, orders' breaker opens and requests fail fast without reaching payments, then how it all
+// recovers after the fault is cleared. Every column covers the same window, the row's interval: the
+// drill's own orders as it counts them, everything else from the processes' own /metrics (the endpoints
+// Prometheus scrapes) read at each row, so no column lags behind another by a scrape or a rate window.
+// It fails if the breaker never opened or never closed again.
 func breakerDrill(ctx context.Context, st *State, o DrillOptions, out io.Writer) error {
-	pc, err := promapi.NewClient(promapi.Config{Address: "http://" + st.Ports.Addr("prometheus")})
-	if err != nil {
-		return err
-	}
-	prom := promv1.NewAPI(pc)
 	var faults []string
+	metrics := map[string][]string{} // service → its instances' /metrics URLs
 	for _, in := range shopInstances() {
+		admin := "http://" + st.Ports.Addr(in.key+"-admin")
+		metrics[in.svc.name] = append(metrics[in.svc.name], admin+"/metrics")
 		if in.svc.name == "payments" {
-			faults = append(faults, "http://"+st.Ports.Addr(in.key+"-admin")+"/admin/faults")
+			faults = append(faults, admin+"/admin/faults")
 		}
 	}
 	setFaults := func(ctx context.Context, method string, body []byte) error {
@@ -128,7 +126,9 @@ func breakerDrill(ctx context.Context, st *State, o DrillOptions, out io.Writer)
 
 	fmt.Fprintf(out, "Payments failure drill: %s normal traffic, %s with every payments instance failing every charge, up to %s of recovery.\n",
 		o.Baseline, o.Fault, o.Recovery)
-	fmt.Fprintf(out, "The drill places %g orders/s through the gateway; the table reads Prometheus every %s.\n\n", o.OrderRate, o.Every)
+	fmt.Fprintf(out, "The drill places %g orders/s through the gateway. Each row covers the %s before it: the drill's orders,\n"+
+		"and the gateway's 5xx share (all its traffic, loadgen's too), orders' breaker and payments' charges\n"+
+		"from each process's own /metrics.\n\n", o.OrderRate, o.Every)
 
 	var ok, failed atomic.Int64
 	ctx, stopLoad := context.WithCancel(ctx)
@@ -141,18 +141,22 @@ func breakerDrill(ctx context.Context, st *State, o DrillOptions, out io.Writer)
 	began := time.Now()
 	var rows []drillRow
 	var lastOK, lastFailed int64
+	last, lastAt := readCounters(ctx, metrics), time.Now()
 	row := func(phase string) {
-		r := drillRow{at: time.Since(began), phase: phase}
+		now := readCounters(ctx, metrics)
+		at := time.Now()
+		seconds := at.Sub(lastAt).Seconds()
+		r := drillRow{at: at.Sub(began), phase: phase}
 		r.ok, r.failed = ok.Load()-lastOK, failed.Load()-lastFailed
 		lastOK, lastFailed = lastOK+r.ok, lastFailed+r.failed
-		// "or vector(0)": no 5xx series yet means none happened, not unknown.
-		r.errRatio = scalar(ctx, prom, `(sum(rate(http_server_request_duration_seconds_count{service="gateway",http_response_status_code=~"5.."}[15s])) or vector(0)) / sum(rate(http_server_request_duration_seconds_count{service="gateway"}[15s]))`)
-		r.breaker = breakerState(ctx, prom)
-		r.rejected = scalar(ctx, prom, `sum(rate(meshplane_circuit_breaker_requests_total{service="orders",name="payments",result=~"rejected_.*"}[15s]))`)
-		r.paymentsRS = scalar(ctx, prom, `sum(rate(grpc_server_handled_total{service="payments",grpc_method="Charge"}[15s]))`)
+		r.errRatio = ratio(now.gateway5xx-last.gateway5xx, now.gatewayAll-last.gatewayAll)
+		r.breaker = now.breaker
+		r.rejected = rate(now.rejected-last.rejected, seconds)
+		r.paymentsRS = rate(now.charges-last.charges, seconds)
+		last, lastAt = now, at
 		rows = append(rows, r)
 		fmt.Fprintf(out, rowFormat, fmt.Sprintf("%.0fs", r.at.Seconds()), r.phase, strconv.FormatInt(r.ok, 10), strconv.FormatInt(r.failed, 10),
-			pct(r.errRatio), r.breaker, fmt.Sprintf("%.2f", r.rejected), fmt.Sprintf("%.2f", r.paymentsRS))
+			pct(r.errRatio), r.breaker, num(r.rejected), num(r.paymentsRS))
 	}
 	phase := func(name string, d time.Duration, done func() bool) error {
 		end := time.Now().Add(d)
@@ -197,11 +201,99 @@ func breakerDrill(ctx context.Context, st *State, o DrillOptions, out io.Writer)
 	}); err != nil {
 		return err
 	}
-	return summarize(out, rows, faultAt, clearAt)
+	return summarize(out, rows, o.Every, faultAt, clearAt)
+}
+
+// counters are the drill's readings of the processes' metrics at one moment. A reading that failed is
+// NaN, so the row shows "-" rather than a made-up rate.
+type counters struct {
+	gateway5xx, gatewayAll float64 // HTTP requests the gateway answered
+	rejected               float64 // calls orders' breakers for payments refused
+	charges                float64 // Charge calls payments' instances handled
+	breaker                string  // orders' breakers for payments: their states
+}
+
+func readCounters(ctx context.Context, metrics map[string][]string) counters {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c := counters{gateway5xx: math.NaN(), gatewayAll: math.NaN(), rejected: math.NaN(), charges: math.NaN(), breaker: "?"}
+	read := func(service string) []metricstest.Families {
+		var all []metricstest.Families
+		for _, u := range metrics[service] {
+			f, err := metricstest.Scrape(ctx, u)
+			if err != nil {
+				return nil
+			}
+			all = append(all, f)
+		}
+		return all
+	}
+	if gw := read("gateway"); gw != nil {
+		c.gateway5xx, c.gatewayAll = 0, 0
+		for _, f := range gw {
+			for series, v := range f.Series("http_server_request_duration_seconds") {
+				c.gatewayAll += v
+				if strings.Contains(series, `http_response_status_code="5`) {
+					c.gateway5xx += v
+				}
+			}
+		}
+	}
+	if orders := read("orders"); orders != nil {
+		c.rejected = 0
+		var states []string
+		for _, f := range orders {
+			for series, v := range f.Series("meshplane_circuit_breaker_requests_total") {
+				if strings.Contains(series, `name="payments"`) && strings.Contains(series, `result="rejected_`) {
+					c.rejected += v
+				}
+			}
+			for series, v := range f.Series("meshplane_circuit_breaker_state") {
+				if v == 1 && strings.Contains(series, `name="payments"`) {
+					if _, rest, ok := strings.Cut(series, `state="`); ok {
+						state, _, _ := strings.Cut(rest, `"`)
+						states = append(states, state)
+					}
+				}
+			}
+		}
+		slices.Sort(states)
+		if states = slices.Compact(states); len(states) > 0 {
+			c.breaker = strings.Join(states, "+")
+		}
+	}
+	if payments := read("payments"); payments != nil {
+		c.charges = 0
+		for _, f := range payments {
+			c.charges += f.Value("grpc_server_handled_total", map[string]string{"grpc_method": "Charge"})
+		}
+	}
+	return c
+}
+
+func ratio(part, whole float64) float64 {
+	if whole <= 0 {
+		return math.NaN()
+	}
+	return part / whole
+}
+
+func rate(delta, seconds float64) float64 {
+	if seconds <= 0 {
+		return math.NaN()
+	}
+	return delta / seconds
+}
+
+func num(f float64) string {
+	if math.IsNaN(f) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", f)
 }
 
 // summarize states when the breaker opened and closed, and fails when it did not.
-func summarize(out io.Writer, rows []drillRow, faultAt, clearAt time.Duration) error {
+func summarize(out io.Writer, rows []drillRow, every, faultAt, clearAt time.Duration) error {
 	var opened, closed time.Duration = -1, -1
 	for _, r := range rows {
 		if opened < 0 && r.at > faultAt && r.breaker != "closed" && r.breaker != "?" {
@@ -216,7 +308,7 @@ func summarize(out io.Writer, rows []drillRow, faultAt, clearAt time.Duration) e
 	if opened < 0 {
 		errs = append(errs, errors.New("orders' breaker for payments never left closed while payments failed"))
 	} else {
-		fmt.Fprintf(out, "Breaker opened within %.0fs of the fault (Prometheus scrapes every 5s).\n", (opened - faultAt).Seconds())
+		fmt.Fprintf(out, "Breaker opened within %.0fs of the fault (the drill reads it every %s).\n", (opened - faultAt).Seconds(), every)
 	}
 	if closed < 0 {
 		errs = append(errs, errors.New("the breaker did not close after the fault was cleared"))
@@ -275,31 +367,6 @@ func send(ctx context.Context, method, url string, body []byte) error {
 		return fmt.Errorf("%s %s: %s: %s", method, url, resp.Status, b)
 	}
 	return nil
-}
-
-// scalar evaluates q and returns its single value, or NaN when it has none.
-func scalar(ctx context.Context, prom promv1.API, q string) float64 {
-	v, _, _, err := prom.Query(ctx, q, time.Now())
-	if err != nil {
-		return math.NaN()
-	}
-	vec, ok := v.(model.Vector)
-	if !ok || len(vec) == 0 {
-		return math.NaN()
-	}
-	return float64(vec[0].Value)
-}
-
-// breakerState is the state whose gauge is 1, as orders last reported it.
-func breakerState(ctx context.Context, prom promv1.API) string {
-	v, _, _, err := prom.Query(ctx, `meshplane_circuit_breaker_state{service="orders",name="payments"} == 1`, time.Now())
-	if err != nil {
-		return "?"
-	}
-	if vec, ok := v.(model.Vector); ok && len(vec) == 1 {
-		return string(vec[0].Metric["state"])
-	}
-	return "?"
 }
 
 func pct(f float64) string {

@@ -7,7 +7,10 @@ import (
 	"io"
 	"time"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	"meshplane.dev/mesh/proxyless"
+	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/inforce"
 	"meshplane.dev/operator/localplatform/scenario"
 	"meshplane.dev/operator/localplatform/workload"
@@ -34,10 +37,11 @@ func meshScenario(m *scenario.Mesh, name string) scenario.Scenario {
 }
 
 // meshDrill runs the mesh scenarios against payments' two instances with the drill's own proxyless
-// caller, prints each as a before/after table, and restores payments' sample TrafficPolicy after.
-// The shop's own traffic goes on meanwhile: orders' calls to payments follow the same policies and
-// faults.
-func meshDrill(ctx context.Context, cfg Config, st *State, names []string, out io.Writer) (err error) {
+// caller and prints each as a before/after table. Payments' TrafficPolicy is saved first and restored
+// exactly afterwards (spec, labels, annotations, field owners), also when the drill fails or is
+// interrupted, so an edit the user made before the drill survives it. The shop's own traffic goes on
+// meanwhile: orders' calls to payments follow the same policies and faults.
+func meshDrill(ctx context.Context, st *State, names []string, out io.Writer) error {
 	if st.XDSAddr == "" {
 		return errors.New("the mesh scenarios need istiod, which this platform runs without (--discovery consul): restart it with make up")
 	}
@@ -55,13 +59,11 @@ func meshDrill(ctx context.Context, cfg Config, st *State, names []string, out i
 		return err
 	}
 	defer func() { _ = conn.Close() }()
+	key := client.ObjectKey{Namespace: ShopNamespace, Name: "payments"}
 	m := &scenario.Mesh{
 		Namespace: ShopNamespace, Service: "payments", Port: st.Ports["payments"], Method: "Charge",
 		Istiod: inforce.Istiod{URL: "http://" + st.Ports.Addr("istiod")}, CallerID: caller.Node.ProxyID(), Call: scenario.Charge(conn),
-		Apply: func(ctx context.Context, manifest []byte) error {
-			_, err := applyPolicy(ctx, c, manifest)
-			return err
-		},
+		Apply:  func(ctx context.Context, manifest []byte) error { return replaceSpec(ctx, c, key, manifest) },
 		Client: c,
 		SetHealthy: func(ctx context.Context, instance string, healthy bool) error {
 			return workload.SetHealthy(ctx, c, ShopNamespace, instance, healthy)
@@ -74,40 +76,43 @@ func meshDrill(ctx context.Context, cfg Config, st *State, names []string, out i
 			})
 		}
 	}
-	defer func() {
-		// Whatever happened, payments goes back to its sample policy.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-		defer cancel()
-		names, aerr := applySamples(rctx, c, cfg.Repo, "payments")
-		if aerr == nil {
-			aerr = waitReady(rctx, c, names...)
-		}
-		if aerr != nil {
-			err = errors.Join(err, fmt.Errorf("restore payments' sample TrafficPolicy: %w", aerr))
-			return
-		}
-		fmt.Fprintln(out, "Restored payments' sample TrafficPolicy.")
-	}()
 
-	fmt.Fprintf(out, "Mesh scenarios: each applies a TrafficPolicy for payments, waits until the drill's own proxyless\n"+
-		"client (%s) holds it from istiod, drives bounded calls, and counts what each instance served.\n\n", m.CallerID)
-	var errs []error
-	for _, name := range names {
-		sc := meshScenario(m, name)
-		outcomes, err := m.Run(ctx, sc)
-		if werr := scenario.WriteTable(out, sc, outcomes, m.Instances); werr != nil {
-			return werr
-		}
-		fmt.Fprintln(out)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, o := range outcomes {
-			if o.Err != nil {
-				errs = append(errs, fmt.Errorf("%s, %s: %w", sc.Name, o.Step, o.Err))
+	fmt.Fprintf(out, "Mesh scenarios: each replaces payments' TrafficPolicy (saved first, restored after), waits until the\n"+
+		"drill's own proxyless client (%s) holds it from istiod, drives bounded calls, and counts what each\n"+
+		"instance served.\n\n", m.CallerID)
+	restored := false
+	err = withSavedPolicy(ctx, c, key, func(msg string) { restored = true; fmt.Fprintln(out, msg) }, func(ctx context.Context) error {
+		var errs []error
+		for _, name := range names {
+			sc := meshScenario(m, name)
+			outcomes, err := m.Run(ctx, sc)
+			if werr := scenario.WriteTable(out, sc, outcomes, m.Instances); werr != nil {
+				return werr
+			}
+			fmt.Fprintln(out)
+			if err != nil {
+				errs = append(errs, err)
+				if ctx.Err() != nil {
+					break
+				}
+				continue
+			}
+			for _, o := range outcomes {
+				if o.Err != nil {
+					errs = append(errs, fmt.Errorf("%s, %s: %w", sc.Name, o.Step, o.Err))
+				}
 			}
 		}
+		return errors.Join(errs...)
+	})
+	if restored {
+		// The restored policy is in force again once the operator says so.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
+		defer cancel()
+		var p v1alpha1.TrafficPolicy
+		if gerr := c.Get(rctx, key, &p); gerr == nil {
+			err = errors.Join(err, waitReady(rctx, c, key.Name))
+		}
 	}
-	return errors.Join(errs...)
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -78,9 +79,16 @@ func TestUpStatusDown(t *testing.T) {
 		t.Fatalf("state after up: %v %v", st, err)
 	}
 
-	// Every component answers its health check.
+	// Every component answers its health check; the API server's row shows its own log, and etcd and the
+	// controller-manager have rows of their own.
 	if out, err := run("status"); err != nil {
 		t.Errorf("meshplane status: %v\n%s", err, out)
+	} else {
+		for _, want := range []string{"kube-apiserver.log", "etcd.log", "kube-controller-manager.log", "/ui/"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("meshplane status does not show %s:\n%s", want, out)
+			}
+		}
 	}
 
 	// A second up is harmless: it reports the running platform.
@@ -224,8 +232,11 @@ spec:
 			t.Errorf("%s (pid %d) still running after down", c.Name, c.PID)
 		}
 	}
-	if _, err := run("status"); err == nil {
-		t.Errorf("status after down succeeded, want not running")
+	// status after down: one line, and exit status 3 (not running), as documented.
+	out, err = run("status")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("status after down: %v, output %q; want exit status 3 and one line", err, out)
 	}
 }
 

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -31,7 +33,7 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	if st == nil || !alive(st.SupervisorPID) {
-		fmt.Fprintf(out, "Meshplane is not running (state: %s). Start it with: make up\n", cfg.Dir)
+		fmt.Fprintln(out, "Meshplane is not running; start it with: make up")
 		return ErrNotRunning
 	}
 	fmt.Fprintf(out, "Meshplane: %s since %s (supervisor pid %d, run %s)\n\n", st.Phase, st.Started.Format(time.TimeOnly), st.SupervisorPID, st.RunID)
@@ -41,7 +43,11 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 	unhealthy := 0
 	for _, c := range st.Components {
 		health := "ok"
-		if c.Health != "" {
+		if path, ok := strings.CutPrefix(c.Health, kubeHealth); ok {
+			if err := kubeGetOK(ctx, st.Kubeconfig, path); err != nil {
+				health, unhealthy = "DOWN", unhealthy+1
+			}
+		} else if c.Health != "" {
 			if err := httpGetOK(ctx, c.Health); err != nil {
 				health, unhealthy = "DOWN", unhealthy+1
 			}
@@ -58,24 +64,37 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	kubectl := filepath.Join(devserver.BinDir(), "kubectl")
 	fmt.Fprintf(out, `
+Open:
+  Consul UI          http://%s/ui/
+  Prometheus alerts  http://%s/alerts
+
 Try:
   export KUBECONFIG=%s
   %s get tp -n %s                 # TrafficPolicies and their Ready state
   curl -s http://%s/v1/products
   curl -s http://%s/v1/catalog/services    # what the sync registered in Consul
-  open http://%s/ui/  http://%s/alerts
-`, rel(cfg.Repo, st.Kubeconfig), kubectl, ShopNamespace, st.Ports.Addr("gateway"), st.Ports.Addr("consul"),
-		st.Ports.Addr("consul"), st.Ports.Addr("prometheus"))
+`, st.Ports.Addr("consul"), st.Ports.Addr("prometheus"), rel(cfg.Repo, st.Kubeconfig), kubectl, ShopNamespace,
+		st.Ports.Addr("gateway"), st.Ports.Addr("consul"))
 	if st.XDSAddr != "" {
-		fmt.Fprintf(out, `  go run ./operator/cmd/meshplane inforce --istiod http://%s --kubeconfig %s -n %s payments
+		fmt.Fprintf(out, `  %s inforce --istiod http://%s --kubeconfig %s -n %s payments
                                          # what payments' callers hold from istiod vs. its TrafficPolicy
-`, st.Ports.Addr("istiod"), rel(cfg.Repo, st.Kubeconfig), ShopNamespace)
+`, meshplaneCommand(cfg), st.Ports.Addr("istiod"), rel(cfg.Repo, st.Kubeconfig), ShopNamespace)
 	}
 	fmt.Fprintln(out, "\nNext: make drill (payments failing: orders' breaker, then the mesh scenarios), make status, make down.")
 	if unhealthy > 0 {
 		return fmt.Errorf("%d components unhealthy", unhealthy)
 	}
 	return nil
+}
+
+// meshplaneCommand is how the user runs this CLI: the binary `make` builds into .local/bin when it is
+// there (instant), go run otherwise (a few seconds of compiling).
+func meshplaneCommand(cfg Config) string {
+	bin := filepath.Join(cfg.Repo, ".local", "bin", "meshplane")
+	if _, err := os.Stat(bin); err == nil {
+		return rel(cfg.Repo, bin)
+	}
+	return "go run ./operator/cmd/meshplane"
 }
 
 func printPolicies(ctx context.Context, kubeconfig string, out io.Writer) error {
@@ -97,6 +116,24 @@ func printPolicies(ctx context.Context, kubeconfig string, out io.Writer) error 
 		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\n", p.Namespace, p.Name, p.Spec.TargetRef.Name, ready, reason)
 	}
 	return tw.Flush()
+}
+
+// kubeHealth marks a Component.Health that is a path on the local API server (its /readyz checks,
+// etcd's among them), read with the admin kubeconfig.
+const kubeHealth = "kube:"
+
+func kubeGetOK(ctx context.Context, kubeconfig, path string) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.Timeout = 2 * time.Second
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	_, err = cs.Discovery().RESTClient().Get().AbsPath(path).DoRaw(ctx)
+	return err
 }
 
 func kubeClient(kubeconfig string) (client.Client, error) {

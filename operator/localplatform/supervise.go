@@ -83,7 +83,7 @@ func Supervise(ctx context.Context, cfg Config, runID string, progress io.Writer
 	if err := s.save(); err != nil {
 		return err
 	}
-	s.say("platform", "ready in %s", time.Since(s.began).Round(100*time.Millisecond))
+	s.say("platform", "ready")
 	<-ctx.Done()
 	return nil
 }
@@ -153,10 +153,12 @@ func (s *supervisor) startKube(ctx context.Context) error {
 		return err
 	}
 	s.env = env
-	s.record(Component{Name: "kube-apiserver", URL: env.Config.Host, Log: filepath.Join(s.cfg.dataDir("kube"), "kube-controller-manager.log")}, func() {
+	s.record(Component{Name: "kube-apiserver", URL: env.Config.Host, Health: kubeHealth + "/readyz", Log: env.APIServerLog}, func() {
 		s.say("kube-apiserver", "stopping (with etcd and kube-controller-manager)")
 		_ = env.Stop()
 	})
+	s.record(Component{Name: "etcd", Health: kubeHealth + "/readyz/etcd", Log: env.EtcdLog}, nil)
+	s.record(Component{Name: "kube-controller-manager", PID: env.ControllerManagerPID(), Log: env.ControllerManagerLog}, nil)
 	b, err := os.ReadFile(env.Kubeconfig)
 	if err != nil {
 		return err
@@ -181,7 +183,7 @@ func (s *supervisor) startIstiod(ctx context.Context) error {
 		s.say("istiod", "skipped (--discovery %s: the shop finds its dependencies through Consul)", s.cfg.Discovery)
 		return nil
 	}
-	s.say("istiod", "starting istiod (pilot-discovery) against the local apiserver (waits for /ready: its caches synced, 10-25 s)")
+	s.say("istiod", "starting istiod (pilot-discovery) against the local apiserver (waits for /ready: its caches synced)")
 	t := time.Now()
 	d, err := devserver.StartIstiod(ctx, s.opts("istiod", s.cfg.Ports["istiod"]), s.cfg.Kubeconfig(), nil)
 	if err != nil {
@@ -297,7 +299,7 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 		cfg = fmt.Appendf(cfg, istiodScrape, s.istiodMetrics)
 	}
 	url := "http://" + s.cfg.Ports.Addr("prometheus")
-	_, err = s.server(ctx, "prometheus", fmt.Sprintf("Prometheus with %d generated rule files, targets from Consul (waits for /-/ready)", len(rules)), func(ctx context.Context) (*devserver.Server, error) {
+	_, err = s.server(ctx, "prometheus", fmt.Sprintf("Prometheus with %s, targets from Consul (waits for /-/ready)", count(len(rules), "generated rule file")), func(ctx context.Context) (*devserver.Server, error) {
 		return devserver.StartPrometheus(ctx, s.opts("prometheus", s.cfg.Ports["prometheus"]), cfg, files)
 	}, url, url+"/-/ready")
 	return err
@@ -357,4 +359,12 @@ func tail(path string, n int) string {
 		b = b[len(b)-n:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// count says "1 rule file", "2 rule files".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

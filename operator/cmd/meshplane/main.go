@@ -50,7 +50,7 @@ type command struct {
 var commands = map[string]command{
 	"render":  {summary: "render TrafficPolicies into Istio objects, offline", run: runRender},
 	"up":      {summary: "start the whole platform locally (apiserver, operator, Consul, shop, Prometheus, Loki)", run: runUp},
-	"status":  {summary: "show the local platform's components, health and TrafficPolicies", run: runStatus},
+	"status":  {summary: "show the local platform's components, health and TrafficPolicies (exit 0 healthy, 1 unhealthy, 3 not running)", run: runStatus},
 	"drill":   {summary: "run a payments failure drill against the local platform", run: runDrill},
 	"down":    {summary: "stop the local platform; no process is left behind", run: runDown},
 	"inforce": {summary: "show what a service's mesh clients received from istiod next to its TrafficPolicy", run: runInForce},

@@ -136,8 +136,16 @@ func runStatus(ctx context.Context, s streams, args []string) error {
 	if err != nil {
 		return err
 	}
-	return localplatform.Status(ctx, cfg, s.stdout)
+	err = localplatform.Status(ctx, cfg, s.stdout)
+	if errors.Is(err, localplatform.ErrNotRunning) {
+		// Status said so in one line; the code tells scripts (as for LSB init scripts' status).
+		return &exitError{code: exitNotRunning}
+	}
+	return err
 }
+
+// exitNotRunning is status's exit code when no platform runs: 0 is all healthy, 1 a component down.
+const exitNotRunning = 3
 
 func runDrill(ctx context.Context, s streams, args []string) error {
 	fs := flag.NewFlagSet("meshplane drill", flag.ContinueOnError)

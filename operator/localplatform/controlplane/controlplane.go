@@ -56,10 +56,14 @@ type Env struct {
 	Scheme *runtime.Scheme
 	// Kubeconfig is the path of an admin kubeconfig file, for kubectl and other processes.
 	Kubeconfig string
-	// Dir holds the kubeconfig and the controller-manager's log.
+	// Dir holds the kubeconfig and the logs.
 	Dir string
+	// APIServerLog, EtcdLog and ControllerManagerLog are the paths of the components' output in Dir
+	// (ControllerManagerLog only with Options.GarbageCollector).
+	APIServerLog, EtcdLog, ControllerManagerLog string
 
 	env     *envtest.Environment
+	logs    []*os.File
 	kcm     *exec.Cmd
 	kcmDone chan struct{}
 	tempDir bool
@@ -115,6 +119,21 @@ func Start(o Options) (*Env, error) {
 	for k, v := range o.ExtraAPIServerArgs {
 		api.Configure().Set(strings.TrimPrefix(k, "--"), v)
 	}
+	// envtest discards its processes' output; a user of the local platform reads it when something fails.
+	e.APIServerLog, e.EtcdLog = filepath.Join(e.Dir, "kube-apiserver.log"), filepath.Join(e.Dir, "etcd.log")
+	apiLog, err := e.createLog(e.APIServerLog)
+	if err != nil {
+		return nil, err
+	}
+	etcdLog, err := e.createLog(e.EtcdLog)
+	if err != nil {
+		return nil, err
+	}
+	api.Out, api.Err = apiLog, apiLog
+	if e.env.ControlPlane.Etcd == nil {
+		e.env.ControlPlane.Etcd = &envtest.Etcd{}
+	}
+	e.env.ControlPlane.Etcd.Out, e.env.ControlPlane.Etcd.Err = etcdLog, etcdLog
 	if e.Config, err = e.env.Start(); err != nil {
 		_ = e.Stop()
 		return nil, fmt.Errorf("start envtest (binaries in %s): %w", bin, err)
@@ -144,8 +163,8 @@ func (e *Env) startControllerManager() error {
 	if err != nil {
 		return err
 	}
-	logPath := filepath.Join(e.Dir, "kube-controller-manager.log")
-	log, err := os.Create(logPath)
+	e.ControllerManagerLog = filepath.Join(e.Dir, "kube-controller-manager.log")
+	log, err := os.Create(e.ControllerManagerLog)
 	if err != nil {
 		return err
 	}
@@ -187,10 +206,31 @@ func (e *Env) Stop() error {
 	if e.env != nil {
 		errs = append(errs, e.env.Stop())
 	}
+	for _, f := range e.logs {
+		_ = f.Close()
+	}
 	if e.tempDir {
 		errs = append(errs, os.RemoveAll(e.Dir))
 	}
 	return errors.Join(errs...)
+}
+
+func (e *Env) createLog(path string) (*os.File, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		_ = e.Stop()
+		return nil, err
+	}
+	e.logs = append(e.logs, f)
+	return f, nil
+}
+
+// ControllerManagerPID is the kube-controller-manager's process id, 0 when it does not run.
+func (e *Env) ControllerManagerPID() int {
+	if e.kcm == nil || e.kcm.Process == nil {
+		return 0
+	}
+	return e.kcm.Process.Pid
 }
 
 // Kubectl runs the kubectl matching the apiserver against this environment and returns stdout, or an
