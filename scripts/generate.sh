@@ -43,6 +43,9 @@ awk -v gen=.services-config.md.tmp '
 mv docs/services.md.tmp docs/services.md
 rm -f .services-config.md.tmp
 
+# --- TrafficPolicy field reference in docs/trafficpolicy.md, from the generated CRD ---
+go run ./operator/test/docs/apiref operator/config/crd/bases/traffic.meshplane.dev_trafficpolicies.yaml docs/trafficpolicy.md
+
 # --- Dashboards and alert rules: Grafana dashboards (JSON) and Prometheus rules (YAML) generated from
 # the Go model in dashboards/ into dashboards/generated/, committed and diffed in CI ---
 go run ./dashboards/cmd/generate -out dashboards/generated

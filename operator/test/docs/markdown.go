@@ -160,7 +160,10 @@ type Link struct {
 	Anchor string // without '#'
 }
 
-var linkRE = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+var (
+	linkRE       = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	inlineCodeRE = regexp.MustCompile("`[^`]*`")
+)
 
 // Links returns the page's links to files of the repository (not to URLs), outside code blocks.
 func (p Page) Links() []Link {
@@ -174,7 +177,7 @@ func (p Page) Links() []Link {
 		if inCode {
 			continue
 		}
-		for _, m := range linkRE.FindAllStringSubmatch(line, -1) {
+		for _, m := range linkRE.FindAllStringSubmatch(inlineCodeRE.ReplaceAllString(line, ""), -1) {
 			target := m[1]
 			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
 				continue
