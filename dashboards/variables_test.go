@@ -25,8 +25,10 @@ import (
 //     packages/scenes/src/variables/variants/query/QueryVariable.tsx, DataSourceVariable.tsx and
 //     TextBoxVariable.tsx (regex "", value "").
 //   - Grafana 10: grafana/grafana public/app/features/variables/textbox/reducer.ts and adapter.ts (a text
-//     box saves query, current and options, never a missing query), and the other kinds' initial states
-//     beside it, which also write hide, skipUrlSync and multi at their defaults.
+//     box saves query, current and options, never a missing query), and the initial states in
+//     variables/query/reducer.ts and variables/datasource/reducer.ts (current, options [], regex "",
+//     a datasource variable's refresh 1), which also write hide, skipUrlSync and multi at their
+//     defaults, and label and allValue as null when unset.
 //   - Value types: grafana/grafana kinds/dashboard/dashboard_kind.cue (#VariableModel: query is a string
 //     or an object; #VariableOption: text and value are a string or a list of strings, selected a bool),
 //     and grafana/dashboard-linter lint/lint.go (Template.UnmarshalJSON, RawTemplateValue.Get: the
@@ -41,7 +43,7 @@ var exportedVariables = map[string]variableShape{
 			"refresh": refresh, "regex": jsonString,
 		},
 		optional: map[string]jsonShape{
-			"definition": jsonString, "sort": sortOrder, "allValue": jsonString, "includeAll": jsonBool,
+			"definition": jsonString, "sort": sortOrder, "allValue": stringOrNull, "includeAll": jsonBool,
 			"multi": jsonBool, "allowCustomValue": jsonBool, "staticOptions": options,
 			"staticOptionsOrder": jsonString,
 		},
@@ -52,7 +54,7 @@ var exportedVariables = map[string]variableShape{
 			"query": jsonString, "current": option, "options": options, "refresh": refresh, "regex": jsonString,
 		},
 		optional: map[string]jsonShape{
-			"multi": jsonBool, "allValue": jsonString, "includeAll": jsonBool, "allowCustomValue": jsonBool,
+			"multi": jsonBool, "allValue": stringOrNull, "includeAll": jsonBool, "allowCustomValue": jsonBool,
 		},
 	},
 	"textbox": {
@@ -64,7 +66,7 @@ var exportedVariables = map[string]variableShape{
 // everyVariable is what Grafana writes for a variable of any kind.
 var everyVariable = variableShape{
 	required: map[string]jsonShape{"name": jsonString, "type": jsonString},
-	optional: map[string]jsonShape{"label": jsonString, "description": jsonString, "hide": hide, "skipUrlSync": jsonBool},
+	optional: map[string]jsonShape{"label": stringOrNull, "description": stringOrNull, "hide": hide, "skipUrlSync": jsonBool},
 }
 
 // variableShape is the keys of one kind of variable: those Grafana always writes and those it may.
@@ -81,6 +83,7 @@ func is[T any](v any) bool { _, ok := v.(T); return ok }
 var (
 	jsonString     = jsonShape{"a string", is[string]}
 	jsonBool       = jsonShape{"a bool", is[bool]}
+	stringOrNull   = jsonShape{"a string or null", func(v any) bool { return v == nil || is[string](v) }}
 	stringOrObject = jsonShape{"a string or an object", func(v any) bool { return is[string](v) || is[map[string]any](v) }}
 	hide           = jsonShape{"0, 1 or 2", oneOf(0, 1, 2)}
 	refresh        = jsonShape{"0, 1 or 2 (never, on load, on time range change)", oneOf(0, 1, 2)}
@@ -217,6 +220,13 @@ func TestVariableShapeChecker(t *testing.T) {
 				"query": "label_values(up, service)", "definition": "label_values(up, service)",
 				"datasource": {"type": "prometheus", "uid": "${datasource}"}, "sort": 1, "refresh": 2, "regex": "",
 				"allValue": ".+", "includeAll": true, "multi": true, "allowCustomValue": true}`,
+		},
+		{
+			name: "query variable as Grafana 10 saves it",
+			json: `{"type": "query", "name": "namespace", "label": null, "hide": 0, "skipUrlSync": false, "datasource": null,
+				"query": "label_values(up, namespace)", "regex": "", "sort": 0, "refresh": 1, "multi": false,
+				"includeAll": false, "allValue": null, "options": [], "current": {"selected": false, "text": "shop", "value": "shop"},
+				"definition": "label_values(up, namespace)"}`,
 		},
 		{
 			name: "datasource variable as Grafana 11-12 exports it",
