@@ -24,7 +24,8 @@ import (
 type Classic = dashboard.Dashboard //nolint:staticcheck // on purpose, see above
 
 // Build turns d into a Grafana dashboard: panels and rows numbered from 1 in order, queries lettered
-// A, B, … within each panel, every panel and query bound to the dashboard's datasource variables.
+// A, B, … within each panel, every panel and query bound to the dashboard's datasource variables, every
+// variable with the keys Grafana writes for its kind (see asExported).
 func Build(d Dashboard) (Classic, error) {
 	if err := d.Validate(); err != nil {
 		return Classic{}, err
@@ -78,16 +79,24 @@ func Build(d Dashboard) (Classic, error) {
 			b.WithPanel(panel(id, p))
 		}
 	}
-	return b.Build()
+	out, err := b.Build()
+	if err != nil {
+		return Classic{}, err
+	}
+	for i := range out.Templating.List {
+		asExported(&out.Templating.List[i])
+	}
+	return out, nil
 }
 
-// JSON renders d as indented dashboard JSON, the form Grafana imports and provisions.
+// JSON renders d as indented dashboard JSON, the form Grafana imports and provisions, with the empty
+// options lists Grafana writes and the SDK omits (see exportedVariable).
 func JSON(d Dashboard) ([]byte, error) {
 	built, err := Build(d)
 	if err != nil {
 		return nil, fmt.Errorf("build dashboard %s: %w", d.UID, err)
 	}
-	out, err := json.MarshalIndent(built, "", "  ")
+	out, err := json.MarshalIndent(exported(built), "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("marshal dashboard %s: %w", d.UID, err)
 	}
