@@ -49,7 +49,7 @@ func userApply(ctx context.Context, t *testing.T, c client.Client, manifest stri
 func managers(fields []metav1.ManagedFieldsEntry) []string {
 	var out []string
 	for _, f := range fields {
-		out = append(out, f.Manager+" "+string(f.Operation)+" "+string(f.FieldsV1.Raw))
+		out = append(out, f.Manager+" "+string(f.Operation)+" "+f.FieldsV1.GetRawString())
 	}
 	return out
 }

@@ -21,7 +21,7 @@ func TestRunServesAndDrains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	product, err := catalogv1.NewCatalogServiceClient(conn).GetProduct(context.Background(), &catalogv1.GetProductRequest{Id: "moka-pot"})
 	if err != nil || product.GetPriceCents() <= 0 {
 		t.Errorf("GetProduct(moka-pot) = %v, %v; want a priced product", product, err)

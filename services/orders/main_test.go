@@ -26,7 +26,7 @@ func TestRunServesAndDrains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	client := ordersv1.NewOrderServiceClient(conn)
 	if _, err := client.GetOrder(context.Background(), &ordersv1.GetOrderRequest{Id: "ord_missing"}); status.Code(err) != codes.NotFound {
 		t.Errorf("GetOrder(unknown) = %v, want NotFound", err)

@@ -20,7 +20,7 @@ func TestRunServesAndDrains(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	client := paymentsv1.NewPaymentServiceClient(conn)
 	req := &paymentsv1.ChargeRequest{IdempotencyKey: "k1", AmountCents: 1200, Currency: "EUR", CardToken: "tok_visa"}
 	first, err := client.Charge(context.Background(), req)

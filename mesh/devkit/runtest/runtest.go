@@ -67,7 +67,7 @@ func Start(t testing.TB, run Run, env Env, args ...string) *Process {
 	err := wait.Until(wctx, 50*time.Millisecond, func(context.Context) error {
 		select {
 		case <-p.done:
-			return wait.Stop(fmt.Errorf("run returned before it was ready: %v", p.err))
+			return wait.Stop(fmt.Errorf("run returned before it was ready: %w", p.err))
 		default:
 		}
 		resp, err := http.Get("http://" + env["ADMIN_ADDR"] + "/readyz")

@@ -189,11 +189,11 @@ func (r *ToConsul) desired(ctx context.Context, key types.NamespacedName) ([]Ins
 	if !ok {
 		return nil, false, nil
 	}
-	var slices discoveryv1.EndpointSliceList
-	if err := r.Client.List(ctx, &slices, client.InNamespace(key.Namespace), client.MatchingFields{indexServiceName: key.Name}); err != nil {
+	var endpointSlices discoveryv1.EndpointSliceList
+	if err := r.Client.List(ctx, &endpointSlices, client.InNamespace(key.Namespace), client.MatchingFields{indexServiceName: key.Name}); err != nil {
 		return nil, false, err
 	}
-	desired, err := DesiredInstances(&svc, slices.Items, r.Settings)
+	desired, err := DesiredInstances(&svc, endpointSlices.Items, r.Settings)
 	if err != nil {
 		r.warn(&svc, err)
 		return nil, true, nil

@@ -41,7 +41,7 @@ type recorder struct {
 	writes []write
 }
 
-func (r *recorder) watch(t *testing.T, ctx context.Context, ns string, list client.ObjectList) {
+func (r *recorder) watch(ctx context.Context, t *testing.T, ns string, list client.ObjectList) {
 	t.Helper()
 	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
 	if err != nil {
@@ -100,8 +100,8 @@ func TestSubsetChangesAreMakeBeforeBreak(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &recorder{}
-	rec.watch(t, ctx, ns, &networkingv1.VirtualServiceList{})
-	rec.watch(t, ctx, ns, &networkingv1.DestinationRuleList{})
+	rec.watch(ctx, t, ns, &networkingv1.VirtualServiceList{})
+	rec.watch(ctx, t, ns, &networkingv1.DestinationRuleList{})
 
 	p := pt.Policy(ns, "catalog", pt.Split("v1", 100))
 	create(t, pt.Service(ns, "catalog"), p)

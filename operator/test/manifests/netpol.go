@@ -6,7 +6,7 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
+	k8snetworkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -57,8 +57,8 @@ func Edges(objs []*unstructured.Unstructured) ([]Edge, error) {
 			for _, c := range dst.Template.Spec.Containers {
 				for _, p := range c.Ports {
 					proto := cmp.Or(p.Protocol, corev1.ProtocolTCP)
-					if allowed(policies[src.Namespace], networkingv1.PolicyTypeEgress, from, to, p, proto) &&
-						allowed(policies[dst.Namespace], networkingv1.PolicyTypeIngress, to, from, p, proto) {
+					if allowed(policies[src.Namespace], k8snetworkingv1.PolicyTypeEgress, from, to, p, proto) &&
+						allowed(policies[dst.Namespace], k8snetworkingv1.PolicyTypeIngress, to, from, p, proto) {
 						out = append(out, Edge{From: src.Namespace + "/" + src.Name, To: dst.Namespace + "/" + dst.Name, Port: p.ContainerPort, Protocol: proto})
 					}
 				}
@@ -80,14 +80,14 @@ type peer struct {
 
 // allowed decides one direction: self is the pod the policies in its namespace may select, other the
 // far end; port is the destination's container port.
-func allowed(policies []networkingv1.NetworkPolicy, dir networkingv1.PolicyType, self, other peer, port corev1.ContainerPort, proto corev1.Protocol) bool {
+func allowed(policies []k8snetworkingv1.NetworkPolicy, dir k8snetworkingv1.PolicyType, self, other peer, port corev1.ContainerPort, proto corev1.Protocol) bool {
 	selected := false
 	for _, np := range policies {
 		if !slices.Contains(policyTypes(np), dir) || !selects(np.Spec.PodSelector, self.labels) {
 			continue
 		}
 		selected = true
-		if dir == networkingv1.PolicyTypeIngress {
+		if dir == k8snetworkingv1.PolicyTypeIngress {
 			for _, r := range np.Spec.Ingress {
 				if portsMatch(r.Ports, port, proto) && peersMatch(r.From, np.Namespace, other) {
 					return true
@@ -105,7 +105,7 @@ func allowed(policies []networkingv1.NetworkPolicy, dir networkingv1.PolicyType,
 }
 
 // portsMatch: no ports means every port; a named port is the destination container's port name.
-func portsMatch(ports []networkingv1.NetworkPolicyPort, port corev1.ContainerPort, proto corev1.Protocol) bool {
+func portsMatch(ports []k8snetworkingv1.NetworkPolicyPort, port corev1.ContainerPort, proto corev1.Protocol) bool {
 	if len(ports) == 0 {
 		return true
 	}
@@ -132,7 +132,7 @@ func portsMatch(ports []networkingv1.NetworkPolicyPort, port corev1.ContainerPor
 }
 
 // peersMatch: no peers means every source or destination.
-func peersMatch(peers []networkingv1.NetworkPolicyPeer, policyNamespace string, p peer) bool {
+func peersMatch(peers []k8snetworkingv1.NetworkPolicyPeer, policyNamespace string, p peer) bool {
 	if len(peers) == 0 {
 		return true
 	}

@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
+	k8snetworkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -267,13 +267,13 @@ func checkService(svc *corev1.Service) []string {
 }
 
 // networkPolicies returns the NetworkPolicies by namespace.
-func networkPolicies(objs []*unstructured.Unstructured) (map[string][]networkingv1.NetworkPolicy, error) {
-	out := map[string][]networkingv1.NetworkPolicy{}
+func networkPolicies(objs []*unstructured.Unstructured) (map[string][]k8snetworkingv1.NetworkPolicy, error) {
+	out := map[string][]k8snetworkingv1.NetworkPolicy{}
 	for _, u := range objs {
 		if u.GetAPIVersion() != "networking.k8s.io/v1" || u.GetKind() != "NetworkPolicy" {
 			continue
 		}
-		var np networkingv1.NetworkPolicy
+		var np k8snetworkingv1.NetworkPolicy
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &np, true); err != nil {
 			return nil, fmt.Errorf("%s: %w", ID(u), err)
 		}
@@ -285,12 +285,12 @@ func networkPolicies(objs []*unstructured.Unstructured) (map[string][]networking
 // checkIsolated requires a default deny for both directions in the workload's namespace, so nothing is
 // allowed that no policy names, and a policy that selects the workload's pods by label (a policy for
 // every pod of the namespace alone says nothing about this workload's own traffic).
-func checkIsolated(w Workload, policies []networkingv1.NetworkPolicy) string {
+func checkIsolated(w Workload, policies []k8snetworkingv1.NetworkPolicy) string {
 	denies, own := false, false
 	for _, np := range policies {
 		types := policyTypes(np)
 		if len(np.Spec.PodSelector.MatchLabels) == 0 && len(np.Spec.PodSelector.MatchExpressions) == 0 {
-			if slices.Contains(types, networkingv1.PolicyTypeIngress) && slices.Contains(types, networkingv1.PolicyTypeEgress) &&
+			if slices.Contains(types, k8snetworkingv1.PolicyTypeIngress) && slices.Contains(types, k8snetworkingv1.PolicyTypeEgress) &&
 				len(np.Spec.Ingress) == 0 && len(np.Spec.Egress) == 0 {
 				denies = true
 			}
@@ -310,13 +310,13 @@ func checkIsolated(w Workload, policies []networkingv1.NetworkPolicy) string {
 }
 
 // policyTypes defaults as the API server does: Ingress always, Egress when there are egress rules.
-func policyTypes(np networkingv1.NetworkPolicy) []networkingv1.PolicyType {
+func policyTypes(np k8snetworkingv1.NetworkPolicy) []k8snetworkingv1.PolicyType {
 	if len(np.Spec.PolicyTypes) > 0 {
 		return np.Spec.PolicyTypes
 	}
-	types := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}
+	types := []k8snetworkingv1.PolicyType{k8snetworkingv1.PolicyTypeIngress}
 	if len(np.Spec.Egress) > 0 {
-		types = append(types, networkingv1.PolicyTypeEgress)
+		types = append(types, k8snetworkingv1.PolicyTypeEgress)
 	}
 	return types
 }
