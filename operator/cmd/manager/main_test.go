@@ -275,17 +275,23 @@ func TestRunAgainstKubeconfig(t *testing.T) {
 	}
 }
 
+// TestRunRejectsBadFlags: a bad flag stops the manager before it starts, with an error naming the problem.
 func TestRunRejectsBadFlags(t *testing.T) {
-	for _, args := range [][]string{
-		{"--default-retry-on", "sometimes", "--kubeconfig", env.Kubeconfig},
-		{"--no-such-flag"},
-		{"--kubeconfig", filepath.Join(t.TempDir(), "missing")},
-		{"--kubeconfig", env.Kubeconfig, "--consul-address", "127.0.0.1:1", "--consul-sync-mode", "nodeport"},
-		{"--kubeconfig", env.Kubeconfig, "--max-concurrent-reconciles", "0"},
+	for _, tt := range []struct {
+		args []string
+		want string // in the error
+	}{
+		{[]string{"--default-retry-on", "sometimes", "--kubeconfig", env.Kubeconfig}, "sometimes"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"--kubeconfig", filepath.Join(t.TempDir(), "missing")}, "missing"},
+		{[]string{"--kubeconfig", env.Kubeconfig, "--consul-address", "127.0.0.1:1", "--consul-sync-mode", "nodeport"}, "--consul-sync-mode"},
+		{[]string{"--kubeconfig", env.Kubeconfig, "--max-concurrent-reconciles", "0"}, "--max-concurrent-reconciles"},
+		{[]string{"--kubeconfig", env.Kubeconfig, "--consul-address", "127.0.0.1:1", "--consul-deny-namespaces", "kube-system,Kube_Public"}, `--consul-deny-namespaces: "Kube_Public" is not a namespace name`},
 	} {
 		var stderr bytes.Buffer
-		if err := run(context.Background(), args, func(string) string { return "" }, io.Discard, &stderr); err == nil {
-			t.Errorf("run %q: nil error, want a failure", args)
+		err := run(context.Background(), tt.args, func(string) string { return "" }, io.Discard, &stderr)
+		if err == nil || !strings.Contains(err.Error()+stderr.String(), tt.want) {
+			t.Errorf("run %q: error %v (stderr %q), want one mentioning %s", tt.args, err, stderr.String(), tt.want)
 		}
 	}
 }

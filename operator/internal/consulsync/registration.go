@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Annotations a Service can carry to steer the Kubernetes → Consul direction.
@@ -44,6 +45,9 @@ const (
 	// TagKubernetes is on every instance synced from Kubernetes.
 	TagKubernetes = "k8s"
 )
+
+// apiServerService is the Service the API server keeps in the default namespace for itself.
+const apiServerService = "kubernetes"
 
 // Mode says what a Consul instance stands for.
 type Mode string
@@ -87,16 +91,26 @@ type Settings struct {
 	NamespaceSuffix bool
 	// Mode selects endpoint or ClusterIP instances.
 	Mode Mode
+	// DenyNamespaces are namespaces whose Services are never synced, whatever their annotation says.
+	DenyNamespaces []string
 }
 
-// ShouldSync reports whether svc is synced. An annotation that is neither "true" nor "false" is an error,
-// so a typo never silently removes a registration.
+// ShouldSync reports whether svc is synced. A Service in a denied namespace never is: the deny list is
+// the platform's decision over namespaces teams do not own (consul-k8s' deny list takes precedence over
+// its annotation too). The API server's own Service, default/kubernetes, is synced only when annotated
+// "true": its addresses are the control plane's, and every cluster has one, so clusters syncing into one
+// Consul would merge theirs into one service that sends clients to any cluster's API server. An
+// annotation that is neither "true" nor "false" is an error, so a typo never silently removes a
+// registration.
 func ShouldSync(svc *corev1.Service, s Settings) (bool, error) {
-	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName || slices.Contains(s.DenyNamespaces, svc.Namespace) {
 		return false, nil
 	}
 	v, ok := svc.Annotations[AnnotationSync]
 	if !ok {
+		if svc.Namespace == metav1.NamespaceDefault && svc.Name == apiServerService {
+			return false, nil
+		}
 		return s.DefaultSync, nil
 	}
 	b, err := strconv.ParseBool(v)

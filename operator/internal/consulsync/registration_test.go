@@ -199,12 +199,15 @@ func TestDesiredInstancesMetaAndTags(t *testing.T) {
 }
 
 func TestShouldSync(t *testing.T) {
+	system := []string{"kube-system", "kube-public"}
 	tests := []struct {
-		annotation  *string
-		defaultSync bool
-		typ         corev1.ServiceType
-		want        bool
-		wantErr     string
+		namespace, name string // default shop/orders
+		annotation      *string
+		defaultSync     bool
+		deny            []string
+		typ             corev1.ServiceType
+		want            bool
+		wantErr         string
 	}{
 		{defaultSync: true, want: true},
 		{defaultSync: false, want: false},
@@ -213,15 +216,33 @@ func TestShouldSync(t *testing.T) {
 		{annotation: ptr.To("yes"), defaultSync: true, wantErr: `annotation consul.meshplane.dev/sync: invalid value "yes"`},
 		{annotation: ptr.To("1"), defaultSync: true, wantErr: `invalid value "1"`},
 		{defaultSync: true, typ: corev1.ServiceTypeExternalName, want: false},
+		// A denied namespace wins over the default and the annotation, a bad one included.
+		{namespace: "kube-system", defaultSync: true, deny: system, want: false},
+		{namespace: "kube-system", annotation: ptr.To("true"), defaultSync: true, deny: system, want: false},
+		{namespace: "kube-system", annotation: ptr.To("yes"), defaultSync: true, deny: system, want: false},
+		{namespace: "kube-system", defaultSync: true, want: true},
+		{defaultSync: true, deny: system, want: true},
+		// The API server's own Service only when annotated; a Service named kubernetes elsewhere as any other.
+		{namespace: "default", name: "kubernetes", defaultSync: true, want: false},
+		{namespace: "default", name: "kubernetes", annotation: ptr.To("true"), defaultSync: false, want: true},
+		{namespace: "default", name: "kubernetes", annotation: ptr.To("true"), defaultSync: true, deny: []string{"default"}, want: false},
+		{namespace: "shop", name: "kubernetes", defaultSync: true, want: true},
+		{namespace: "default", name: "orders", defaultSync: true, want: true},
 	}
 	for _, tt := range tests {
 		s := svc("orders", func(s *corev1.Service) {
+			if tt.namespace != "" {
+				s.Namespace = tt.namespace
+			}
+			if tt.name != "" {
+				s.Name = tt.name
+			}
 			if tt.annotation != nil {
 				s.Annotations = map[string]string{AnnotationSync: *tt.annotation}
 			}
 			s.Spec.Type = tt.typ
 		})
-		got, err := ShouldSync(s, Settings{DefaultSync: tt.defaultSync})
+		got, err := ShouldSync(s, Settings{DefaultSync: tt.defaultSync, DenyNamespaces: tt.deny})
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("annotation %v: err = %v, want %q", ptr.Deref(tt.annotation, "<none>"), err, tt.wantErr)
@@ -229,7 +250,8 @@ func TestShouldSync(t *testing.T) {
 			continue
 		}
 		if err != nil || got != tt.want {
-			t.Errorf("annotation %v default %v type %q: got %v, %v; want %v", ptr.Deref(tt.annotation, "<none>"), tt.defaultSync, tt.typ, got, err, tt.want)
+			t.Errorf("%s/%s annotation %v default %v deny %v type %q: got %v, %v; want %v",
+				s.Namespace, s.Name, ptr.Deref(tt.annotation, "<none>"), tt.defaultSync, tt.deny, tt.typ, got, err, tt.want)
 		}
 	}
 }

@@ -9,10 +9,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
 )
 
@@ -38,6 +43,31 @@ type Options struct {
 	ServiceEntryNamespace string
 	// ResyncPeriod re-checks everything against Consul this often; 0 disables.
 	ResyncPeriod time.Duration
+	// DenyNamespaces are namespaces whose Services never go to Consul, annotated or not.
+	DenyNamespaces []string
+}
+
+// systemNamespaces are the namespaces Kubernetes itself creates and fills: --consul-deny-namespaces'
+// default. consul-k8s' Helm chart denies kube-system and kube-public by default; kube-node-lease holds
+// only Leases, denied so that no Service placed there by accident is published. istio-system is not
+// among them: it is not Kubernetes', and its gateways are what Consul-side clients call to reach the
+// mesh, so a gateway Service there must be able to opt in with the annotation (a deny list would
+// overrule it). With --consul-sync-default=true, istiod is synced unless annotated "false".
+var systemNamespaces = []string{metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease}
+
+// namespaceList is a comma-separated flag value.
+type namespaceList []string
+
+func (l *namespaceList) String() string { return strings.Join(*l, ",") }
+
+func (l *namespaceList) Set(v string) error {
+	*l = nil
+	for ns := range strings.SplitSeq(v, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			*l = append(*l, ns)
+		}
+	}
+	return nil
 }
 
 // BindFlags registers the sync's flags on fs with their defaults.
@@ -52,6 +82,8 @@ func (o *Options) BindFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Mode, "consul-sync-mode", string(ModeEndpoints), "What a Consul instance is: endpoints (one per ready pod address, health from readiness) or clusterip (one at the ClusterIP).")
 	fs.StringVar(&o.ServiceEntryNamespace, "consul-serviceentry-namespace", "istio-system", "Namespace for the ServiceEntries of imported Consul services.")
 	fs.DurationVar(&o.ResyncPeriod, "consul-resync-period", 10*time.Minute, "Re-check every Service against Consul this often (changes are followed at once; this catches what was missed).")
+	o.DenyNamespaces = slices.Clone(systemNamespaces)
+	fs.Var((*namespaceList)(&o.DenyNamespaces), "consul-deny-namespaces", "Comma-separated `namespaces` whose Services are never synced to Consul, even when annotated consul.meshplane.dev/sync: \"true\"; empty denies none.")
 }
 
 // Validate reports bad options naming the flag.
@@ -71,6 +103,11 @@ func (o Options) Validate() error {
 	}
 	if o.ResyncPeriod < 0 {
 		errs = append(errs, fmt.Errorf("--consul-resync-period: must not be negative, got %s", o.ResyncPeriod))
+	}
+	for _, ns := range o.DenyNamespaces {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--consul-deny-namespaces: %q is not a namespace name: %s", ns, strings.Join(msgs, "; ")))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -114,7 +151,7 @@ func Setup(mgr ctrl.Manager, o Options, reg prometheus.Registerer) (*Sync, error
 		}
 		s.ToConsul = &ToConsul{
 			Client: mgr.GetClient(), Consul: consul, Node: node, Metrics: metrics,
-			Settings:     Settings{Cluster: o.Cluster, DefaultSync: o.DefaultSync, NamespaceSuffix: o.NamespaceSuffix, Mode: Mode(o.Mode)},
+			Settings:     Settings{Cluster: o.Cluster, DefaultSync: o.DefaultSync, NamespaceSuffix: o.NamespaceSuffix, Mode: Mode(o.Mode), DenyNamespaces: o.DenyNamespaces},
 			Recorder:     mgr.GetEventRecorder("meshplane-consul-sync"),
 			ResyncPeriod: o.ResyncPeriod,
 		}

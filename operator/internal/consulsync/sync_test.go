@@ -2,6 +2,7 @@ package consulsync_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,20 +55,34 @@ func TestMain(m *testing.M) {
 // receives the ServiceEntries), until the test ends.
 func startSync(t *testing.T, ns string, consulAddr string) *consulsync.Sync {
 	t.Helper()
+	return startSyncWatching(t, consulAddr, []string{ns})
+}
+
+// startSyncWatching runs a manager with the sync against envtest and consul, watching the namespaces
+// given (the first receives the ServiceEntries), until the test ends. The sync is configured as the
+// manager configures it, through its flags: their defaults, cluster east, and args.
+func startSyncWatching(t *testing.T, consulAddr string, namespaces []string, args ...string) *consulsync.Sync {
+	t.Helper()
+	watched := map[string]cache.Config{}
+	for _, ns := range namespaces {
+		watched[ns] = cache.Config{}
+	}
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
+		Cache:                  cache.Options{DefaultNamespaces: watched},
 		// Each test runs its own manager with the same controller names.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := consulsync.Options{
-		Address: consulAddr, ToConsul: true, ToIstio: true, Cluster: "east", DefaultSync: true,
-		Mode: string(consulsync.ModeEndpoints), ServiceEntryNamespace: ns,
+	var opts consulsync.Options
+	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
+	opts.BindFlags(fs)
+	if err := fs.Parse(append([]string{"--consul-address", consulAddr, "--cluster-name", "east", "--consul-serviceentry-namespace", namespaces[0]}, args...)); err != nil {
+		t.Fatal(err)
 	}
 	s, err := consulsync.Setup(mgr, opts, prometheus.NewRegistry())
 	if err != nil {
@@ -272,6 +287,94 @@ func TestKubernetesToConsul(t *testing.T) {
 	if got := testutil.CollectAndCount(s.Metrics.Lag); got == 0 {
 		t.Errorf("lag histogram has no series")
 	}
+}
+
+// TestSystemServicesStayOutOfConsul: by default neither the API server's own Service (default/kubernetes)
+// nor a Service of Kubernetes' system namespaces reaches Consul, while every other Service does. The
+// kubernetes Service comes in when annotated consul.meshplane.dev/sync: "true" (and goes when the
+// annotation does); a system namespace's Services come in only when --consul-deny-namespaces leaves the
+// namespace out: a denied namespace's annotation cannot opt in, as with consul-k8s' deny list.
+func TestSystemServicesStayOutOfConsul(t *testing.T) {
+	ctx := context.Background()
+	ns := envtest.Namespace(t, env)
+	watched := []string{ns, metav1.NamespaceDefault, metav1.NamespaceSystem}
+	system := ns + "-dns" // a Service of the cluster's own, annotated to sync
+	mustCreate(t,
+		service(metav1.NamespaceSystem, system, map[string]string{consulsync.AnnotationSync: "true"}),
+		endpointSlice(metav1.NamespaceSystem, system, map[string]bool{"10.5.0.1": true}),
+		service(ns, "orders", nil), endpointSlice(ns, "orders", map[string]bool{"10.1.0.1": true}),
+	)
+	// Deleted for real: kube-system outlives the test, and envtest's Service IP range (no namespace
+	// controller frees it) is nearly used up by TestMoreServicesThanConsulConnectionsPerClient.
+	t.Cleanup(func() {
+		for _, o := range []client.Object{
+			service(metav1.NamespaceSystem, system, nil), endpointSlice(metav1.NamespaceSystem, system, nil),
+			service(ns, "orders", nil), endpointSlice(ns, "orders", nil),
+		} {
+			_ = env.Client.Delete(ctx, o)
+		}
+	})
+	srv := devservertest.Consul(t)
+	c := consulClient(t, srv)
+	s := startSyncWatching(t, srv.Addr, watched)
+	wantInstances(t, c, "orders", []string{"k8s-east 10.1.0.1:9090 passing"})
+
+	// Absence needs a moment to stand for "decided": every watched Service is checked once more after
+	// orders went in, then neither may be in Consul.
+	services := 0
+	for _, n := range watched {
+		var list corev1.ServiceList
+		if err := env.Client.List(ctx, &list, client.InNamespace(n)); err != nil {
+			t.Fatal(err)
+		}
+		services += len(list.Items)
+	}
+	reconciled := s.ToConsul.Reconciled()
+	if err := s.ToConsul.Resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 20*time.Second, func() error {
+		if n := s.ToConsul.Reconciled() - reconciled; n < int64(services) {
+			return fmt.Errorf("%d of %d watched Services reconciled after resync", n, services)
+		}
+		return nil
+	})
+	for _, name := range []string{"kubernetes", system} {
+		if got, err := instances(c, name); err != nil || len(got) > 0 {
+			t.Errorf("consul service %s = %v (%v); want none by default", name, got, err)
+		}
+	}
+
+	// The annotation opts the API server's Service in, at the addresses the API server published.
+	var apiSlice discoveryv1.EndpointSlice
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: metav1.NamespaceDefault, Name: "kubernetes"}, &apiSlice); err != nil {
+		t.Fatalf("the API server's EndpointSlice: %v", err)
+	}
+	var apiserver []string
+	for _, e := range apiSlice.Endpoints {
+		for _, a := range e.Addresses {
+			apiserver = append(apiserver, fmt.Sprintf("k8s-east %s:%d passing", a, *apiSlice.Ports[0].Port))
+		}
+	}
+	sort.Strings(apiserver)
+	annotate := func(value string) {
+		t.Helper()
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%s}}}`, consulsync.AnnotationSync, value)
+		kube := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: "kubernetes"}}
+		if err := env.Client.Patch(ctx, kube, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	annotate(`"true"`)
+	t.Cleanup(func() { annotate("null") })
+	wantInstances(t, c, "kubernetes", apiserver)
+	annotate("null")
+	wantInstances(t, c, "kubernetes", nil)
+
+	// A sync denying no namespace registers kube-system's Service.
+	other := devservertest.Consul(t)
+	startSyncWatching(t, other.Addr, watched, "--consul-deny-namespaces=")
+	wantInstances(t, consulClient(t, other), system, []string{"k8s-east 10.5.0.1:9090 passing"})
 }
 
 // registerVM registers a non-Kubernetes instance on its own node with a check of the given status.

@@ -171,14 +171,24 @@ func TestOverlaysAcceptedByAPIServer(t *testing.T) {
 	}
 }
 
-// TestPolicy walks every rendered object of every overlay: probes, requests and limits, the hardened
-// securityContext, pinned images, Istio-readable Service ports, and a NetworkPolicy for every workload.
+// TestPolicy walks every rendered object of every overlay: probes (liveness apart from readiness),
+// requests and limits, bounded ephemeral storage, the hardened securityContext, pinned images,
+// rollouts without needless outages, Istio-readable Service ports, and a NetworkPolicy for every
+// workload; prod also requires every Secret its pods read.
 func TestPolicy(t *testing.T) {
 	for _, name := range Overlays {
 		t.Run(name, func(t *testing.T) {
-			violations, err := Check(rendered(t, name).objs)
+			objs := rendered(t, name).objs
+			violations, err := Check(objs)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if name == "prod" {
+				production, err := CheckProduction(objs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				violations = append(violations, production...)
 			}
 			for _, v := range violations {
 				t.Errorf("overlay %s: %s", name, v)

@@ -5,8 +5,11 @@ import (
 	"slices"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	k8snetworkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -69,6 +72,10 @@ func Workloads(objs []*unstructured.Unstructured) ([]Workload, error) {
 //   - every container has readiness and liveness probes, CPU and memory requests and limits, and a
 //     hardened securityContext (non-root, read-only root filesystem, no privilege escalation, seccomp
 //     RuntimeDefault, all capabilities dropped and none added, not privileged);
+//   - a container's liveness probe checks something other than its readiness probe;
+//   - every emptyDir has a sizeLimit; a container that mounts one on disk requests and limits
+//     ephemeral-storage, and the pod's limits hold its emptyDirs' sizeLimits;
+//   - a Deployment uses strategy Recreate only when it mounts a PersistentVolumeClaim;
 //   - every image (init containers too) has a tag other than latest, or a digest;
 //   - every Service port declares its protocol the way Istio reads it (appProtocol, else the port name);
 //   - every workload's namespace denies by default, and a NetworkPolicy of its own selects its pods.
@@ -80,6 +87,12 @@ func Check(objs []*unstructured.Unstructured) ([]Violation, error) {
 	var out []Violation
 	for _, w := range workloads {
 		for _, d := range checkPod(&w.Template.Spec) {
+			out = append(out, Violation{Object: ID(w.Object), Detail: d})
+		}
+		for _, d := range checkEphemeralStorage(&w.Template.Spec) {
+			out = append(out, Violation{Object: ID(w.Object), Detail: d})
+		}
+		if d := checkStrategy(w); d != "" {
 			out = append(out, Violation{Object: ID(w.Object), Detail: d})
 		}
 	}
@@ -124,8 +137,126 @@ func checkPod(spec *corev1.PodSpec) []string {
 		if c.LivenessProbe == nil {
 			out = append(out, fmt.Sprintf("container %s: no livenessProbe", c.Name))
 		}
+		if c.ReadinessProbe != nil && c.LivenessProbe != nil && equality.Semantic.DeepEqual(c.ReadinessProbe.ProbeHandler, c.LivenessProbe.ProbeHandler) {
+			out = append(out, fmt.Sprintf("container %s: livenessProbe checks what readinessProbe checks (%s): a failing dependency would restart the container instead of taking it out of its Service",
+				c.Name, describeProbe(c.LivenessProbe.ProbeHandler)))
+		}
 	}
 	return out
+}
+
+// describeProbe names what a probe checks, as a person reads it.
+func describeProbe(h corev1.ProbeHandler) string {
+	switch {
+	case h.HTTPGet != nil:
+		return fmt.Sprintf("GET %s on port %s", h.HTTPGet.Path, h.HTTPGet.Port.String())
+	case h.TCPSocket != nil:
+		return "TCP port " + h.TCPSocket.Port.String()
+	case h.GRPC != nil:
+		return fmt.Sprintf("gRPC port %d", h.GRPC.Port)
+	case h.Exec != nil:
+		return "exec " + strings.Join(h.Exec.Command, " ")
+	}
+	return "no handler"
+}
+
+// checkEphemeralStorage bounds the node disk a pod may fill. An emptyDir without a sizeLimit grows until
+// the node runs short and evicts whatever it picks; with one, the kubelet evicts this pod. The kubelet
+// also evicts a pod whose disk use (emptyDirs, logs, writable layers) passes the sum of its containers'
+// ephemeral-storage limits, so those limits must hold the sizeLimits, and the requests let the scheduler
+// place the pod where that much disk is free. Memory-backed emptyDirs count as memory instead.
+func checkEphemeralStorage(spec *corev1.PodSpec) []string {
+	var out []string
+	onDisk := map[string]bool{}
+	var sizeLimits resource.Quantity
+	for _, v := range spec.Volumes {
+		if v.EmptyDir == nil {
+			continue
+		}
+		if v.EmptyDir.SizeLimit == nil || v.EmptyDir.SizeLimit.IsZero() {
+			out = append(out, fmt.Sprintf("emptyDir %s: no sizeLimit", v.Name))
+		} else if v.EmptyDir.Medium != corev1.StorageMediumMemory {
+			sizeLimits.Add(*v.EmptyDir.SizeLimit)
+		}
+		if v.EmptyDir.Medium != corev1.StorageMediumMemory {
+			onDisk[v.Name] = true
+		}
+	}
+	var limits resource.Quantity
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		if q, ok := c.Resources.Limits[corev1.ResourceEphemeralStorage]; ok {
+			limits.Add(q)
+		}
+		if !slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return onDisk[m.Name] }) {
+			continue
+		}
+		for _, need := range []struct {
+			what string
+			list corev1.ResourceList
+		}{{"requests", c.Resources.Requests}, {"limits", c.Resources.Limits}} {
+			if q, ok := need.list[corev1.ResourceEphemeralStorage]; !ok || q.IsZero() {
+				out = append(out, fmt.Sprintf("container %s: mounts an emptyDir but has no resources.%s.ephemeral-storage", c.Name, need.what))
+			}
+		}
+	}
+	if !limits.IsZero() && limits.Cmp(sizeLimits) < 0 {
+		out = append(out, fmt.Sprintf("ephemeral-storage limits (%s in all) are below the emptyDirs' sizeLimits (%s in all): the kubelet would evict the pod before an emptyDir is full",
+			limits.String(), sizeLimits.String()))
+	}
+	return out
+}
+
+// checkStrategy: Recreate stops every pod before starting new ones, an outage on each rollout. It is
+// needed only when two pods cannot run side by side on the same storage, that is when the pods mount a
+// PersistentVolumeClaim; an emptyDir is each pod's own.
+func checkStrategy(w Workload) string {
+	if w.Object.GroupVersionKind().Kind != "Deployment" {
+		return ""
+	}
+	strategy, _, _ := unstructured.NestedString(w.Object.Object, "spec", "strategy", "type")
+	if strategy != string(appsv1.RecreateDeploymentStrategyType) {
+		return ""
+	}
+	if slices.ContainsFunc(w.Template.Spec.Volumes, func(v corev1.Volume) bool { return v.PersistentVolumeClaim != nil }) {
+		return ""
+	}
+	return "strategy Recreate without a PersistentVolumeClaim: no storage is shared between old and new pods, so every rollout is an outage for nothing (use RollingUpdate)"
+}
+
+// CheckProduction returns the violations of what production adds to Check: every Secret a container
+// reads (env, envFrom, volumes) is required, so a missing credential keeps the pod from starting
+// instead of letting the program fall back to its default (Grafana's is admin/admin).
+func CheckProduction(objs []*unstructured.Unstructured) ([]Violation, error) {
+	workloads, err := Workloads(objs)
+	if err != nil {
+		return nil, err
+	}
+	var out []Violation
+	bad := func(w Workload, format string, args ...any) {
+		out = append(out, Violation{Object: ID(w.Object), Detail: fmt.Sprintf(format, args...)})
+	}
+	optional := func(b *bool) bool { return b != nil && *b }
+	for _, w := range workloads {
+		spec := w.Template.Spec
+		for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+			for _, e := range c.Env {
+				if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil && optional(ref.SecretKeyRef.Optional) {
+					bad(w, "container %s: env %s: Secret %s (key %s) is optional: without it the pod starts with the program's default", c.Name, e.Name, ref.SecretKeyRef.Name, ref.SecretKeyRef.Key)
+				}
+			}
+			for _, e := range c.EnvFrom {
+				if e.SecretRef != nil && optional(e.SecretRef.Optional) {
+					bad(w, "container %s: envFrom Secret %s is optional: without it the pod starts with the program's defaults", c.Name, e.SecretRef.Name)
+				}
+			}
+		}
+		for _, v := range spec.Volumes {
+			if v.Secret != nil && optional(v.Secret.Optional) {
+				bad(w, "volume %s: Secret %s is optional: without it the pod starts with an empty directory", v.Name, v.Secret.SecretName)
+			}
+		}
+	}
+	return out, nil
 }
 
 // checkImage requires a pinned image: a digest, or a tag other than latest (an untagged image is latest).

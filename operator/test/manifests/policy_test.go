@@ -178,6 +178,62 @@ func TestCheckFindsViolations(t *testing.T) {
 			return without(objs, find("NetworkPolicy", "consul", "default-deny"))
 		},
 		want: []string{"StatefulSet consul/consul-server: namespace consul has no default-deny NetworkPolicy (empty podSelector, Ingress and Egress, no rules)"},
+	}, {
+		name: "liveness probe the same as readiness",
+		break_: func(t *testing.T, objs []*unstructured.Unstructured, find func(string, string, string) *unstructured.Unstructured) []*unstructured.Unstructured {
+			c := container(t, find("Deployment", "shop", "gateway"))
+			c["livenessProbe"] = c["readinessProbe"]
+			return objs
+		},
+		want: []string{gw + "livenessProbe checks what readinessProbe checks (GET /readyz on port http-admin): a failing dependency would restart the container instead of taking it out of its Service"},
+	}, {
+		name: "emptyDir without sizeLimit",
+		break_: func(t *testing.T, objs []*unstructured.Unstructured, find func(string, string, string) *unstructured.Unstructured) []*unstructured.Unstructured {
+			d := find("Deployment", "monitoring", "prometheus")
+			volumes, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
+			for _, v := range volumes {
+				unstructured.RemoveNestedField(v.(map[string]any), "emptyDir", "sizeLimit")
+			}
+			_ = unstructured.SetNestedSlice(d.Object, volumes, "spec", "template", "spec", "volumes")
+			return objs
+		},
+		want: []string{"Deployment monitoring/prometheus: emptyDir data: no sizeLimit"},
+	}, {
+		name: "emptyDir without ephemeral-storage requests and limits",
+		break_: func(t *testing.T, objs []*unstructured.Unstructured, find func(string, string, string) *unstructured.Unstructured) []*unstructured.Unstructured {
+			c := container(t, find("Deployment", "monitoring", "grafana"))
+			unstructured.RemoveNestedField(c, "resources", "requests", "ephemeral-storage")
+			unstructured.RemoveNestedField(c, "resources", "limits", "ephemeral-storage")
+			return objs
+		},
+		want: []string{
+			"Deployment monitoring/grafana: container grafana: mounts an emptyDir but has no resources.requests.ephemeral-storage",
+			"Deployment monitoring/grafana: container grafana: mounts an emptyDir but has no resources.limits.ephemeral-storage",
+		},
+	}, {
+		name: "ephemeral-storage limit below the emptyDir's sizeLimit",
+		break_: func(t *testing.T, objs []*unstructured.Unstructured, find func(string, string, string) *unstructured.Unstructured) []*unstructured.Unstructured {
+			_ = unstructured.SetNestedField(container(t, find("Deployment", "monitoring", "loki")), "1Gi", "resources", "limits", "ephemeral-storage")
+			return objs
+		},
+		want: []string{"Deployment monitoring/loki: ephemeral-storage limits (1Gi in all) are below the emptyDirs' sizeLimits (4Gi in all): the kubelet would evict the pod before an emptyDir is full"},
+	}, {
+		name: "Recreate without a PersistentVolumeClaim; with one it is fine",
+		break_: func(t *testing.T, objs []*unstructured.Unstructured, find func(string, string, string) *unstructured.Unstructured) []*unstructured.Unstructured {
+			_ = unstructured.SetNestedField(find("Deployment", "shop", "gateway").Object, "Recreate", "spec", "strategy", "type")
+			loki := find("Deployment", "monitoring", "loki")
+			_ = unstructured.SetNestedField(loki.Object, "Recreate", "spec", "strategy", "type")
+			volumes, _, _ := unstructured.NestedSlice(loki.Object, "spec", "template", "spec", "volumes")
+			for _, v := range volumes {
+				if v := v.(map[string]any); v["name"] == "data" {
+					delete(v, "emptyDir")
+					v["persistentVolumeClaim"] = map[string]any{"claimName": "loki"}
+				}
+			}
+			_ = unstructured.SetNestedSlice(loki.Object, volumes, "spec", "template", "spec", "volumes")
+			return objs
+		},
+		want: []string{"Deployment shop/gateway: strategy Recreate without a PersistentVolumeClaim: no storage is shared between old and new pods, so every rollout is an outage for nothing (use RollingUpdate)"},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,5 +260,36 @@ func TestCheckRejectsBarePods(t *testing.T) {
 	_, err := Check([]*unstructured.Unstructured{pod})
 	if err == nil || !strings.Contains(err.Error(), "Pod shop/debug: ship a controller") {
 		t.Errorf("got %v, want an error naming Pod shop/debug", err)
+	}
+}
+
+// TestCheckProductionFindsViolations: dev keeps Grafana's admin password optional (its one relaxation),
+// which production's check reports, as it reports optional Secrets in envFrom and volumes.
+func TestCheckProductionFindsViolations(t *testing.T) {
+	objs, find := mutable(t)
+	orders := container(t, find("Deployment", "shop", "orders"))
+	orders["envFrom"] = []any{map[string]any{"secretRef": map[string]any{"name": "orders-extra", "optional": true}}}
+	payments := find("Deployment", "shop", "payments")
+	volumes, _, _ := unstructured.NestedSlice(payments.Object, "spec", "template", "spec", "volumes")
+	volumes = append(volumes,
+		map[string]any{"name": "tls", "secret": map[string]any{"secretName": "payments-tls", "optional": true}},
+		map[string]any{"name": "ca", "secret": map[string]any{"secretName": "payments-ca"}})
+	_ = unstructured.SetNestedSlice(payments.Object, volumes, "spec", "template", "spec", "volumes")
+
+	got, err := CheckProduction(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, v := range got {
+		lines = append(lines, v.String())
+	}
+	want := []string{
+		"Deployment monitoring/grafana: container grafana: env GF_SECURITY_ADMIN_PASSWORD: Secret grafana-admin (key password) is optional: without it the pod starts with the program's default",
+		"Deployment shop/orders: container orders: envFrom Secret orders-extra is optional: without it the pod starts with the program's defaults",
+		"Deployment shop/payments: volume tls: Secret payments-tls is optional: without it the pod starts with an empty directory",
+	}
+	if diff := cmp.Diff(want, lines); diff != "" {
+		t.Errorf("violations (-want +got):\n%s", diff)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -518,5 +519,40 @@ func TestSettingsAreTheProgramsOwn(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestGrafanaAdminSecretCommand runs the command the docs give for Grafana's admin password (`kubectl -n
+// monitoring create secret generic grafana-admin --from-literal=password=...`) against the API server:
+// it is accepted, and the Secret it makes holds the key prod's Grafana requires.
+func TestGrafanaAdminSecretCommand(t *testing.T) {
+	objs := rendered(t, "prod").objs
+	createNamespaces(t, objs)
+	stdout, stderr, err := kubectl(t, nil, "-n", "monitoring", "create", "secret", "generic", "grafana-admin",
+		"--from-literal=password=s3cret", "--dry-run=server", "-o", "json")
+	if err != nil {
+		t.Fatalf("kubectl create secret: %v: %s", err, stderr)
+	}
+	var secret corev1.Secret
+	if err := sigsyaml.Unmarshal([]byte(stdout), &secret); err != nil {
+		t.Fatal(err)
+	}
+	workloads, err := Workloads([]*unstructured.Unstructured{find(t, objs, "Deployment", "monitoring", "grafana")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref *corev1.SecretKeySelector
+	for _, e := range workloads[0].Template.Spec.Containers[0].Env {
+		if e.Name == "GF_SECURITY_ADMIN_PASSWORD" && e.ValueFrom != nil {
+			ref = e.ValueFrom.SecretKeyRef
+		}
+	}
+	switch {
+	case ref == nil:
+		t.Fatal("prod's Grafana does not take GF_SECURITY_ADMIN_PASSWORD from a Secret")
+	case ref.Optional != nil && *ref.Optional:
+		t.Error("prod's Grafana starts without its admin Secret")
+	case secret.Namespace != "monitoring" || secret.Name != ref.Name || string(secret.Data[ref.Key]) != "s3cret":
+		t.Errorf("the command makes Secret %s/%s with keys %v; Grafana reads key %s of Secret monitoring/%s", secret.Namespace, secret.Name, slices.Sorted(maps.Keys(secret.Data)), ref.Key, ref.Name)
 	}
 }
