@@ -142,7 +142,7 @@ func (r *ToConsul) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Re
 		if a, ok := actual[d.ID]; ok && a.Equal(d) {
 			continue
 		}
-		if err := r.register(d); err != nil {
+		if err := r.register(ctx, d); err != nil {
 			r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
 			return ctrl.Result{}, fmt.Errorf("register consul instance %s: %w", d.ID, err)
 		}
@@ -152,7 +152,7 @@ func (r *ToConsul) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Re
 		if slices.ContainsFunc(desired, func(d Instance) bool { return d.ID == id }) {
 			continue
 		}
-		if err := r.deregister(id); err != nil {
+		if err := r.deregister(ctx, id); err != nil {
 			r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
 			return ctrl.Result{}, fmt.Errorf("deregister consul instance %s: %w", id, err)
 		}
@@ -211,7 +211,7 @@ func (r *ToConsul) nodeMeta() map[string]string {
 	return map[string]string{MetaExternalSource: "kubernetes", MetaOwner: r.Settings.Cluster, MetaCluster: r.Settings.Cluster}
 }
 
-func (r *ToConsul) register(in Instance) error {
+func (r *ToConsul) register(ctx context.Context, in Instance) error {
 	output := "Kubernetes endpoint is ready"
 	if in.Status != consulapi.HealthPassing {
 		output = "Kubernetes endpoint is not ready"
@@ -229,7 +229,7 @@ func (r *ToConsul) register(in Instance) error {
 			Node: r.Node, CheckID: checkID(in.ID), Name: "Kubernetes readiness", Type: "kubernetes-readiness",
 			ServiceID: in.ID, ServiceName: in.Service, Status: in.Status, Output: output,
 		},
-	}, nil)
+	}, (&consulapi.WriteOptions{}).WithContext(ctx))
 	if err != nil {
 		return err
 	}
@@ -238,8 +238,8 @@ func (r *ToConsul) register(in Instance) error {
 	return nil
 }
 
-func (r *ToConsul) deregister(id string) error {
-	if _, err := r.Consul.Catalog().Deregister(&consulapi.CatalogDeregistration{Node: r.Node, ServiceID: id}, nil); err != nil {
+func (r *ToConsul) deregister(ctx context.Context, id string) error {
+	if _, err := r.Consul.Catalog().Deregister(&consulapi.CatalogDeregistration{Node: r.Node, ServiceID: id}, (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
 		return err
 	}
 	r.Metrics.Writes.WithLabelValues(DirectionToConsul, "deregister").Inc()
@@ -408,7 +408,10 @@ func (w *nodeWatcher) Start(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-resync:
-				_ = r.Resync(ctx)
+				if err := r.Resync(ctx); err != nil && ctx.Err() == nil {
+					r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
+					log.Error(err, "Resync of Services to Consul failed; the next period tries again")
+				}
 			}
 		}
 	}()
