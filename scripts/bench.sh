@@ -2,7 +2,8 @@
 # `make bench`: builds the real binaries and runs bench/cmd/bench, which measures the service hot path,
 # `meshplane render`, the operator at 1,000 and 5,000 TrafficPolicies and the Consul sync of 2,000
 # Services, each against a floor measured in the same run, and prints one table. The table also goes to
-# bench/out/<UTC date and time>.md (git-ignored). Extra arguments go to bench/cmd/bench, e.g.
+# bench/out/<UTC date and time>.md (git-ignored) and bench/results/latest.md (committed: the results of
+# record; only a full run, without arguments, writes it). Extra arguments go to bench/cmd/bench, e.g.
 #   scripts/bench.sh -sizes 100 -render 1000 -consul 100 -steady 5s   # a quick run
 #   scripts/bench.sh -profile                                          # CPU profiles in the work directory
 set -euo pipefail
@@ -17,3 +18,9 @@ go build -o "$bin/bench" ./bench/cmd/bench
 
 out="bench/out/$(date -u +%Y-%m-%dT%H%MZ).md"
 "$bin/bench" -operator-bench "$bin/operator-bench" -manager "$bin/manager" -meshplane "$bin/meshplane" -out "$out" "$@"
+# The results of record (docs/benchmarks.md links them): a full run's table as it printed it. A run with
+# arguments (a quick one, a section) leaves them alone.
+if [[ $# == 0 ]]; then
+  { echo '<!-- Written by make bench (scripts/bench.sh) from its table; commit it to change the results of record. -->'
+    cat "$out"; } >bench/results/latest.md
+fi
