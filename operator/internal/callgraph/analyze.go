@@ -15,10 +15,15 @@ import (
 )
 
 // SafeRetryOn are the retry conditions that fire only before a request reached the server, so retrying
-// on them cannot repeat what the server did: a refused connection or stream, a reset before the request
-// was sent. Every other condition answers a response (5xx, unavailable, cancelled, ...), which a server
-// may send after it ran the request: orders answers UNAVAILABLE when payments fails after charging.
+// on them cannot repeat what the server did, nor anything it would have called: a refused connection or
+// stream, a reset before the request was sent. Every other condition answers a response or a failure
+// after the request was sent (5xx, unavailable, cancelled, reset, ...), which a server may cause after
+// it ran the request and called others: orders answers UNAVAILABLE when payments fails.
 var SafeRetryOn = []string{"connect-failure", "refused-stream", "reset-before-request"}
+
+// GRPCRetryOn are the conditions that match a gRPC status; on a Service that speaks plain HTTP only
+// (Input.PlainHTTP) they never fire.
+var GRPCRetryOn = []string{"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
 
 // IstioDefaultRetryOn are the conditions Istio retries on when a route sets attempts but no retryOn.
 var IstioDefaultRetryOn = []string{"connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes"}
@@ -33,7 +38,7 @@ func Analyze(in Input) (*Report, error) {
 	}
 	a := &analysis{
 		in: in, maxAmplification: in.Options.MaxAmplification, maxPaths: in.Options.MaxPaths,
-		exists: map[Service]bool{}, declared: map[Service]bool{}, policies: map[Service]*callee{},
+		exists: map[Service]bool{}, declared: map[Service]bool{}, plainHTTP: map[Service]bool{}, policies: map[Service]*callee{},
 		missing: map[Service]bool{}, defaults: map[Service]*callee{}, out: map[Service][]int{},
 		into: map[Service][]int{}, nonIdempotent: map[Target]bool{}, reached: map[Service]bool{},
 		worst: map[Service]Path{}, seen: map[string]bool{}, cycles: map[string]bool{},
@@ -90,6 +95,7 @@ type analysis struct {
 	maxAmplification   int64
 	maxPaths           int
 	exists, declared   map[Service]bool
+	plainHTTP          map[Service]bool
 	policies, defaults map[Service]*callee
 	missing            map[Service]bool // targets of policies whose Service does not exist
 	calls              []Call
@@ -123,6 +129,9 @@ func (a *analysis) add(f Finding) {
 func (a *analysis) readPolicies() error {
 	for _, s := range a.in.Graph.Services {
 		a.declared[s] = true
+	}
+	for _, s := range a.in.PlainHTTP {
+		a.plainHTTP[s] = true
 	}
 	if a.in.ServicesKnown {
 		for _, s := range a.in.Services {
@@ -158,6 +167,7 @@ func (a *analysis) readPolicies() error {
 			return err
 		}
 		a.policies[target] = newCallee(target, name, eff)
+		a.policies[target].plainHTTP = a.plainHTTP[target]
 	}
 	for _, t := range a.in.Graph.NonIdempotent {
 		a.nonIdempotent[t] = true
@@ -254,6 +264,8 @@ type callee struct {
 	retryOn               []string
 	istioRetryOn          bool // retries without retryOn: Istio's default conditions apply
 	timeoutSet, perTrySet bool
+	// plainHTTP: the Service speaks plain HTTP only, so gRPC conditions never fire.
+	plainHTTP bool
 }
 
 func newCallee(s Service, policy string, e v1alpha1.EffectivePolicy) *callee {
@@ -316,6 +328,7 @@ func (a *analysis) calleeOf(s Service) *callee {
 		}
 	}
 	c := newCallee(s, "", e)
+	c.plainHTTP = a.plainHTTP[s]
 	a.defaults[s] = c
 	return c
 }
@@ -383,6 +396,21 @@ func (c *callee) name() string {
 	return "TrafficPolicy " + c.policy
 }
 
+// active returns the retry conditions that can fire: all of them, but the gRPC ones on a plain HTTP
+// Service.
+func (c *callee) active() []string {
+	if !c.plainHTTP {
+		return c.retryOn
+	}
+	var out []string
+	for _, on := range c.retryOn {
+		if !slices.Contains(GRPCRetryOn, on) {
+			out = append(out, on)
+		}
+	}
+	return out
+}
+
 // unsafeRetryOn returns the conditions the callee's calls are retried on that can fire after the server
 // ran the request; nil when its calls are not retried or only before the request was sent.
 func (c *callee) unsafeRetryOn() []string {
@@ -390,12 +418,24 @@ func (c *callee) unsafeRetryOn() []string {
 		return nil
 	}
 	var out []string
-	for _, on := range c.retryOn {
+	for _, on := range c.active() {
 		if !slices.Contains(SafeRetryOn, on) {
 			out = append(out, on)
 		}
 	}
 	return out
+}
+
+// carries says whether retrying this call repeats the calls its server makes: it retries on a condition
+// a failure further down can cause. A call retried only on connection failures repeats nothing below.
+func (c *callee) carries() bool { return len(c.unsafeRetryOn()) > 0 }
+
+// factor is how many times a failure further down can be tried through this call.
+func (c *callee) factor() int64 {
+	if c.carries() {
+		return c.attempts()
+	}
+	return 1
 }
 
 func (c *callee) safeRetryOn() []string {
@@ -436,8 +476,9 @@ func (a *analysis) walkFrom(start Service) {
 	var hops []Hop
 	onPath := map[Service]bool{start: true}
 	a.reached[start] = true
-	var visit func(reaching int64)
-	visit = func(reaching int64) {
+	// carried is how many times the calls so far can repeat the next one: the product of their factors.
+	var visit func(carried int64)
+	visit = func(carried int64) {
 		last := path[len(path)-1]
 		extended := false
 		for _, i := range a.out[last] {
@@ -455,14 +496,14 @@ func (a *analysis) walkFrom(start Service) {
 			}
 			cl := a.calleeOf(c.To)
 			h := Hop{From: last, To: c.To, Method: c.Method, Policy: cl.policy, Attempts: cl.attempts(),
-				Reaching: mul(reaching, cl.attempts()), Wait: Wait(cl.wait)}
+				Reaching: mul(carried, cl.attempts()), Carries: cl.carries(), Wait: Wait(cl.wait)}
 			extended = true
 			path, hops = append(path, c.To), append(hops, h)
 			onPath[c.To], a.reached[c.To] = true, true
 			if w, ok := a.worst[c.To]; !ok || h.Reaching > w.Hops[len(w.Hops)-1].Reaching {
 				a.worst[c.To] = Path{Services: slices.Clone(path), Hops: slices.Clone(hops)}
 			}
-			visit(h.Reaching)
+			visit(mul(carried, cl.factor()))
 			path, hops = path[:len(path)-1], hops[:len(hops)-1]
 			delete(onPath, c.To)
 		}
@@ -499,8 +540,8 @@ func (a *analysis) cycle(path []Service, to Service) {
 	turn := int64(1)
 	for _, s := range loop[1:] {
 		c := a.calleeOf(s)
-		turn = mul(turn, c.attempts())
-		if c.retries > 0 {
+		turn = mul(turn, c.factor())
+		if c.carries() {
 			retried = append(retried, c.service.String())
 			fields = append(fields, c.attemptsField())
 			if c.policy != "" {
@@ -514,7 +555,7 @@ func (a *analysis) cycle(path []Service, to Service) {
 		msg += fmt.Sprintf(", and retries multiply each turn by up to %d", turn)
 		var retrying *callee
 		for _, s := range loop[1:] {
-			if c := a.calleeOf(s); c.retries > 0 && retrying == nil {
+			if c := a.calleeOf(s); c.carries() && retrying == nil {
 				retrying = c
 			}
 		}
@@ -554,11 +595,11 @@ func (a *analysis) checkTimeout(c Call) {
 	}
 	var msg string
 	if callee.wait == 0 {
-		msg = fmt.Sprintf("callers give %s %s per attempt (%s), but its calls to %s have no timeout: they can outlast it, and the time %s still spends on them (with its retries) after %s only adds load",
-			c.From, apiDuration(bound), boundName, c.To, c.From, apiDuration(bound))
+		msg = fmt.Sprintf("an attempt at %s is cut after %s (%s), but its calls to %s have no timeout: the callers of %s give up while %s still works and retries, which only adds load",
+			c.From, apiDuration(bound), boundName, c.To, c.From, c.To)
 	} else {
-		msg = fmt.Sprintf("callers give %s %s per attempt (%s), but its call to %s can take %s (%s): %s's callers give up while it still waits, so the %s beyond %s only adds load",
-			c.From, apiDuration(bound), boundName, c.To, apiDuration(callee.wait), callee.waitText(), c.From, c.To.String()+"'s budget", apiDuration(bound))
+		msg = fmt.Sprintf("an attempt at %s is cut after %s (%s), but its call to %s can take %s (%s): the callers of %s give up while %s still works and retries, so waiting beyond %s only adds load",
+			c.From, apiDuration(bound), boundName, c.To, apiDuration(callee.wait), callee.waitText(), c.From, c.To, apiDuration(bound))
 	}
 	a.add(Finding{Kind: KindTimeoutBelowCallee, Path: []Service{c.From, c.To},
 		Policies: nonEmpty(caller.policy, callee.policy), Fields: fields, Message: msg, Fix: timeoutFix(caller, callee, bound)})
@@ -633,7 +674,7 @@ func (a *analysis) nonIdempotentCall(c Call) bool {
 func retryFix(c *callee) string {
 	if safe := c.safeRetryOn(); len(safe) > 0 && !c.istioRetryOn {
 		return c.set("spec.retries.retryOn", "["+strings.Join(safe, ", ")+"]", "["+strings.Join(c.retryOn, ", ")+"]") +
-			" (only failures before the request reached the server), or its spec.retries.attempts to 0"
+			", keeping only failures before the request reached the server, or its spec.retries.attempts to 0"
 	}
 	return c.set("spec.retries.attempts", "0", fmt.Sprint(c.retries))
 }
@@ -653,7 +694,7 @@ func (a *analysis) checkNonIdempotent(c Call) {
 	}
 	a.add(Finding{Kind: KindNonIdempotentRetry, Path: []Service{c.From, c.To}, Policies: nonEmpty(callee.policy),
 		Fields: []Field{callee.attemptsField(), callee.retryOnField()},
-		Message: fmt.Sprintf("%s must not be repeated, but %s's calls to it are retried up to %d times on %s, which can fire after the server ran the request",
+		Message: fmt.Sprintf("%s must not be repeated, but calls from %s are retried up to %d times on %s, which can fire after the server ran the request",
 			what, c.From, callee.retries, strings.Join(unsafe, ", ")),
 		Fix: retryFix(callee)})
 }
@@ -699,9 +740,9 @@ func (a *analysis) checkAboveNonIdempotent() {
 			}
 			a.add(Finding{Kind: KindRetryAboveNonIdempotent, Path: path, Policies: nonEmpty(callee.policy),
 				Fields: []Field{callee.attemptsField(), callee.retryOnField()},
-				Message: fmt.Sprintf("%s retries its calls to %s up to %d times on %s; a retry runs %s again, and with it %s's call to %s, which must not be repeated",
+				Message: fmt.Sprintf("calls from %s to %s are retried up to %d times on %s; a retry runs %s again, and with it the call %s → %s, which must not be repeated",
 					e.From, e.To, callee.retries, strings.Join(unsafe, ", "), e.To, n.From, what),
-				Fix: retryFix(callee) + fmt.Sprintf(", or make %s's call to %s safe to repeat (an idempotency key) and mark it idempotent: true", n.From, n.To)})
+				Fix: retryFix(callee) + fmt.Sprintf("; or make the call %s → %s safe to repeat (an idempotency key) and mark it idempotent: true", n.From, n.To)})
 		}
 	}
 }
@@ -773,18 +814,28 @@ func (a *analysis) checkRedundant() {
 			if inner.retries == 0 {
 				continue
 			}
-			shared := sharedConditions(outer.retryOn, inner.retryOn)
+			shared := sharedConditions(outer.active(), inner.active())
 			if len(shared) == 0 {
 				continue
 			}
 			a.add(Finding{Kind: KindRedundantRetries, Path: []Service{e1.From, e1.To, e2.To},
 				Policies: nonEmpty(outer.policy, inner.policy),
 				Fields:   []Field{outer.attemptsField(), outer.retryOnField(), inner.attemptsField(), inner.retryOnField()},
-				Message: fmt.Sprintf("%s retries %s on %s, and %s already retries its calls to %s on matching conditions: a failure of %s that %s passes on is tried %d × %d = %d times",
-					e1.From, e1.To, strings.Join(shared, ", "), e1.To, e2.To, e2.To, e1.To, outer.attempts(), inner.attempts(), mul(outer.attempts(), inner.attempts())),
-				Fix: fmt.Sprintf("retry at one layer: %s, or %s", removeFix(outer, shared), outer.set("spec.retries.attempts", "0", fmt.Sprint(outer.retries)))})
+				Message: fmt.Sprintf("calls from %s to %s are retried on %s, and %s's calls to %s already are on %s: a failure of %s that %s passes on is tried %d × %d = %d times",
+					e1.From, e1.To, strings.Join(shared, ", "), e1.To, e2.To, strings.Join(sharedConditions(inner.active(), outer.active()), ", "),
+					e2.To, e1.To, outer.attempts(), inner.attempts(), mul(outer.attempts(), inner.attempts())),
+				Fix: "retry at one layer: " + redundantFix(outer, shared)})
 		}
 	}
+}
+
+// redundantFix suggests removing the shared conditions from the outer layer, or its retries.
+func redundantFix(c *callee, shared []string) string {
+	off := c.set("spec.retries.attempts", "0", fmt.Sprint(c.retries))
+	if remove := removeFix(c, shared); remove != off {
+		return remove + ", or " + off
+	}
+	return off
 }
 
 func removeFix(c *callee, remove []string) string {
@@ -813,11 +864,17 @@ func (a *analysis) checkAmplification() {
 		var fields []Field
 		var policies []string
 		var callees []*callee
-		for _, h := range w.Hops {
+		var counted []int64
+		for i, h := range w.Hops {
 			c := a.calleeOf(h.To)
 			callees = append(callees, c)
-			factors = append(factors, fmt.Sprint(h.Attempts))
-			if h.Attempts > 1 {
+			f := c.factor()
+			if i == len(w.Hops)-1 {
+				f = h.Attempts
+			}
+			counted = append(counted, f)
+			if f > 1 {
+				factors = append(factors, fmt.Sprint(f))
 				fields = append(fields, c.attemptsField())
 				if c.policy != "" {
 					policies = append(policies, c.policy)
@@ -827,7 +884,7 @@ func (a *analysis) checkAmplification() {
 		a.add(Finding{Kind: KindAmplification, Path: w.Services, Policies: policies, Fields: fields,
 			Message: fmt.Sprintf("%s can receive %s attempts for one request entering at %s (%s along the path), above the limit of %d",
 				s, count(last.Reaching), w.Services[0], strings.Join(factors, " × "), a.maxAmplification),
-			Fix: amplificationFix(callees, w.Hops, a.maxAmplification)})
+			Fix: amplificationFix(callees, counted, last.Reaching, a.maxAmplification)})
 	}
 }
 
@@ -840,15 +897,14 @@ func count(n int64) string {
 
 // amplificationFix finds the smallest change of attempts that brings the path within the limit: one
 // hop's retries lowered so that as many attempts as the limit allows remain, else retries turned off on
-// the hops that multiply most until it fits.
-func amplificationFix(callees []*callee, hops []Hop, limit int64) string {
-	total := hops[len(hops)-1].Reaching
+// the hops that multiply most until it fits. factors are what each hop multiplies by.
+func amplificationFix(callees []*callee, factors []int64, total, limit int64) string {
 	best, bestAttempts, bestAfter := -1, int64(0), int64(0)
-	for i, h := range hops {
-		if h.Attempts <= 1 || total == 1<<63-1 {
+	for i, f := range factors {
+		if f <= 1 || total == 1<<63-1 {
 			continue
 		}
-		rest := total / h.Attempts
+		rest := total / f
 		allowed := limit / rest
 		if allowed < 1 {
 			continue
@@ -856,7 +912,7 @@ func amplificationFix(callees []*callee, hops []Hop, limit int64) string {
 		// The change that keeps the most attempts (the most retrying capacity), then the one that lowers
 		// fewer retries, then the hop nearest the entry.
 		after := rest * allowed
-		if best < 0 || after > bestAfter || (after == bestAfter && h.Attempts-allowed < hops[best].Attempts-bestAttempts) {
+		if best < 0 || after > bestAfter || (after == bestAfter && f-allowed < factors[best]-bestAttempts) {
 			best, bestAttempts, bestAfter = i, allowed, after
 		}
 	}
@@ -864,69 +920,37 @@ func amplificationFix(callees []*callee, hops []Hop, limit int64) string {
 		c := callees[best]
 		return fmt.Sprintf("%s: %d attempts at most", c.set("spec.retries.attempts", fmt.Sprint(bestAttempts-1), fmt.Sprint(c.retries)), bestAfter)
 	}
-	order := make([]int, len(hops))
+	order := make([]int, len(factors))
 	for i := range order {
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(x, y int) int {
-		if hops[x].Attempts != hops[y].Attempts {
-			if hops[x].Attempts > hops[y].Attempts {
+		if factors[x] != factors[y] {
+			if factors[x] > factors[y] {
 				return -1
 			}
 			return 1
 		}
 		return x - y
 	})
-	product := make([]int64, len(hops))
-	for i, h := range hops {
-		product[i] = h.Attempts
-	}
+	product := slices.Clone(factors)
 	var changes []string
-	done := map[*callee]bool{}
 	for _, i := range order {
-		c := callees[i]
-		if hops[i].Attempts <= 1 || done[c] {
+		if factors[i] <= 1 {
 			continue
 		}
-		done[c] = true
-		// The hops governed by the same policy change together.
 		rest := int64(1)
-		for j := range hops {
-			if callees[j] != c {
-				rest = mul(rest, product[j])
+		for j, p := range product {
+			if j != i {
+				rest = mul(rest, p)
 			}
 		}
-		allowed := max(limit/rest, 1)
-		if allowed > hops[i].Attempts {
-			allowed = hops[i].Attempts
-		}
-		changes = append(changes, c.set("spec.retries.attempts", fmt.Sprint(allowed-1), fmt.Sprint(c.retries)))
-		for j := range hops {
-			if callees[j] == c {
-				product[j] = allowed
-			}
-		}
-		if total := mul(rest, pow(allowed, countOf(callees, c))); total <= limit {
+		allowed := min(max(limit/rest, 1), factors[i])
+		changes = append(changes, callees[i].set("spec.retries.attempts", fmt.Sprint(allowed-1), fmt.Sprint(callees[i].retries)))
+		product[i] = allowed
+		if mul(rest, allowed) <= limit {
 			break
 		}
 	}
 	return strings.Join(changes, " and ")
-}
-
-func pow(base int64, n int) int64 {
-	out := int64(1)
-	for range n {
-		out = mul(out, base)
-	}
-	return out
-}
-
-func countOf(callees []*callee, c *callee) int {
-	n := 0
-	for _, x := range callees {
-		if x == c {
-			n++
-		}
-	}
-	return n
 }

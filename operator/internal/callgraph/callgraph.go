@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -58,6 +59,25 @@ func ParseService(s, namespace string) (Service, error) {
 		return Service{}, fmt.Errorf("%q: name %q: %s", s, svc.Name, errs[0])
 	}
 	return svc, nil
+}
+
+// ParseTarget reads SERVICE, NAMESPACE/SERVICE, SERVICE/Method or NAMESPACE/SERVICE/Method. A method
+// starts with an upper-case letter (PlaceOrder), which no Kubernetes name does: that tells SERVICE/Method
+// from NAMESPACE/SERVICE.
+func ParseTarget(s, namespace string) (Target, error) {
+	parts := strings.Split(s, "/")
+	var method string
+	if n := len(parts); n >= 2 && parts[n-1] != "" && unicode.IsUpper(rune(parts[n-1][0])) {
+		method, parts = parts[n-1], parts[:n-1]
+	}
+	if len(parts) > 2 {
+		return Target{}, fmt.Errorf("%q: want SERVICE, NAMESPACE/SERVICE, SERVICE/Method or NAMESPACE/SERVICE/Method", s)
+	}
+	svc, err := ParseService(strings.Join(parts, "/"), namespace)
+	if err != nil {
+		return Target{}, err
+	}
+	return Target{Service: svc, Method: method}, nil
 }
 
 // Target is a Service, or one method of it, that a property such as idempotency applies to. Policies
@@ -119,7 +139,8 @@ type Graph struct {
 }
 
 // Merge joins graphs: one call per caller, callee and method with the union of their sources; a call
-// declared non-idempotent anywhere stays so.
+// declared non-idempotent anywhere stays so; a call of any method is dropped where the same caller's
+// calls to the same callee name their methods (its sources go to them).
 func Merge(graphs ...Graph) Graph {
 	index := map[string]int{}
 	var out Graph
@@ -147,6 +168,40 @@ func Merge(graphs ...Graph) Graph {
 		}
 		out.NonIdempotent = append(out.NonIdempotent, g.NonIdempotent...)
 		out.Services = append(out.Services, g.Services...)
+	}
+	// A call of any method is subsumed by the calls of the same pair that name their methods: an allow
+	// list says who may call, a graph file which methods.
+	named := map[string]bool{}
+	for _, c := range out.Calls {
+		if c.Method != "" {
+			named[c.From.String()+">"+c.To.String()] = true
+		}
+	}
+	calls := out.Calls[:0]
+	var anyMethod []Call
+	for _, c := range out.Calls {
+		if c.Method == "" && named[c.From.String()+">"+c.To.String()] {
+			anyMethod = append(anyMethod, c)
+			continue
+		}
+		calls = append(calls, c)
+	}
+	out.Calls = calls
+	for _, a := range anyMethod {
+		for i := range out.Calls {
+			c := &out.Calls[i]
+			if c.From != a.From || c.To != a.To {
+				continue
+			}
+			for _, s := range a.Sources {
+				if !slices.Contains(c.Sources, s) {
+					c.Sources = append(c.Sources, s)
+				}
+			}
+			if a.Idempotent != nil && c.Idempotent == nil {
+				c.Idempotent = ptrTo(*a.Idempotent)
+			}
+		}
 	}
 	for i := range out.Calls {
 		slices.Sort(out.Calls[i].Sources)
@@ -177,6 +232,9 @@ type Input struct {
 	Policies []*v1alpha1.TrafficPolicy
 	// Services are the Services that exist, when ServicesKnown.
 	Services []Service
+	// PlainHTTP are the Services that speak plain HTTP only (see PlainHTTP), where gRPC retry conditions
+	// never fire.
+	PlainHTTP []Service
 	// ServicesKnown says Services is complete (the operator, or files that include the Services); when
 	// false, a policy's target or a Service declared in the graph is taken to exist.
 	ServicesKnown bool
@@ -228,8 +286,11 @@ type Hop struct {
 	Policy string `json:"policy,omitempty"`
 	// Attempts is the most requests this call can make: 1 + retries.
 	Attempts int64 `json:"attempts"`
-	// Reaching is the most requests reaching To for one request entering the path: the product of
-	// Attempts so far (saturating at the largest int64).
+	// Carries is true when this call's retries repeat the calls below it: it is retried on a condition a
+	// failure further down can cause (not only on connection failures).
+	Carries bool `json:"carries"`
+	// Reaching is the most requests reaching To for one request entering the path: Attempts times the
+	// Attempts of every call before it that Carries (saturating at the largest int64).
 	Reaching int64 `json:"reaching"`
 	// Wait is the longest this call can take; 0 means unbounded.
 	Wait Wait `json:"wait"`

@@ -77,22 +77,38 @@ func TestFindings(t *testing.T) {
 		{
 			name: "chain of three retrying layers amplifies 27 times",
 			in: callgraph.Input{
-				Policies: []*v1alpha1.TrafficPolicy{retrying("orders", 2, "connect-failure"), retrying("catalog", 2, "connect-failure"), retrying("payments", 2, "connect-failure")},
+				Policies: []*v1alpha1.TrafficPolicy{retrying("orders", 2, "reset"), retrying("catalog", 2, "reset"), retrying("payments", 2, "reset")},
 				Graph:    callgraph.Graph{Calls: calls("gateway>orders", "orders>catalog", "catalog>payments"), Services: services("gateway")},
 			},
 			want: []string{"warning Amplification gateway>orders>catalog>payments shop/catalog,shop/orders,shop/payments"},
 		},
 		{
+			name: "retries only on connection failures repeat nothing below",
+			in: callgraph.Input{
+				Policies: []*v1alpha1.TrafficPolicy{retrying("orders", 4, "connect-failure"), retrying("catalog", 4, "connect-failure", "refused-stream"), retrying("payments", 4, "reset-before-request")},
+				Graph:    callgraph.Graph{Calls: calls("gateway>orders", "orders>catalog", "catalog>payments"), Services: services("gateway")},
+			},
+		},
+		{
+			name: "gRPC conditions never fire on a plain HTTP Service",
+			in: callgraph.Input{
+				Policies:  []*v1alpha1.TrafficPolicy{retrying("gateway", 4, "connect-failure", "unavailable"), retrying("orders", 4, "5xx")},
+				PlainHTTP: services("gateway"),
+				Graph:     callgraph.Graph{Calls: calls("loadgen>gateway", "gateway>orders"), Services: services("loadgen")},
+				Options:   callgraph.Options{MaxAmplification: 5},
+			},
+		},
+		{
 			name: "two layers stay under the default limit",
 			in: callgraph.Input{
-				Policies: []*v1alpha1.TrafficPolicy{retrying("orders", 2, "connect-failure"), retrying("payments", 2, "connect-failure")},
+				Policies: []*v1alpha1.TrafficPolicy{retrying("orders", 2, "reset"), retrying("payments", 2, "reset")},
 				Graph:    callgraph.Graph{Calls: calls("gateway>orders", "orders>payments"), Services: services("gateway")},
 			},
 		},
 		{
 			name: "a lower limit reports them",
 			in: callgraph.Input{
-				Policies: []*v1alpha1.TrafficPolicy{retrying("orders", 2, "connect-failure"), retrying("payments", 2, "connect-failure")},
+				Policies: []*v1alpha1.TrafficPolicy{retrying("orders", 2, "reset"), retrying("payments", 2, "reset")},
 				Graph:    callgraph.Graph{Calls: calls("gateway>orders", "orders>payments"), Services: services("gateway")},
 				Options:  callgraph.Options{MaxAmplification: 5},
 			},
@@ -101,7 +117,7 @@ func TestFindings(t *testing.T) {
 		{
 			name: "diamond: the worse branch counts",
 			in: callgraph.Input{
-				Policies: []*v1alpha1.TrafficPolicy{retrying("b", 3, "connect-failure"), retrying("c", 1, "connect-failure"), retrying("d", 2, "connect-failure")},
+				Policies: []*v1alpha1.TrafficPolicy{retrying("b", 3, "reset"), retrying("c", 1, "reset"), retrying("d", 2, "reset")},
 				Graph:    callgraph.Graph{Calls: calls("a>b", "a>c", "b>d", "c>d"), Services: services("a")},
 			},
 			want: []string{"warning Amplification a>b>d shop/b,shop/d"},
@@ -109,7 +125,7 @@ func TestFindings(t *testing.T) {
 		{
 			name: "cycle: reported once, analysis ends",
 			in: callgraph.Input{
-				Policies: []*v1alpha1.TrafficPolicy{retrying("a", 1, "connect-failure"), retrying("b", 0)},
+				Policies: []*v1alpha1.TrafficPolicy{retrying("a", 1, "reset"), retrying("b", 0)},
 				Graph:    callgraph.Graph{Calls: calls("entry>a", "a>b", "b>a"), Services: services("entry")},
 			},
 			want: []string{"warning Cycle a>b>a shop/a"},
@@ -291,14 +307,16 @@ func TestPaths(t *testing.T) {
 		Services: services("gateway", "orders", "payments", "catalog"), ServicesKnown: true,
 		Graph: callgraph.Graph{Calls: calls("gateway>orders", "orders>payments", "orders>catalog")},
 	})
+	// orders retries only on connection failures, so its retries repeat nothing below; catalog's
+	// platform default retries unavailable and cancelled, failures from below.
 	want := []callgraph.Path{
 		{Services: services("gateway", "orders", "catalog"), Hops: []callgraph.Hop{
 			{From: svc("gateway"), To: svc("orders"), Policy: "shop/orders", Attempts: 3, Reaching: 3, Wait: callgraph.Wait(3e9)},
-			{From: svc("orders"), To: svc("catalog"), Attempts: 3, Reaching: 9},
+			{From: svc("orders"), To: svc("catalog"), Attempts: 3, Carries: true, Reaching: 3},
 		}},
 		{Services: services("gateway", "orders", "payments"), Hops: []callgraph.Hop{
 			{From: svc("gateway"), To: svc("orders"), Policy: "shop/orders", Attempts: 3, Reaching: 3, Wait: callgraph.Wait(3e9)},
-			{From: svc("orders"), To: svc("payments"), Policy: "shop/payments", Attempts: 1, Reaching: 3, Wait: callgraph.Wait(2e9)},
+			{From: svc("orders"), To: svc("payments"), Policy: "shop/payments", Attempts: 1, Reaching: 1, Wait: callgraph.Wait(2e9)},
 		}},
 	}
 	if diff := cmp.Diff(want, r.Paths); diff != "" {
@@ -316,7 +334,7 @@ func TestFindingText(t *testing.T) {
 		{
 			name: "amplification: one hop lowered as little as possible",
 			in: callgraph.Input{
-				Policies: []*v1alpha1.TrafficPolicy{retrying("orders", 2, "connect-failure"), retrying("catalog", 3, "connect-failure"), retrying("payments", 2, "connect-failure")},
+				Policies: []*v1alpha1.TrafficPolicy{retrying("orders", 2, "reset"), retrying("catalog", 3, "reset"), retrying("payments", 2, "reset")},
 				Graph:    callgraph.Graph{Calls: calls("gateway>orders", "orders>catalog", "catalog>payments"), Services: services("gateway")},
 				Options:  callgraph.Options{MaxAmplification: 20},
 			},
@@ -333,7 +351,7 @@ func TestFindingText(t *testing.T) {
 		{
 			name: "amplification: no single hop is enough",
 			in: callgraph.Input{
-				Policies: []*v1alpha1.TrafficPolicy{retrying("a", 4, "connect-failure"), retrying("b", 4, "connect-failure"), retrying("c", 2, "connect-failure")},
+				Policies: []*v1alpha1.TrafficPolicy{retrying("a", 4, "reset"), retrying("b", 4, "reset"), retrying("c", 2, "reset")},
 				Graph:    callgraph.Graph{Calls: calls("entry>a", "a>b", "b>c"), Services: services("entry")},
 				Options:  callgraph.Options{MaxAmplification: 2},
 			},
@@ -362,7 +380,7 @@ func TestFindingText(t *testing.T) {
 					{Service: svc("orders"), Policy: "shop/orders", Field: "spec.retries.perTryTimeout", Value: "1s"},
 					{Service: svc("payments"), Policy: "shop/payments", Field: "spec.timeout", Value: "2s"},
 				},
-				Message: "callers give shop/orders 1s per attempt (perTryTimeout), but its call to shop/payments can take 2s (timeout 2s): shop/orders's callers give up while it still waits, so the shop/payments's budget beyond 1s only adds load",
+				Message: "an attempt at shop/orders is cut after 1s (perTryTimeout), but its call to shop/payments can take 2s (timeout 2s): the callers of shop/orders give up while shop/payments still works and retries, so waiting beyond 1s only adds load",
 				Fix:     "set TrafficPolicy shop/payments spec.timeout to 1s (from 2s), or set TrafficPolicy shop/orders spec.retries.perTryTimeout to 2s (from 1s)"},
 		},
 		{
@@ -378,8 +396,8 @@ func TestFindingText(t *testing.T) {
 					{Service: svc("payments"), Policy: "shop/payments", Field: "spec.retries.attempts", Value: "2"},
 					{Service: svc("payments"), Policy: "shop/payments", Field: "spec.retries.retryOn", Value: "[connect-failure, 5xx]"},
 				},
-				Message: "shop/payments Charge must not be repeated, but shop/orders's calls to it are retried up to 2 times on 5xx, which can fire after the server ran the request",
-				Fix:     "set TrafficPolicy shop/payments spec.retries.retryOn to [connect-failure] (from [connect-failure, 5xx]) (only failures before the request reached the server), or its spec.retries.attempts to 0"},
+				Message: "shop/payments Charge must not be repeated, but calls from shop/orders are retried up to 2 times on 5xx, which can fire after the server ran the request",
+				Fix:     "set TrafficPolicy shop/payments spec.retries.retryOn to [connect-failure] (from [connect-failure, 5xx]), keeping only failures before the request reached the server, or its spec.retries.attempts to 0"},
 		},
 		{
 			name: "unknown service: did you mean",

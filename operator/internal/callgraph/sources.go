@@ -178,3 +178,23 @@ func callerService(o Observed, services []*corev1.Service) Service {
 	}
 	return Service{Namespace: o.Namespace, Name: o.Name}
 }
+
+// PlainHTTP says whether every port of svc speaks HTTP/1 (appProtocol http, or no appProtocol and a
+// name of http or http-*), so no gRPC status ever comes back and gRPC retry conditions never fire.
+// HTTP/2 ports may carry gRPC and do not count.
+func PlainHTTP(svc *corev1.Service) bool {
+	if len(svc.Spec.Ports) == 0 {
+		return false
+	}
+	for _, p := range svc.Spec.Ports {
+		switch {
+		case p.AppProtocol != nil:
+			if *p.AppProtocol != "http" {
+				return false
+			}
+		case p.Name != "http" && !strings.HasPrefix(p.Name, "http-"):
+			return false
+		}
+	}
+	return true
+}

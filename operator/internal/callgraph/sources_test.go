@@ -105,3 +105,52 @@ func TestFromObserved(t *testing.T) {
 		t.Errorf("calls (-want +got):\n%s", diff)
 	}
 }
+
+func TestParseTarget(t *testing.T) {
+	tests := []struct {
+		in   string
+		want callgraph.Target
+		err  string
+	}{
+		{in: "payments", want: callgraph.Target{Service: svc("payments")}},
+		{in: "billing/payments", want: callgraph.Target{Service: callgraph.Service{Namespace: "billing", Name: "payments"}}},
+		{in: "payments/Charge", want: callgraph.Target{Service: svc("payments"), Method: "Charge"}},
+		{in: "billing/payments/Charge", want: callgraph.Target{Service: callgraph.Service{Namespace: "billing", Name: "payments"}, Method: "Charge"}},
+		{in: "a/b/c", err: `"a/b/c": want SERVICE, NAMESPACE/SERVICE, SERVICE/Method or NAMESPACE/SERVICE/Method`},
+		{in: "", err: `"": name "": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')`},
+	}
+	for _, tt := range tests {
+		got, err := callgraph.ParseTarget(tt.in, ns)
+		if tt.err != "" {
+			if err == nil || err.Error() != tt.err {
+				t.Errorf("ParseTarget(%q) error = %v, want %s", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseTarget(%q) = %v, %v; want %v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+// Merging sources: one call per caller, callee and method; named methods take over a call of any method.
+func TestMerge(t *testing.T) {
+	no := false
+	g := callgraph.Merge(
+		callgraph.FromAllow([]*v1alpha1.TrafficPolicy{pt.Policy(ns, "orders", pt.Allow("gateway")), pt.Policy(ns, "payments", pt.Allow("orders"))}),
+		callgraph.Graph{Calls: []callgraph.Call{
+			{From: svc("gateway"), To: svc("orders"), Method: "PlaceOrder", Sources: []string{"file"}},
+			{From: svc("gateway"), To: svc("orders"), Method: "GetOrder", Sources: []string{"file"}},
+			{From: svc("orders"), To: svc("payments"), Sources: []string{"istiod"}},
+			{From: svc("orders"), To: svc("payments"), Idempotent: &no, Sources: []string{"file"}},
+		}},
+	)
+	want := []callgraph.Call{
+		{From: svc("gateway"), To: svc("orders"), Method: "GetOrder", Sources: []string{"allow", "file"}},
+		{From: svc("gateway"), To: svc("orders"), Method: "PlaceOrder", Sources: []string{"allow", "file"}},
+		{From: svc("orders"), To: svc("payments"), Idempotent: &no, Sources: []string{"allow", "file", "istiod"}},
+	}
+	if diff := cmp.Diff(want, g.Calls); diff != "" {
+		t.Errorf("calls (-want +got):\n%s", diff)
+	}
+}

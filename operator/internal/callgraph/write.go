@@ -76,8 +76,12 @@ func (r *Report) Summary() string {
 	if len(sources) > 0 {
 		calls += " (" + strings.Join(sources, ", ") + ")"
 	}
+	paths := fmt.Sprintf("%d paths", len(r.Paths))
+	if len(r.Paths) == 1 {
+		paths = "1 path"
+	}
 	if len(r.Findings) == 0 {
-		return fmt.Sprintf("call graph: %s, %d paths; no findings", calls, len(r.Paths))
+		return fmt.Sprintf("call graph: %s, %s; no findings", calls, paths)
 	}
 	var counts []string
 	for _, s := range []Severity{Error, Warning, Info} {
@@ -87,11 +91,14 @@ func (r *Report) Summary() string {
 				n++
 			}
 		}
-		if n > 0 {
+		switch {
+		case n == 1 || (n > 0 && s == Info):
 			counts = append(counts, fmt.Sprintf("%d %s", n, s))
+		case n > 1:
+			counts = append(counts, fmt.Sprintf("%d %ss", n, s))
 		}
 	}
-	return fmt.Sprintf("call graph: %s, %d paths; findings: %s", calls, len(r.Paths), strings.Join(counts, ", "))
+	return fmt.Sprintf("call graph: %s, %s; findings: %s", calls, paths, strings.Join(counts, ", "))
 }
 
 // WriteJSON writes the report as one JSON document: calls, paths, findings and the limit applied.
