@@ -245,7 +245,7 @@ func TestRunAgainstKubeconfig(t *testing.T) {
 	}
 	for _, name := range []string{
 		"meshplane_trafficpolicies{", "meshplane_operator_conflicts_total{", "meshplane_operator_apply_errors_total{",
-		"meshplane_operator_reconcile_to_ready_seconds_bucket{", "meshplane_operator_writes_total{",
+		"meshplane_operator_reconcile_to_ready_seconds_bucket{", "meshplane_operator_writes_total{", "meshplane_callgraph_findings{",
 		"controller_runtime_reconcile_total{", "controller_runtime_reconcile_errors_total{",
 		"controller_runtime_reconcile_time_seconds_bucket{", "workqueue_depth{",
 		"meshplane_consul_sync_services{", "meshplane_consul_sync_writes_total{", "meshplane_consul_sync_errors_total{",
@@ -282,6 +282,8 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"--kubeconfig", filepath.Join(t.TempDir(), "missing")},
 		{"--kubeconfig", env.Kubeconfig, "--consul-address", "127.0.0.1:1", "--consul-sync-mode", "nodeport"},
 		{"--kubeconfig", env.Kubeconfig, "--max-concurrent-reconciles", "0"},
+		{"--kubeconfig", env.Kubeconfig, "--callgraph-file", filepath.Join(t.TempDir(), "missing.yaml")},
+		{"--kubeconfig", env.Kubeconfig, "--non-idempotent", "Shop/payments"},
 	} {
 		var stderr bytes.Buffer
 		if err := run(context.Background(), args, func(string) string { return "" }, io.Discard, &stderr); err == nil {
