@@ -389,13 +389,6 @@ func (c *callee) set(field, value, from string) string {
 	return fmt.Sprintf("set TrafficPolicy %s %s to %s (from %s)", c.policy, field, value, from)
 }
 
-func (c *callee) name() string {
-	if c.policy == "" {
-		return c.service.String() + " (no TrafficPolicy: platform defaults)"
-	}
-	return "TrafficPolicy " + c.policy
-}
-
 // active returns the retry conditions that can fire: all of them, but the gRPC ones on a plain HTTP
 // Service.
 func (c *callee) active() []string {
