@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -212,12 +213,28 @@ func (r *CallGraphReconciler) setCondition(ctx context.Context, p *v1alpha1.Traf
 	}
 	log := logf.FromContext(ctx)
 	if want.Status == metav1.ConditionFalse && (cur == nil || cur.Status != metav1.ConditionFalse || cur.Message != want.Message) {
-		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, want.Reason, "CallGraph", "%s", want.Message)
+		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, want.Reason, "CallGraph", "%s", truncate(want.Message, maxEventNote))
 		log.Info("Call-graph finding", "policy", klog.KObj(p), "reason", want.Reason, "message", want.Message)
 	} else if want.Status == metav1.ConditionTrue && cur != nil && cur.Status == metav1.ConditionFalse {
 		log.Info("Call-graph findings resolved", "policy", klog.KObj(p))
 	}
 	return nil
+}
+
+// maxEventNote is below the 1 kB an events.k8s.io Event's note may hold; the condition keeps the whole
+// message.
+const maxEventNote = 1000
+
+// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }
 
 // callGraph sets the findings gauge from the latest analysis: every kind at its severity, 0 when absent.
