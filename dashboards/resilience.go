@@ -103,7 +103,7 @@ func Resilience() Dashboard {
 }
 
 // Operator shows the operator's work: reconciles, errors, latency to Ready, policies by condition,
-// conflicts and writes.
+// conflicts, call-graph findings and writes.
 func Operator() Dashboard {
 	ctrl := promql.Re("controller", "$controller")
 	return Dashboard{
@@ -137,6 +137,16 @@ func Operator() Dashboard {
 				{Title: "Conflicts", Viz: Bars, Unit: units.Short,
 					Description: "Policies refused per interval because another policy governs the same Service (TargetConflict) or an Istio object Meshplane does not own configures the host (HostConflict).",
 					Queries:     []Query{{Expr: promql.Sum(promql.Increase(signal.OperatorConflicts.Sel(), rate), "reason"), Legend: "{{reason}}"}}},
+			}},
+			{Title: "Call graph", Panels: []Panel{
+				{Title: "Call-graph warnings", Viz: Stat, Unit: units.Short, Steps: []Step{{Color: "green"}, {From: 1, Color: "yellow"}},
+					Description: "Findings of warning or error severity in the latest analysis of the policies together along the call graph: retries that multiply down a chain, timeouts shorter than what they call, retries of calls that must not be repeated. The policies involved carry CallGraph=False with the fix; `meshplane check` shows the same offline.",
+					Queries: []Query{{Expr: floor(promql.Sum(signal.CallGraphFindings.Sel(promql.Re("severity", "warning|error")).String()),
+						promql.Sum(signal.CallGraphFindings.Sel().String()))}}},
+				{Title: "Call-graph findings by kind", Viz: Table, Unit: units.Short, Width: 12,
+					Description: "Findings of the latest call-graph analysis per severity and kind (Amplification, TimeoutBelowCallee, NonIdempotentRetry, RedundantRetries, ...).",
+					Columns:     map[string]string{"A": "Findings"},
+					Queries:     []Query{{Expr: promql.Sum(signal.CallGraphFindings.Sel().String(), "severity", "kind"), Instant: true}}},
 			}},
 			{Title: "Reconciles", Panels: []Panel{
 				{Title: "Reconciles by result", Viz: TimeSeries, Unit: units.OpsPerSecond, Stack: true,

@@ -339,6 +339,12 @@ func syntheticMesh(start, end time.Time) *dashboardtest.OpenMetrics {
 		}
 	}
 	om.Histogram("meshplane_operator_reconcile_to_ready_seconds", op, 0.2, secondsBuckets, latencyShares(secondsBuckets, 0.5))
+	for _, f := range []struct {
+		severity, kind string
+		n              float64
+	}{{"warning", "Amplification", 1}, {"warning", "TimeoutBelowCallee", 0}, {"error", "NonIdempotentRetry", 0}, {"info", "RedundantRetries", 2}} {
+		om.Gauge("meshplane_callgraph_findings", with(op, "severity", f.severity, "kind", f.kind), func(float64) float64 { return f.n })
+	}
 
 	// The Consul sync.
 	for _, dir := range []string{"to_consul", "to_istio"} {

@@ -261,6 +261,23 @@ func allScenarios() []scenario {
 			},
 		},
 		scenario{
+			name: "call-graph warnings and errors alert after 30 minutes by kind; info findings do not",
+			series: []inputSeries{
+				{`meshplane_callgraph_findings{severity="warning", kind="Amplification"}`, "2x60"},
+				{`meshplane_callgraph_findings{severity="warning", kind="TimeoutBelowCallee"}`, "0x60"},
+				{`meshplane_callgraph_findings{severity="error", kind="NonIdempotentRetry"}`, "0x10 1x50"},
+				{`meshplane_callgraph_findings{severity="info", kind="RedundantRetries"}`, "4x60"},
+			},
+			checks: []check{
+				{at: "20m", alert: rules.AlertCallGraph},
+				{at: "35m", alert: rules.AlertCallGraph, firing: []firing{{labels: map[string]string{"kind": "Amplification"}, value: 2}}},
+				{at: "45m", alert: rules.AlertCallGraph, firing: []firing{
+					{labels: map[string]string{"kind": "Amplification"}, value: 2},
+					{labels: map[string]string{"kind": "NonIdempotentRetry"}, value: 1},
+				}},
+			},
+		},
+		scenario{
 			name: "a sync direction whose p99 lag is above 30s alerts after 10 minutes",
 			series: append(lagBuckets("to_consul", map[string]string{"1": "0x30", "10": "0x30", "30": "0x30", "60": "0+10x30", "+Inf": "0+10x30"}),
 				lagBuckets("to_istio", map[string]string{"1": "0+10x30", "10": "0+10x30", "30": "0+10x30", "60": "0+10x30", "+Inf": "0+10x30"})...),

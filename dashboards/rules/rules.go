@@ -1,7 +1,7 @@
 // Package rules generates Meshplane's Prometheus rules from the same Go model as its dashboards: the SLO
 // recording rules and multi-window, multi-burn-rate alerts of package slo, and alerts for what the SLOs
-// do not cover — a breaker that stays open, an operator that fails or finds conflicts, a Consul sync that
-// lags, logs that never reach Loki.
+// do not cover — a breaker that stays open, an operator that fails or finds conflicts, policies that are
+// wrong together along the call graph, a Consul sync that lags, logs that never reach Loki.
 package rules
 
 import (
@@ -54,6 +54,7 @@ const (
 	AlertReconcileErrors   = "OperatorReconcileErrors"
 	AlertApplyErrors       = "OperatorApplyErrors"
 	AlertPolicyConflict    = "TrafficPolicyConflict"
+	AlertCallGraph         = "TrafficPolicyCallGraph"
 	AlertSyncLag           = "ConsulSyncLagHigh"
 	AlertSyncErrors        = "ConsulSyncErrors"
 	AlertLogLinesDropped   = "LogLinesDropped"
@@ -221,6 +222,22 @@ func componentGroups() []Group {
 					"{{ $value }} TrafficPolicies are not in force: {{ $labels.reason }}",
 					"Policies stay unaccepted because another TrafficPolicy (TargetConflict) or an Istio object Meshplane "+
 						"does not own (HostConflict) already governs their Service; their owners believe a policy protects them."),
+			},
+			{
+				Alert: AlertCallGraph,
+				// By kind only: each kind has one severity, and the alert's own severity label would hide
+				// the finding's.
+				Expr: promql.Sum(signal.CallGraphFindings.Sel(promql.Re("severity", "warning|error")).String(), "kind") + " > 0",
+				// A configuration problem that bites under failure, not an outage: it must hold for a while,
+				// so a policy edited in two steps does not open a ticket in between.
+				For:    "30m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertCallGraph,
+					"{{ $value }} call-graph findings of kind {{ $labels.kind }}",
+					"The TrafficPolicies are wrong together along the call graph ({{ $labels.kind }}): retries that multiply "+
+						"down a chain, a timeout shorter than what it calls can take, or retries of a call that must not be "+
+						"repeated. Each policy involved has CallGraph=False with the path, the numbers and the fix; nothing "+
+						"is blocked, the policies stay in force."),
 			},
 		}},
 		{Name: "meshplane-consul-sync", Rules: []Rule{

@@ -160,6 +160,9 @@ var (
 		Help: "Time from a policy's change to its Ready condition."}
 	OperatorWrites = Metric{Name: "meshplane_operator_writes_total", Type: Counter, Origin: Operator,
 		Labels: []string{"kind", "op"}, Help: "Writes of Istio objects by kind and operation: the policy changes the mesh sees."}
+	CallGraphFindings = Metric{Name: "meshplane_callgraph_findings", Type: Gauge, Origin: Operator,
+		Labels: []string{"severity", "kind"},
+		Help:   "Findings of the latest analysis of the TrafficPolicies together along the call graph (retry amplification, a timeout shorter than a callee's wait, retries of calls that must not be repeated, ...), by severity (info, warning, error) and kind."}
 )
 
 // The Consul catalog sync's metrics (in the operator).
@@ -219,7 +222,7 @@ var All = []Metric{
 	LogLines, LogLinesDropped, LogQueueLength, BuildInfo, Orders, PaymentCharges, CatalogCacheLookups,
 	Up,
 	ReconcileTotal, ReconcileErrors, ReconcileTime, WorkqueueDepth,
-	TrafficPolicies, OperatorConflicts, OperatorApplyErrors, ReconcileToReady, OperatorWrites,
+	TrafficPolicies, OperatorConflicts, OperatorApplyErrors, ReconcileToReady, OperatorWrites, CallGraphFindings,
 	SyncServices, SyncWrites, SyncErrors, SyncLag,
 	IstioRequests, IstioRequestDuration,
 	EnvoyUpstreamRequests, EnvoyRetries, EnvoyRetryOverflow, EnvoyPendingOverflow,

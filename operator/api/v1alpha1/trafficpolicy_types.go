@@ -297,7 +297,10 @@ type TrafficPolicyStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// conditions: Accepted (the policy is valid and in force for its Service, or why not: HostConflict,
-	// TargetConflict, ServiceNotFound, Invalid) and Ready (every generated object is applied and matches).
+	// TargetConflict, ServiceNotFound, Invalid), Ready (every generated object is applied and matches) and
+	// CallGraph (False when the policy takes part in a problem of the policies together along the call
+	// graph, such as retries multiplying down a chain; the reason names the problem, the message the path,
+	// the fields and the fix; a warning only: it never changes Accepted or Ready).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -356,6 +359,10 @@ const (
 	ConditionAccepted = "Accepted"
 	// ConditionReady is True when every generated object is applied and matches the policy.
 	ConditionReady = "Ready"
+	// ConditionCallGraph is False when the policy takes part in a call-graph finding of warning or error
+	// severity (`meshplane check`); its reason is the finding's kind (Amplification, TimeoutBelowCallee,
+	// NonIdempotentRetry, ...). It is a warning: Accepted and Ready do not depend on it.
+	ConditionCallGraph = "CallGraph"
 )
 
 // Condition reasons a TrafficPolicy reports.
@@ -377,4 +384,9 @@ const (
 	ReasonApplyFailed = "ApplyFailed"
 	// ReasonNotAccepted: nothing is applied because the policy is not accepted.
 	ReasonNotAccepted = "NotAccepted"
+	// ReasonChecked: the call-graph analysis found nothing of warning severity involving the policy.
+	ReasonChecked = "Checked"
+	// ReasonNotInForce: the policy is not the one governing its Service, so the call-graph analysis
+	// leaves it out.
+	ReasonNotInForce = "NotInForce"
 )

@@ -34,6 +34,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/callgraph"
 	"meshplane.dev/operator/internal/consulsync"
 	"meshplane.dev/operator/internal/controller"
 	"meshplane.dev/operator/internal/desiredstate"
@@ -65,6 +66,38 @@ type options struct {
 	defaults                desiredstate.Defaults
 	consul                  consulsync.Options
 	log                     zap.Options
+	callGraph               callGraphOptions
+}
+
+// callGraphOptions configure the call-graph check: the calls beyond the allow lists and what must not
+// be repeated, as `meshplane check` takes them.
+type callGraphOptions struct {
+	enabled          bool
+	file             string
+	nonIdempotent    []string
+	maxAmplification int64
+}
+
+// graph reads the graph file and the non-idempotent targets; names without a namespace are in default.
+func (o callGraphOptions) graph() (callgraph.Graph, error) {
+	var g callgraph.Graph
+	if o.file != "" {
+		data, err := os.ReadFile(o.file)
+		if err != nil {
+			return g, fmt.Errorf("--callgraph-file: %w", err)
+		}
+		if g, err = callgraph.ParseFile(o.file, data, "default"); err != nil {
+			return g, fmt.Errorf("--callgraph-file: %w", err)
+		}
+	}
+	for _, v := range o.nonIdempotent {
+		t, err := callgraph.ParseTarget(v, "default")
+		if err != nil {
+			return g, fmt.Errorf("--non-idempotent %w", err)
+		}
+		g.NonIdempotent = append(g.NonIdempotent, t)
+	}
+	return callgraph.Merge(g), nil
 }
 
 func (o *options) addFlags(fs *flag.FlagSet) {
@@ -79,6 +112,13 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 	o.defaults = desiredstate.PlatformDefaults()
 	o.defaults.AddFlags(fs)
 	o.consul.BindFlags(fs)
+	fs.BoolVar(&o.callGraph.enabled, "callgraph", true, "check the TrafficPolicies together along the call graph and set their CallGraph condition")
+	fs.StringVar(&o.callGraph.file, "callgraph-file", "", "graph file of calls beyond the allow lists (meshplane check --graph format); read at start")
+	fs.Func("non-idempotent", "NAMESPACE/SERVICE[/Method] whose calls must not be repeated; repeatable", func(v string) error {
+		o.callGraph.nonIdempotent = append(o.callGraph.nonIdempotent, v)
+		return nil
+	})
+	fs.Int64Var(&o.callGraph.maxAmplification, "max-amplification", callgraph.DefaultMaxAmplification, "most worst-case attempts one incoming request may cause at one service before the call-graph check reports it")
 	o.log = zap.Options{Development: false}
 	o.log.BindFlags(fs)
 }
@@ -108,6 +148,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("--max-concurrent-reconciles: want at least 1, got %d", o.concurrentReconciles)
 	}
 	if err := o.consul.Validate(); err != nil {
+		return err
+	}
+	graph, err := o.callGraph.graph()
+	if err != nil {
 		return err
 	}
 	logger := zap.New(zap.UseFlagOptions(&o.log), zap.WriteTo(stderr))
@@ -169,6 +213,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if err := policies.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up trafficpolicy controller: %w", err)
+	}
+	if o.callGraph.enabled {
+		check := &controller.CallGraphReconciler{
+			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("meshplane"), Defaults: o.defaults, Metrics: metrics,
+			Graph: graph, Options: callgraph.Options{MaxAmplification: o.callGraph.maxAmplification},
+		}
+		if err := check.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up callgraph controller: %w", err)
+		}
 	}
 	catalogSync, err := consulsync.Setup(mgr, o.consul, crmetrics.Registry)
 	if err != nil {

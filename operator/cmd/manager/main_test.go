@@ -245,7 +245,7 @@ func TestRunAgainstKubeconfig(t *testing.T) {
 	}
 	for _, name := range []string{
 		"meshplane_trafficpolicies{", "meshplane_operator_conflicts_total{", "meshplane_operator_apply_errors_total{",
-		"meshplane_operator_reconcile_to_ready_seconds_bucket{", "meshplane_operator_writes_total{",
+		"meshplane_operator_reconcile_to_ready_seconds_bucket{", "meshplane_operator_writes_total{", "meshplane_callgraph_findings{",
 		"controller_runtime_reconcile_total{", "controller_runtime_reconcile_errors_total{",
 		"controller_runtime_reconcile_time_seconds_bucket{", "workqueue_depth{",
 		"meshplane_consul_sync_services{", "meshplane_consul_sync_writes_total{", "meshplane_consul_sync_errors_total{",
@@ -287,6 +287,8 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{[]string{"--kubeconfig", env.Kubeconfig, "--consul-address", "127.0.0.1:1", "--consul-sync-mode", "nodeport"}, "--consul-sync-mode"},
 		{[]string{"--kubeconfig", env.Kubeconfig, "--max-concurrent-reconciles", "0"}, "--max-concurrent-reconciles"},
 		{[]string{"--kubeconfig", env.Kubeconfig, "--consul-address", "127.0.0.1:1", "--consul-deny-namespaces", "kube-system,Kube_Public"}, `--consul-deny-namespaces: "Kube_Public" is not a namespace name`},
+		{[]string{"--kubeconfig", env.Kubeconfig, "--callgraph-file", filepath.Join(t.TempDir(), "missing.yaml")}, "missing.yaml"},
+		{[]string{"--kubeconfig", env.Kubeconfig, "--non-idempotent", "Shop/payments"}, "Shop/payments"},
 	} {
 		var stderr bytes.Buffer
 		err := run(context.Background(), tt.args, func(string) string { return "" }, io.Discard, &stderr)

@@ -1,5 +1,5 @@
 // Command meshplane is the platform's command line: `meshplane render` turns TrafficPolicies into the
-// Istio objects the operator would apply, offline; `up`, `status`, `drill` and `down` run the whole
+// Istio objects the operator would apply, offline; `check` checks them together along the call graph; `up`, `status`, `drill` and `down` run the whole
 // platform on one machine.
 package main
 
@@ -49,6 +49,7 @@ type command struct {
 
 var commands = map[string]command{
 	"render":  {summary: "render TrafficPolicies into Istio objects, offline", run: runRender},
+	"check":   {summary: "check TrafficPolicies together along the call graph (retry amplification, timeouts, idempotency), offline", run: runCheck},
 	"up":      {summary: "start the whole platform locally (apiserver, operator, Consul, shop, Prometheus, Loki)", run: runUp},
 	"status":  {summary: "show the local platform's components, health and TrafficPolicies (exit 0 healthy, 1 unhealthy, 3 not running)", run: runStatus},
 	"drill":   {summary: "run a payments failure drill against the local platform", run: runDrill},

@@ -87,6 +87,12 @@ func TestRenderExplain(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	golden(t, "samples.explain.txt", out)
+	// The call-graph findings of `meshplane check` follow the table; they never change the exit status.
+	out, stderr, code = meshplane(t, "", "render", "-f", "testdata/retry-storm.yaml", "--graph", "testdata/storm-graph.yaml", "--explain")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	golden(t, "storm.explain.txt", out)
 }
 
 // The default retry policy is a flag; a policy that sets retries keeps its own.
@@ -148,5 +154,89 @@ func TestUsage(t *testing.T) {
 	_, stderr, code = meshplane(t, "", "render")
 	if code != 2 || !strings.Contains(stderr, "-f PATH") {
 		t.Errorf("render without -f: exit %d, stderr %q; want 2 and usage", code, stderr)
+	}
+}
+
+const (
+	examples = "../../../manifests/components/example-trafficpolicies"
+	shop     = "../../../manifests/base/shop"
+	shopCall = "../../../docs/callgraph/shop.yaml"
+)
+
+// meshplane check on the samples and on the cluster manifests' example policies (with the shop's
+// Services and its call graph): no finding. The example policies as they were before the check existed
+// show what it found there; the retry storm shows every kind of finding and the exit status.
+func TestCheck(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		golden string
+		code   int
+	}{
+		{"samples", []string{"-f", samples}, "check-samples.txt", 0},
+		{"samples, payments must not be repeated", []string{"-f", samples, "--non-idempotent", "shop/payments/Charge"}, "", 0},
+		{"examples with the shop's Services and call graph", []string{"--namespace", "shop", "-f", shop, "-f", examples, "--graph", shopCall, "--paths"}, "check-examples.txt", 0},
+		{"examples before the check", []string{"--namespace", "shop", "-f", shop, "-f", "testdata/examples-before-check.yaml", "--graph", shopCall}, "check-examples-before.txt", 1},
+		{"examples before the check, as JSON", []string{"--namespace", "shop", "-f", shop, "-f", "testdata/examples-before-check.yaml", "--graph", shopCall, "-o", "json"}, "check-examples-before.json", 1},
+		{"retry storm", []string{"-f", "testdata/retry-storm.yaml", "--graph", "testdata/storm-graph.yaml", "--paths"}, "check-storm.txt", 1},
+		// The graph declares backend non-idempotent, and it is retried on unavailable and 5xx: an error.
+		{"retry storm, failing on errors", []string{"-f", "testdata/retry-storm.yaml", "--graph", "testdata/storm-graph.yaml", "--fail-on", "error"}, "", 1},
+		{"retry storm without its graph, failing on errors", []string{"-f", "testdata/retry-storm.yaml", "--fail-on", "error"}, "", 0},
+		{"retry storm without its graph, failing on warnings", []string{"-f", "testdata/retry-storm.yaml"}, "", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"check"}, tt.args...)
+			out, stderr, code := meshplane(t, "", args...)
+			if code != tt.code || stderr != "" {
+				t.Fatalf("meshplane %s: exit %d, want %d; stderr:\n%s\nstdout:\n%s", strings.Join(args, " "), code, tt.code, stderr, out)
+			}
+			if tt.golden != "" {
+				golden(t, tt.golden, out)
+			}
+		})
+	}
+}
+
+// Bad input gets a clear message and exit status 2 (or, for a graph that names an unknown service, a
+// finding), never a panic.
+func TestCheckBadInput(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	typo := write("typo.yaml", "calls:\n- {from: gateway, to: paymnets}\n")
+	malformed := write("malformed.yaml", "calls:\n- {frm: gateway, to: orders}\n")
+	loop := write("loop.yaml", "calls:\n- {from: payments, to: orders}\n")
+	invalid := "apiVersion: traffic.meshplane.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: orders, namespace: shop}\nspec:\n  targetRef: {name: orders}\n  retries: {attempts: 11}\n"
+	tests := []struct {
+		name          string
+		stdin         string
+		args          []string
+		code          int
+		stdout, error string
+	}{
+		{"graph names an unknown service", "", []string{"-f", samples, "--namespace", "shop", "--graph", typo}, 1,
+			"shop/paymnets, which is not a Service or a service declared in the graph file (did you mean shop/payments?)", ""},
+		{"malformed graph file", "", []string{"-f", samples, "--graph", malformed}, 2, "", `malformed.yaml: unknown field "frm"`},
+		{"missing graph file", "", []string{"-f", samples, "--graph", filepath.Join(dir, "none.yaml")}, 2, "", "none.yaml: no such file or directory"},
+		{"cycle", "", []string{"-f", samples, "--namespace", "shop", "--graph", loop}, 1, "calls loop: shop/orders → shop/payments → shop/orders", ""},
+		{"invalid policy", invalid, []string{"-f", "-"}, 2, "", "<stdin>: TrafficPolicy shop/orders: spec.retries.attempts: Invalid value: 11: must be between 0 and 10"},
+		{"bad --non-idempotent", "", []string{"-f", samples, "--non-idempotent", "Shop/payments"}, 2, "", `--non-idempotent "Shop/payments": namespace "Shop"`},
+		{"bad --fail-on", "", []string{"-f", samples, "--fail-on", "sometimes"}, 2, "", `--fail-on: severity "sometimes": want info, warning or error`},
+		{"bad -o", "", []string{"-f", samples, "-o", "yaml"}, 2, "", "Usage: meshplane check"},
+		{"no -f", "", nil, 2, "", "Usage: meshplane check"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, stderr, code := meshplane(t, tt.stdin, append([]string{"check"}, tt.args...)...)
+			if code != tt.code || !strings.Contains(out, tt.stdout) || !strings.Contains(stderr, tt.error) {
+				t.Errorf("exit %d, want %d\nstdout (want %q):\n%s\nstderr (want %q):\n%s", code, tt.code, tt.stdout, out, tt.error, stderr)
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/callgraph"
 	"meshplane.dev/operator/internal/desiredstate"
 )
 
@@ -22,6 +23,8 @@ type Metrics struct {
 	ApplyErrors    *prometheus.CounterVec
 	Writes         *prometheus.CounterVec
 	ReconcileReady prometheus.Histogram
+	// CallGraphFindings is the call-graph controller's latest analysis: findings by severity and kind.
+	CallGraphFindings *prometheus.GaugeVec
 
 	mu      sync.Mutex
 	pending map[types.NamespacedName]pendingGeneration
@@ -57,11 +60,18 @@ func NewMetrics(reader client.Reader) *Metrics {
 			Help:    "Time from the operator first seeing a policy generation to that generation being Ready.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
 		}),
+		CallGraphFindings: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshplane_callgraph_findings",
+			Help: "Findings of the latest call-graph analysis of the TrafficPolicies together, by severity (info, warning, error) and kind (Amplification, TimeoutBelowCallee, NonIdempotentRetry, ...).",
+		}, []string{"severity", "kind"}),
 		pending: map[types.NamespacedName]pendingGeneration{},
 	}
 	// Every known series starts at 0, so dashboards and rate() see a flat line rather than no data.
 	for _, reason := range []string{v1alpha1.ReasonHostConflict, v1alpha1.ReasonTargetConflict} {
 		m.Conflicts.WithLabelValues(reason)
+	}
+	for _, k := range callgraph.Kinds {
+		m.CallGraphFindings.WithLabelValues(k.Severity.String(), string(k.Kind))
 	}
 	for _, kind := range desiredstate.Kinds {
 		m.ApplyErrors.WithLabelValues(kind)
@@ -73,7 +83,7 @@ func NewMetrics(reader client.Reader) *Metrics {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.policies, m.Conflicts, m.ApplyErrors, m.Writes, m.ReconcileReady}
+	return []prometheus.Collector{m.policies, m.Conflicts, m.ApplyErrors, m.Writes, m.ReconcileReady, m.CallGraphFindings}
 }
 
 // Register registers every metric with reg.

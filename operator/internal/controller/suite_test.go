@@ -55,7 +55,8 @@ func (b *syncBuffer) String() string {
 }
 
 // TestMain runs one API server with our CRD and Istio's, a real kube-controller-manager (garbage
-// collection: deleting a policy must really delete what it owns) and the operator's manager in-process.
+// collection: deleting a policy must really delete what it owns) and the operator's manager in-process,
+// with both its controllers: one reconcile per policy, and the call-graph check of all of them.
 func TestMain(m *testing.M) {
 	env = envtest.MustStart(envtest.Options{GarbageCollector: true})
 	utilruntime.Must(v1alpha1.AddToScheme(env.Scheme))
@@ -84,6 +85,13 @@ func TestMain(m *testing.M) {
 		Metrics:   metrics,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	check := &controller.CallGraphReconciler{
+		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("meshplane"), Defaults: desiredstate.PlatformDefaults(), Metrics: metrics,
+	}
+	if err := check.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -187,6 +187,24 @@ func Build(p *v1alpha1.TrafficPolicy, svc *corev1.Service, d Defaults) (*State, 
 	return s, nil
 }
 
+// Effective returns the behaviour callers of p's Service get, defaults included, without building any
+// object: what the call-graph analysis needs, for policies whose Service may be missing (mtls and allow
+// need its selector, the effective policy does not). p may be a bare policy naming only its target, which
+// gives the platform defaults a Service without a policy has. An invalid policy gets an *InvalidError.
+func Effective(p *v1alpha1.TrafficPolicy, d Defaults) (v1alpha1.EffectivePolicy, error) {
+	if err := d.Validate(); err != nil {
+		return v1alpha1.EffectivePolicy{}, fmt.Errorf("invalid defaults: %w", err)
+	}
+	if errs := p.Validate(); len(errs) > 0 {
+		return v1alpha1.EffectivePolicy{}, &InvalidError{Errs: errs}
+	}
+	retries, isDefault := p.Spec.Retries, false
+	if retries == nil {
+		retries, isDefault = d.retries(), true
+	}
+	return effective(&p.Spec, Host(p.Spec.TargetRef.Name, p.Namespace, d.ClusterDomain), retries, isDefault), nil
+}
+
 func objectMeta(p *v1alpha1.TrafficPolicy) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
 		Name:      p.Name,

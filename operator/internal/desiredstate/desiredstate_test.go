@@ -222,7 +222,32 @@ func TestEffectivePolicy(t *testing.T) {
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("effective policy (-want +got):\n%s", diff)
 			}
+			// Effective alone, as the call-graph analysis uses it, agrees with Build.
+			alone, err := desiredstate.Effective(tt.policy, desiredstate.PlatformDefaults())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, alone); diff != "" {
+				t.Errorf("Effective (-want +got):\n%s", diff)
+			}
 		})
+	}
+}
+
+// Effective needs no Service, even for a policy whose mtls and allow would need its selector, and
+// rejects what Build rejects.
+func TestEffectiveWithoutService(t *testing.T) {
+	p := pt.Policy("shop", "orders", pt.Timeout("2s"), pt.MTLS(v1alpha1.MTLSStrict), pt.Allow("gateway"))
+	got, err := desiredstate.Effective(p, desiredstate.PlatformDefaults())
+	if err != nil {
+		t.Fatalf("Effective: %v", err)
+	}
+	if got.Timeout != "2s" || got.WorstCaseAttempts != 3 {
+		t.Errorf("Effective = %+v, want timeout 2s and 3 worst-case attempts", got)
+	}
+	_, err = desiredstate.Effective(pt.Policy("shop", "orders", pt.Retries(11, "")), desiredstate.PlatformDefaults())
+	if _, ok := errors.AsType[*desiredstate.InvalidError](err); !ok {
+		t.Errorf("Effective of 11 attempts: %v, want *InvalidError", err)
 	}
 }
 

@@ -6,6 +6,7 @@
 package inforce
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -113,10 +114,20 @@ func (d Istiod) Proxies(ctx context.Context) ([]Proxy, error) {
 	return out, nil
 }
 
-// stream is one ADS stream: its connection id (proxy id, "-", a counter) and the resources it watches.
+// stream is one ADS stream: its connection id (proxy id, "-", a counter), the client's labels and node
+// metadata, and the resources it watches.
 type stream struct {
-	ID      string              `json:"connectionId"`
-	Watches map[string][]string `json:"watches"`
+	ID       string              `json:"connectionId"`
+	Labels   map[string]string   `json:"labels"`
+	Metadata streamMetadata      `json:"metadata"`
+	Watches  map[string][]string `json:"watches"`
+}
+
+// streamMetadata is the part of the client's node metadata (its bootstrap) Clients reads.
+type streamMetadata struct {
+	Name      string            `json:"NAME"`
+	Namespace string            `json:"NAMESPACE"`
+	Labels    map[string]string `json:"LABELS"`
 }
 
 func (s stream) proxyID() string {
@@ -156,6 +167,58 @@ func (d Istiod) Callers(ctx context.Context, host string, port int) ([]string, e
 		}
 	}
 	slices.Sort(out)
+	return out, nil
+}
+
+// Watcher is a client connected to istiod and the Services it asked istiod for the routes of: the
+// Services it calls, as far as istiod knows.
+type Watcher struct {
+	// ID is istiod's proxy id, name.namespace.
+	ID string
+	// Name and Namespace come from the client's node metadata, else from its id.
+	Name, Namespace string
+	// Labels are the client's labels.
+	Labels map[string]string
+	// Hosts are the hosts of the route configurations it watches, sorted.
+	Hosts []string
+}
+
+// Watchers lists the connected clients and the hosts whose routes they watch (/debug/adsz), sorted by id.
+// A proxyless gRPC client asks for one route configuration per target it dialled,
+// outbound|<port>||<host>; an Envoy sidecar asks for routes by port and is listed without hosts.
+func (d Istiod) Watchers(ctx context.Context) ([]Watcher, error) {
+	streams, err := d.streams(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]*Watcher{}
+	for _, s := range streams {
+		id := s.proxyID()
+		c := byID[id]
+		if c == nil {
+			name, ns, _ := strings.Cut(id, ".")
+			c = &Watcher{ID: id, Name: cmp.Or(s.Metadata.Name, name), Namespace: cmp.Or(s.Metadata.Namespace, ns)}
+			byID[id] = c
+		}
+		if c.Labels == nil {
+			c.Labels = s.Labels
+		}
+		if c.Labels == nil {
+			c.Labels = s.Metadata.Labels
+		}
+		for _, route := range s.Watches[typeRoute] {
+			parts := strings.Split(route, "|")
+			if len(parts) == 4 && parts[0] == "outbound" && parts[3] != "" && !slices.Contains(c.Hosts, parts[3]) {
+				c.Hosts = append(c.Hosts, parts[3])
+			}
+		}
+	}
+	out := make([]Watcher, 0, len(byID))
+	for _, c := range byID {
+		slices.Sort(c.Hosts)
+		out = append(out, *c)
+	}
+	slices.SortFunc(out, func(a, b Watcher) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 

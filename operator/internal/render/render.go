@@ -1,6 +1,6 @@
 // Package render is `meshplane render`: it reads TrafficPolicies and Services from YAML, builds the Istio
 // objects with the same desiredstate.Build the operator uses, and writes them as YAML in a stable order,
-// or the effective policies as a table. It never writes partial output: either everything renders or
+// or the effective policies as a table with the call-graph findings of the policies together. It never writes partial output: either everything renders or
 // every problem is reported.
 package render
 
@@ -39,6 +39,7 @@ import (
 	yamlv2 "sigs.k8s.io/yaml/goyaml.v2"
 
 	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/callgraph"
 	"meshplane.dev/operator/internal/desiredstate"
 )
 
@@ -393,37 +394,18 @@ func Render(in *Inputs, d desiredstate.Defaults) ([]Rendered, Problems) {
 		}
 		services[key] = s.Service
 	}
-	policies := slices.Clone(in.Policies)
-	slices.SortStableFunc(policies, func(a, b Policy) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
-	targets := map[string]string{}
 	var out []Rendered
-	for i, p := range policies {
-		id := "TrafficPolicy " + p.Namespace + "/" + p.Name
-		report := func(detail string) { problems = append(problems, Problem{File: p.File, Object: id, Detail: detail}) }
-		if i > 0 && policies[i-1].Namespace == p.Namespace && policies[i-1].Name == p.Name {
-			report("defined more than once")
+	for _, c := range policies(in) {
+		p := c.policy
+		if len(c.problems) > 0 {
+			problems = append(problems, c.problems...)
 			continue
 		}
-		errs := p.Validate()
-		// One Service takes one policy: the first in name order claims it, valid or not, so a second
-		// policy is reported even while the first has problems of its own.
-		target := p.Namespace + "/" + p.Spec.TargetRef.Name
-		if other, taken := targets[target]; taken {
-			errs = append(errs, field.Invalid(field.NewPath("spec", "targetRef", "name"), p.Spec.TargetRef.Name,
-				fmt.Sprintf("Service %s is already governed by TrafficPolicy %s; one Service takes one policy", target, other)))
-		} else {
-			targets[target] = p.Namespace + "/" + p.Name
-		}
-		if len(errs) > 0 {
-			for _, e := range errs {
-				report(e.Error())
-			}
-			continue
-		}
-		state, err := desiredstate.Build(p.TrafficPolicy, services[target], d)
+		state, err := desiredstate.Build(p.TrafficPolicy, services[p.Namespace+"/"+p.Spec.TargetRef.Name], d)
 		if err != nil {
+			report := func(detail string) {
+				problems = append(problems, Problem{File: p.File, Object: "TrafficPolicy " + p.Namespace + "/" + p.Name, Detail: detail})
+			}
 			if invalid, ok := errors.AsType[*desiredstate.InvalidError](err); ok {
 				for _, e := range invalid.Errs {
 					report(e.Error())
@@ -439,6 +421,68 @@ func Render(in *Inputs, d desiredstate.Defaults) ([]Rendered, Problems) {
 		return nil, problems
 	}
 	return out, nil
+}
+
+// Policies returns the policies that would be in force, valid and one per Service, without building
+// anything (so their Services need not be in the input), or every problem of the others as Render
+// reports them. `meshplane check` reads policies this way.
+func Policies(in *Inputs) ([]*v1alpha1.TrafficPolicy, Problems) {
+	var out []*v1alpha1.TrafficPolicy
+	var problems Problems
+	for _, c := range policies(in) {
+		problems = append(problems, c.problems...)
+		if len(c.problems) == 0 {
+			out = append(out, c.policy.TrafficPolicy)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	return out, nil
+}
+
+// checked is one policy and its problems, if any.
+type checked struct {
+	policy   Policy
+	problems Problems
+}
+
+// policies sorts the input's policies by namespace/name and finds each one's problems: defined twice,
+// invalid fields, a second policy for one Service.
+func policies(in *Inputs) []checked {
+	sorted := slices.Clone(in.Policies)
+	slices.SortStableFunc(sorted, func(a, b Policy) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	targets := map[string]string{}
+	out := make([]checked, 0, len(sorted))
+	for i, p := range sorted {
+		c := checked{policy: p}
+		id := "TrafficPolicy " + p.Namespace + "/" + p.Name
+		report := func(detail string) {
+			c.problems = append(c.problems, Problem{File: p.File, Object: id, Detail: detail})
+		}
+		if i > 0 && sorted[i-1].Namespace == p.Namespace && sorted[i-1].Name == p.Name {
+			report("defined more than once")
+			out = append(out, c)
+			continue
+		}
+		errs := p.Validate()
+		// One Service takes one policy: the first in name order claims it, valid or not, so a second
+		// policy is reported even while the first has problems of its own.
+		target := p.Namespace + "/" + p.Spec.TargetRef.Name
+		if other, taken := targets[target]; taken {
+			errs = append(errs, field.Invalid(field.NewPath("spec", "targetRef", "name"), p.Spec.TargetRef.Name,
+				fmt.Sprintf("Service %s is already governed by TrafficPolicy %s; one Service takes one policy", target, other)))
+		} else {
+			targets[target] = p.Namespace + "/" + p.Name
+		}
+		for _, e := range errs {
+			report(e.Error())
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // WriteYAML writes every generated object as one YAML document, policies in namespace/name order and
@@ -499,8 +543,25 @@ func yamlValue(v any) any {
 	return v
 }
 
-// WriteExplain writes the effective policy of every rendered policy as a table.
-func WriteExplain(w io.Writer, rendered []Rendered) error {
+// CallGraph analyses policies together (see package callgraph): the calls their allow lists declare
+// merged with extra (a graph file, calls observed in istiod). Services count as known, so a policy for a
+// missing one is reported, when the input holds at least one Service.
+func CallGraph(in *Inputs, policies []*v1alpha1.TrafficPolicy, extra callgraph.Graph, d desiredstate.Defaults, opts callgraph.Options) (*callgraph.Report, error) {
+	cg := callgraph.Input{Policies: policies, ServicesKnown: len(in.Services) > 0, Defaults: d, Options: opts,
+		Graph: callgraph.Merge(callgraph.FromAllow(policies), extra)}
+	for _, s := range in.Services {
+		svc := callgraph.Service{Namespace: s.Namespace, Name: s.Name}
+		cg.Services = append(cg.Services, svc)
+		if callgraph.PlainHTTP(s.Service) {
+			cg.PlainHTTP = append(cg.PlainHTTP, svc)
+		}
+	}
+	return callgraph.Analyze(cg)
+}
+
+// WriteExplain writes the effective policy of every rendered policy as a table and, when graph is not
+// nil, the call-graph findings after it.
+func WriteExplain(w io.Writer, rendered []Rendered, graph *callgraph.Report) error {
 	var table strings.Builder
 	table.WriteString("POLICY\tHOST\tTIMEOUT\tRETRIES\tPER-TRY\tRETRY-ON\tWORST-CASE ATTEMPTS\tWORST-CASE WAIT\tMTLS\n")
 	for _, r := range rendered {
@@ -521,5 +582,14 @@ func WriteExplain(w io.Writer, rendered []Rendered) error {
 	if _, err := io.WriteString(tw, table.String()); err != nil {
 		return err
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if graph == nil {
+		return nil
+	}
+	if _, err := io.WriteString(w, "\nCALL GRAPH (the policies together; meshplane check -h)\n"); err != nil {
+		return err
+	}
+	return callgraph.WriteText(w, graph, false)
 }

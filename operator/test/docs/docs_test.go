@@ -46,9 +46,11 @@ var accounts = map[string]account{
 	"make test": {notHere: "it is what runs this check: .ci/run calls it on a clean clone"},
 
 	// docs/trafficpolicy.md
-	"go run ./operator/cmd/meshplane render -f operator/config/samples":                                                 {run: true},
-	"go run ./operator/cmd/meshplane render -f operator/config/samples --explain":                                       {run: true},
-	"go run ./operator/cmd/meshplane render -f - < operator/config/samples/traffic_v1alpha1_trafficpolicy_catalog.yaml": {run: true},
+	"go run ./operator/cmd/meshplane render -f operator/config/samples":                                                                                                      {run: true},
+	"go run ./operator/cmd/meshplane render -f operator/config/samples --explain":                                                                                            {run: true},
+	"go run ./operator/cmd/meshplane render -f - < operator/config/samples/traffic_v1alpha1_trafficpolicy_catalog.yaml":                                                      {run: true},
+	"go run ./operator/cmd/meshplane check -f operator/config/samples":                                                                                                       {run: true},
+	"go run ./operator/cmd/meshplane check --namespace shop -f manifests/base/shop -f manifests/components/example-trafficpolicies --graph docs/callgraph/shop.yaml --paths": {run: true},
 
 	// docs/operating.md
 	"make cluster-up": {notHere: noDocker},
