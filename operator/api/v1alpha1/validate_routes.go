@@ -105,9 +105,13 @@ func validateRoutes(s *TrafficPolicySpec, path *field.Path) field.ErrorList {
 		}
 	}
 
-	// Routes that select the same calls: all of them are named, as the CRD's rule does.
+	// Routes that select the same calls: all of them are named, as the CRD's rule does. A match without
+	// exactly one of grpc and http is reported on its own.
 	var same []string
 	for _, a := range routes {
+		if (a.Match.GRPC == nil) == (a.Match.HTTP == nil) {
+			continue
+		}
 		n := 0
 		for _, b := range routes {
 			if a.Match.SameCalls(b.Match) {
