@@ -64,7 +64,7 @@ type plan struct {
 // defaultRetries are the retries of the top level (the platform default when spec.retries is unset).
 func planRoutes(spec *v1alpha1.TrafficPolicySpec, defaultRetries *v1alpha1.Retries) []plan {
 	var out []plan
-	for _, r := range ordered(spec.Routes) {
+	for _, r := range Ordered(spec.Routes) {
 		p := plan{name: r.Name, timeout: r.Timeout, retries: r.Retries, fault: r.Fault}
 		p.match, p.matchText = istioMatch(r.Match)
 		// Inherited lists what the route takes from the top level that is there to take; retries always
@@ -91,12 +91,12 @@ func planRoutes(spec *v1alpha1.TrafficPolicySpec, defaultRetries *v1alpha1.Retri
 	return append(out, safeRetries(def, v1alpha1.RouteMatch{}, nil)...)
 }
 
-// ordered sorts routes most specific first, as Gateway API ranks HTTPRoute rules: an exact path (a
+// Ordered returns routes most specific first, as Gateway API ranks HTTPRoute rules: an exact path (a
 // gRPC service/method is one), then a gRPC method name (any service), then the longest prefix (a gRPC
 // service is one), then no path; within those, a route that also matches a method first, then the one
 // with more headers; equally specific routes keep their order in the list. A route that is a superset
 // of another therefore never comes first, so no route hides one that differs from it.
-func ordered(routes []v1alpha1.Route) []v1alpha1.Route {
+func Ordered(routes []v1alpha1.Route) []v1alpha1.Route {
 	out := slices.Clone(routes)
 	slices.SortStableFunc(out, func(a, b v1alpha1.Route) int {
 		ka, kb := specificity(a.Match), specificity(b.Match)
@@ -142,6 +142,12 @@ func specificity(m v1alpha1.RouteMatch) rank {
 		}
 	}
 	return r
+}
+
+// MatchText says which calls m selects, in the words of status.effective.routes[].match.
+func MatchText(m v1alpha1.RouteMatch) string {
+	_, text := istioMatch(m)
+	return text
 }
 
 // istioMatch turns a route's match into Istio's, and into words. A gRPC call is an HTTP/2 POST to

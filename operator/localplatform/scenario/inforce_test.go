@@ -5,6 +5,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -187,5 +188,55 @@ func TestShopInXDSMode(t *testing.T) {
 	}
 	if !slices.Contains(clients, "orders-0."+ns) {
 		t.Errorf("payments' clients in istiod: %v, want orders-0.%s among them", clients, ns)
+	}
+}
+
+// A route nobody's calls take — here a misspelt method — is valid to the API server and in force in
+// every client; only the servers know. inforce counts each gRPC route's calls from the servers' own
+// grpc_server_handled_total and marks the one that took none UNUSED.
+func TestUnusedRoute(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	typo := v1alpha1.Route{Name: "lookup", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: "GetCharges"}},
+		Timeout: ptr.To(v1alpha1.Duration("300ms"))}
+	charge := v1alpha1.Route{Name: "charge", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: paymentService + "/Charge"}},
+		Retries: &v1alpha1.Retries{Attempts: ptr.To[int32](0)}}
+	if _, err := mesh.ApplyAndWait(ctx, mesh.Policy(scenario.WithRoutes(charge, typo))); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := mesh.Call(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var metrics []string
+	for _, in := range mesh.Instances {
+		metrics = append(metrics, "http://"+in.Admin+"/metrics")
+	}
+	report, err := inforce.Build(ctx, inforce.Options{Istiod: mesh.Istiod, Kube: env.Client, Namespace: ns, Service: "payments",
+		Proxy: mesh.CallerID, Calls: inforce.Scrape{URLs: metrics}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uses := map[string]float64{}
+	for _, u := range report.Uses {
+		uses[u.Name] = u.Calls
+	}
+	if uses["charge"] < 5 || uses["lookup"] != 0 || len(uses) != 2 {
+		t.Errorf("calls by route %v, want charge ≥ 5 (this test's calls) and lookup 0", uses)
+	}
+
+	bin := filepath.Join(t.TempDir(), "meshplane")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/meshplane").CombinedOutput(); err != nil {
+		t.Fatalf("build meshplane: %v\n%s", err, out)
+	}
+	out, err := exec.CommandContext(ctx, bin, "inforce", "--istiod", istiod.URL(), "--kubeconfig", env.Kubeconfig, "-n", ns,
+		"--proxy", mesh.CallerID, "--metrics", strings.Join(metrics, ","), "payments").CombinedOutput()
+	if err != nil {
+		t.Fatalf("meshplane inforce: %v\n%s", err, out)
+	}
+	t.Logf("meshplane inforce --metrics …:\n%s", out)
+	if !regexp.MustCompile(`lookup +gRPC /\*/GetCharges +0 +UNUSED`).Match(out) {
+		t.Errorf("output does not mark route lookup UNUSED")
 	}
 }
