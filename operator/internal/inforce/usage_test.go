@@ -27,7 +27,7 @@ func TestUse(t *testing.T) {
 	calls := Calls{
 		"/meshplane.payments.v1.PaymentService/Charge":    40,
 		"/meshplane.payments.v1.PaymentService/GetCharge": 7,
-		"/grpc.health.v1.Health/Check":                     100,
+		"/grpc.health.v1.Health/Check":                    100,
 	}
 	got := Use(p, calls)
 	want := []RouteUse{
