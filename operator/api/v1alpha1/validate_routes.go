@@ -57,10 +57,11 @@ func (m *HTTPMatch) matchesEveryPath() bool {
 	return m.Path == nil || (m.Path.Type == PathPrefix && m.Path.Value == "/")
 }
 
-// SameCalls reports whether a and b select exactly the same calls, as the CRD's rule on spec.routes
+// SameCalls reports whether m and other select exactly the same calls, as the CRD's rule on spec.routes
 // compares them: equal gRPC matches, or HTTP matches with the same path (none and the prefix / alike),
 // method and set of headers.
-func (a RouteMatch) SameCalls(b RouteMatch) bool {
+func (m RouteMatch) SameCalls(other RouteMatch) bool {
+	a, b := m, other
 	switch {
 	case a.GRPC != nil && b.GRPC != nil:
 		return *a.GRPC == *b.GRPC
@@ -177,8 +178,8 @@ func celList(names []string) string {
 func (r *Route) validate(path *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	name := path.Child("name")
-	switch {
-	case r.Name == "":
+	switch r.Name {
+	case "":
 		errs = append(errs, field.Required(name, "a DNS label naming the route"))
 	default:
 		if len(r.Name) > maxRouteNameLen {
@@ -263,8 +264,8 @@ func (m *HTTPMatch) validate(path *field.Path) field.ErrorList {
 			errs = append(errs, field.NotSupported(p.Child("type"), m.Path.Type, []PathMatchType{PathExact, PathPrefix}))
 		}
 		v := p.Child("value")
-		switch {
-		case m.Path.Value == "":
+		switch m.Path.Value {
+		case "":
 			errs = append(errs, field.Required(v, "the path, starting with /"))
 		default:
 			if len(m.Path.Value) > maxPathLength {
@@ -289,8 +290,8 @@ func (m *HTTPMatch) validate(path *field.Path) field.ErrorList {
 		for i, h := range m.Headers {
 			p := headers.Index(i)
 			name := p.Child("name")
-			switch {
-			case h.Name == "":
+			switch h.Name {
+			case "":
 				errs = append(errs, field.Required(name, "the header name in lowercase"))
 			default:
 				if len(h.Name) > maxHeaderName {
@@ -339,8 +340,8 @@ func (f *Fault) validate(path *field.Path) field.ErrorList {
 		p := path.Child("abort")
 		errs = append(errs, validatePercentage(a.Percentage, p.Child("percentage"), "aborted")...)
 		code := p.Child("code")
-		switch {
-		case a.Code == "":
+		switch a.Code {
+		case "":
 			errs = append(errs, field.Required(code, "what aborted calls fail with: a gRPC code such as UNAVAILABLE, or an HTTP status such as \"503\""))
 		default:
 			if len(a.Code) > 32 {

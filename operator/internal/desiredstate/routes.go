@@ -134,7 +134,7 @@ func specificity(m v1alpha1.RouteMatch) rank {
 	if h.Method != nil {
 		r.method = 1
 	}
-	if h.Path != nil && !(h.Path.Type == v1alpha1.PathPrefix && h.Path.Value == "/") {
+	if h.Path != nil && (h.Path.Type != v1alpha1.PathPrefix || h.Path.Value != "/") {
 		// Only prefixes overlap by length; exact paths overlap only when equal.
 		r.kind, r.length = 2, len(h.Path.Value)
 		if h.Path.Type == v1alpha1.PathExact {
