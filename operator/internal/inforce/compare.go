@@ -177,9 +177,19 @@ func Compare(p *v1alpha1.TrafficPolicy, def *v1alpha1.EffectivePolicy, r *Receiv
 		add(Row{Field: "allow", Declared: strings.Join(callers, ","), Received: "(inbound: the servers' RBAC)", Verdict: ServerSide,
 			Note: "enforced by gRPC's xDS server (XDS_SERVER) as RBAC; principals need mTLS"})
 	}
+	declaredRoutes := map[string]bool{}
 	for _, rt := range eff.Routes {
+		declaredRoutes[rt.Name] = true
 		if rt.Name != v1alpha1.DefaultRouteName {
 			rows = append(rows, routeRows(rt, r)...)
+		}
+	}
+	// A route the client holds that the policy does not declare is a previous policy's: the push that
+	// removes it has not arrived (or another VirtualService adds it).
+	for i, got := range r.Routes {
+		if got != r.Route && !declaredRoutes[got.Name] {
+			add(Row{Field: "routes[" + got.Name + "]", Declared: "none", Received: fmt.Sprintf("route #%d %s", i+1, cmp.Or(got.Match, "(any call)")),
+				Verdict: Differs, Note: "the client holds a route the policy does not declare"})
 		}
 	}
 	return rows

@@ -1,6 +1,7 @@
 package inforce
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -38,6 +39,26 @@ func grpcRoute(t *testing.T, name string, match *routev3.RouteMatch, timeout tim
 		r.TypedPerFilterConfig = map[string]*anypb.Any{faultFilterName: cfg}
 	}
 	return r
+}
+
+// A route the client still holds from an earlier policy differs: the policy is not in force until it
+// is gone (a stale abort would otherwise fail calls after the policy that removed it is "in force").
+func TestCompareStaleRoute(t *testing.T) {
+	rc := &routev3.RouteConfiguration{VirtualHosts: []*routev3.VirtualHost{{
+		Domains: []string{testHost + ":9030"},
+		Routes: []*routev3.Route{
+			grpcRoute(t, "chaos", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/[^/]+/GetCharge"}}}, 0, 0, nil),
+			grpcRoute(t, "default", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}, 0, 0, nil),
+		},
+	}}}
+	received := &Received{Proxy: Proxy{ID: "caller.shop"}, Routes: routes(rc, testHost, 9030), FaultFilter: true}
+	received.Route = defaultRoute(received.Routes)
+	p := &v1alpha1.TrafficPolicy{}
+	p.Status.Effective = &v1alpha1.EffectivePolicy{WorstCaseAttempts: 1}
+	rows := Compare(p, nil, received)
+	if err := Converged(received, rows); err == nil || !strings.Contains(err.Error(), "routes[chaos]") {
+		t.Errorf("Converged = %v, want an error naming routes[chaos]", err)
+	}
 }
 
 // Every declared route is set next to the client's route of the same name: its match as received,
