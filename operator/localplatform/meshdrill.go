@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"meshplane.dev/mesh/proxyless"
@@ -18,7 +19,10 @@ import (
 
 // MeshScenarios are the drill's scenarios on the local mesh, each proving one Istio field on real
 // calls to payments through istiod.
-var MeshScenarios = []string{"split", "retries", "timeout", "max-requests", "outlier"}
+var MeshScenarios = []string{"split", "retries", "timeout", "max-requests", "outlier", "route-timeouts", "route-retries", "fault-abort", "fault-delay"}
+
+// paymentService is payments' gRPC service, which the route scenarios match Charge in.
+const paymentService = "meshplane.payments.v1.PaymentService"
 
 // meshScenario builds a named scenario: the same ones, with the same sizes, as the scenario tests.
 func meshScenario(m *scenario.Mesh, name string) scenario.Scenario {
@@ -31,6 +35,14 @@ func meshScenario(m *scenario.Mesh, name string) scenario.Scenario {
 		return m.Timeout(1500*time.Millisecond, 300*time.Millisecond, 10)
 	case "max-requests":
 		return m.MaxRequests(2, 700*time.Millisecond, 10)
+	case "route-timeouts":
+		return m.RouteTimeouts("GetCharge", 600*time.Millisecond, 200*time.Millisecond, 10)
+	case "route-retries":
+		return m.RouteRetries(paymentService, "GetCharge", 0.5, 3, 400)
+	case "fault-abort":
+		return m.FaultAbort("GetCharge", 25, codes.Unavailable, 400)
+	case "fault-delay":
+		return m.FaultDelay("GetCharge", 400*time.Millisecond, 50, 100)
 	default:
 		return m.OutlierDetection("payments-v2", 5, 100)
 	}
@@ -63,6 +75,7 @@ func meshDrill(ctx context.Context, st *State, names []string, out io.Writer) er
 	m := &scenario.Mesh{
 		Namespace: ShopNamespace, Service: "payments", Port: st.Ports["payments"], Method: "Charge",
 		Istiod: inforce.Istiod{URL: "http://" + st.Ports.Addr("istiod")}, CallerID: caller.Node.ProxyID(), Call: scenario.Charge(conn),
+		Calls:  map[string]func(context.Context) error{"GetCharge": scenario.GetCharge(conn)},
 		Apply:  func(ctx context.Context, manifest []byte) error { return replaceSpec(ctx, c, key, manifest) },
 		Client: c,
 		SetHealthy: func(ctx context.Context, instance string, healthy bool) error {

@@ -48,6 +48,8 @@ type TrafficPolicyList struct {
 // values are built with format(): the API server's cost estimator takes string(int), + on strings of
 // unknown length and join() as unbounded and would reject the CRD.
 //
+// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || !has(self.routes) || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) < duration('1ms') || self.routes.all(r, has(r.timeout) || !has(r.retries) || !has(r.retries.perTryTimeout) || !r.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(r.retries.perTryTimeout) < duration('1ms') || duration(r.retries.perTryTimeout) <= duration(self.timeout))",messageExpression="'routes %s set retries.perTryTimeout above spec.timeout (%s), which they inherit: each attempt must fit in the whole request; give them a timeout of their own or a shorter perTryTimeout'.format([self.routes.filter(r, !has(r.timeout) && has(r.retries) && has(r.retries.perTryTimeout) && r.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') && duration(r.retries.perTryTimeout) >= duration('1ms') && duration(r.retries.perTryTimeout) > duration(self.timeout)).map(r, r.name), self.timeout])",fieldPath=".routes",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="!has(self.retries) || !has(self.retries.perTryTimeout) || !has(self.routes) || !self.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.retries.perTryTimeout) < duration('1ms') || self.routes.all(r, !has(r.timeout) || has(r.retries) || !r.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(r.timeout) < duration('1ms') || duration(self.retries.perTryTimeout) <= duration(r.timeout))",messageExpression="'routes %s set a timeout below spec.retries.perTryTimeout (%s), which they inherit: each attempt must fit in the whole request; give them retries of their own'.format([self.routes.filter(r, has(r.timeout) && !has(r.retries) && r.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') && duration(r.timeout) >= duration('1ms') && duration(self.retries.perTryTimeout) > duration(r.timeout)).map(r, r.name), self.retries.perTryTimeout])",fieldPath=".routes",reason=FieldValueInvalid
 // +kubebuilder:validation:XValidation:rule="!has(self.timeout) || !has(self.retries) || !has(self.retries.perTryTimeout) || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) < duration('1ms') || duration(self.retries.perTryTimeout) < duration('1ms') || duration(self.retries.perTryTimeout) <= duration(self.timeout)",messageExpression="'spec.retries.perTryTimeout (%s) must not exceed spec.timeout (%s): each attempt must fit in the whole request'.format([self.retries.perTryTimeout, self.timeout])",fieldPath=".retries.perTryTimeout",reason=FieldValueInvalid
 type TrafficPolicySpec struct {
 	// targetRef names the Service in the policy's namespace this policy governs. One Service has at most
@@ -66,6 +68,26 @@ type TrafficPolicySpec struct {
 	// explicitly so Istio's hidden default never applies by accident.
 	// +optional
 	Retries *Retries `json:"retries,omitempty"`
+
+	// fault injects failures into callers' requests on purpose, for chaos testing: a delay, an abort, or
+	// both (VirtualService http[].fault). Callers' proxies inject them before the request leaves, so the
+	// Service never sees an aborted call. Unset injects nothing.
+	// +optional
+	Fault *Fault `json:"fault,omitempty"`
+
+	// routes give some calls their own timeout, retries and fault: gRPC calls by method or service, HTTP
+	// requests by path, method and headers. Each becomes a VirtualService http[] route, most specific
+	// first (exact paths and gRPC methods, then gRPC method names, then longer prefixes, then routes that
+	// also match a method, then those with more headers; equally specific routes in list order), before
+	// the default route, which takes every other call with the top-level fields. A route's timeout,
+	// retries and fault replace the top-level ones for its calls; what it leaves unset it inherits.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:XValidation:rule="self.all(a, (!has(a.match) || has(a.match.grpc) == has(a.match.http)) || self.exists_one(b, has(a.match) && has(b.match) && ((has(a.match.grpc) && has(b.match.grpc) && a.match.grpc == b.match.grpc) || (has(a.match.http) && has(b.match.http) && (!has(a.match.http.path) || (has(a.match.http.path.type) && a.match.http.path.type == 'Prefix' && has(a.match.http.path.value) && a.match.http.path.value == '/')) == (!has(b.match.http.path) || (has(b.match.http.path.type) && b.match.http.path.type == 'Prefix' && has(b.match.http.path.value) && b.match.http.path.value == '/')) && ((!has(a.match.http.path) || (has(a.match.http.path.type) && a.match.http.path.type == 'Prefix' && has(a.match.http.path.value) && a.match.http.path.value == '/')) || a.match.http.path == b.match.http.path) && (has(a.match.http.method) ? has(b.match.http.method) && a.match.http.method == b.match.http.method : !has(b.match.http.method)) && (has(a.match.http.headers) ? has(b.match.http.headers) && size(a.match.http.headers) == size(b.match.http.headers) && a.match.http.headers.all(h, h in b.match.http.headers) : !has(b.match.http.headers))))))",messageExpression="'routes %s match the same calls: only the first would ever apply; merge them or tell their matches apart'.format([self.filter(a, !(!has(a.match) || has(a.match.grpc) == has(a.match.http)) && !self.exists_one(b, has(a.match) && has(b.match) && ((has(a.match.grpc) && has(b.match.grpc) && a.match.grpc == b.match.grpc) || (has(a.match.http) && has(b.match.http) && (!has(a.match.http.path) || (has(a.match.http.path.type) && a.match.http.path.type == 'Prefix' && has(a.match.http.path.value) && a.match.http.path.value == '/')) == (!has(b.match.http.path) || (has(b.match.http.path.type) && b.match.http.path.type == 'Prefix' && has(b.match.http.path.value) && b.match.http.path.value == '/')) && ((!has(a.match.http.path) || (has(a.match.http.path.type) && a.match.http.path.type == 'Prefix' && has(a.match.http.path.value) && a.match.http.path.value == '/')) || a.match.http.path == b.match.http.path) && (has(a.match.http.method) ? has(b.match.http.method) && a.match.http.method == b.match.http.method : !has(b.match.http.method)) && (has(a.match.http.headers) ? has(b.match.http.headers) && size(a.match.http.headers) == size(b.match.http.headers) && a.match.http.headers.all(h, h in b.match.http.headers) : !has(b.match.http.headers)))))).map(a, a.name)])"
+	Routes []Route `json:"routes,omitempty"`
 
 	// circuitBreaker limits connections and requests to the Service and ejects failing endpoints
 	// (DestinationRule connectionPool and outlierDetection).
@@ -120,6 +142,10 @@ type TargetRef struct {
 // value gets the pattern's message alone, not also CEL's "type conversion error" (or "must be at least
 // 1ms" for "-1s" and "500us", which CEL's duration() parses but the pattern rejects).
 //
+// MaxLength bounds the string for CEL's cost estimator (the rules that compare durations run once per
+// route); the pattern allows at most 28 characters anyway.
+//
+// +kubebuilder:validation:MaxLength=32
 // +kubebuilder:validation:Pattern=`^([0-9]{1,5}(h|m|s|ms)){1,4}$`
 // +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self) >= duration('1ms')",message="must be at least 1ms"
 type Duration string
@@ -128,8 +154,8 @@ type Duration string
 //
 // One rule per field that must go when retries are disabled, so each message names the field to remove.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.attempts) || self.attempts != 0 || !has(self.perTryTimeout)",message="must be unset when spec.retries.attempts is 0 (retries disabled)",fieldPath=".perTryTimeout",reason=FieldValueForbidden
-// +kubebuilder:validation:XValidation:rule="!has(self.attempts) || self.attempts != 0 || !has(self.retryOn)",message="must be unset when spec.retries.attempts is 0 (retries disabled)",fieldPath=".retryOn",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.attempts) || self.attempts != 0 || !has(self.perTryTimeout)",message="must be unset when retries.attempts is 0 (retries disabled)",fieldPath=".perTryTimeout",reason=FieldValueForbidden
+// +kubebuilder:validation:XValidation:rule="!has(self.attempts) || self.attempts != 0 || !has(self.retryOn)",message="must be unset when retries.attempts is 0 (retries disabled)",fieldPath=".retryOn",reason=FieldValueForbidden
 type Retries struct {
 	// attempts is the number of retries after the first try, 0 to 10. 0 disables retries explicitly, for
 	// callers that retry themselves or requests that must not be repeated. A caller makes at most
@@ -161,6 +187,211 @@ type Retries struct {
 // +kubebuilder:validation:MaxLength=32
 // +kubebuilder:validation:XValidation:rule="self in ['5xx', 'gateway-error', 'reset', 'reset-before-request', 'connect-failure', 'retriable-4xx', 'refused-stream', 'retriable-status-codes', 'retriable-headers', 'envoy-ratelimited', 'http3-post-connect-failure', 'cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable'] || (self.matches('^[45][0-9][0-9]$') && int(self) in [400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 418, 421, 422, 423, 424, 425, 426, 428, 429, 431, 451, 500, 501, 502, 503, 504, 505, 506, 507, 508, 510, 511])",message="must be an Istio retry condition (5xx, gateway-error, reset, reset-before-request, connect-failure, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, envoy-ratelimited, http3-post-connect-failure, cancelled, deadline-exceeded, internal, resource-exhausted, unavailable) or a 4xx/5xx HTTP status code"
 type RetryCondition string
+
+// Route gives the calls its match selects their own timeout, retries and fault.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.timeout) || has(self.retries) || has(self.fault) || has(self.idempotent)",message="sets nothing of its own: give it a timeout, retries, fault or idempotent, or remove it",fieldPath=".name",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || !has(self.retries) || !has(self.retries.perTryTimeout) || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) < duration('1ms') || duration(self.retries.perTryTimeout) < duration('1ms') || duration(self.retries.perTryTimeout) <= duration(self.timeout)",messageExpression="'retries.perTryTimeout (%s) must not exceed the timeout of the route (%s): each attempt must fit in the whole request'.format([self.retries.perTryTimeout, self.timeout])",fieldPath=".retries.perTryTimeout",reason=FieldValueInvalid
+type Route struct {
+	// name identifies the route in status, `meshplane render --explain` and `meshplane inforce`, and
+	// names its VirtualService http[] route: a DNS label unique within the policy. "default" is the
+	// name of the route that takes every other call.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self != 'default'",message="default is the name of the route that takes every other call; choose another"
+	Name string `json:"name"`
+
+	// match selects the calls: gRPC calls by method or service, or HTTP requests by path, method and
+	// headers.
+	// +required
+	Match RouteMatch `json:"match"`
+
+	// timeout bounds each matched call, retries included, in place of spec.timeout (it may be longer or
+	// shorter). Unset inherits spec.timeout.
+	// +optional
+	Timeout *Duration `json:"timeout,omitempty"`
+
+	// retries replaces spec.retries (as a whole) for matched calls; attempts: 0 turns retries off, as for
+	// a method that must not be repeated. Unset inherits spec.retries, or the platform default.
+	// +optional
+	Retries *Retries `json:"retries,omitempty"`
+
+	// fault replaces spec.fault for matched calls. Unset inherits spec.fault.
+	// +optional
+	Fault *Fault `json:"fault,omitempty"`
+
+	// idempotent overrides the safe-retry rule for matched calls. Unset: HTTP POST and PATCH requests
+	// without an Idempotency-Key header are retried only where the request cannot have reached the
+	// Service (connect-failure, refused-stream, reset-before-request, http3-post-connect-failure,
+	// envoy-ratelimited), whatever retryOn says; other methods and gRPC calls get retryOn as written.
+	// true: every matched call may be repeated, so retryOn applies to all of them. false: no matched
+	// call may be repeated once it reached the Service, gRPC calls and GET included, unless it carries an
+	// Idempotency-Key header.
+	// +optional
+	Idempotent *bool `json:"idempotent,omitempty"`
+}
+
+// RouteMatch selects calls: set exactly one of grpc and http.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.grpc) != has(self.http)",message="set exactly one of grpc (gRPC calls by method or service) and http (HTTP requests by path, method and headers)"
+type RouteMatch struct {
+	// grpc matches gRPC calls by method or service.
+	// +optional
+	GRPC *GRPCMatch `json:"grpc,omitempty"`
+
+	// http matches HTTP requests by path, method and headers; every condition set must hold.
+	// +optional
+	HTTP *HTTPMatch `json:"http,omitempty"`
+}
+
+// GRPCMatch selects gRPC calls by their method, written as users know it, or by service: set exactly
+// one of method and service. gRPC calls are HTTP/2 requests to /package.Service/Method, so the match is
+// a path match callers' proxies and proxyless gRPC clients both apply.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.method) != has(self.service)",message="set exactly one of method (Charge, or package.Service/Charge) and service (package.Service)"
+type GRPCMatch struct {
+	// method is a method name, e.g. Charge, which matches that method of every service the Service
+	// serves (a regular expression on the path, /[^/]+/Charge), or service/method, e.g.
+	// meshplane.payments.v1.PaymentService/Charge, which matches exactly that path.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^([A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)*/)?[A-Za-z_][A-Za-z0-9_]*$`
+	Method string `json:"method,omitempty"`
+
+	// service is a full service name, e.g. meshplane.payments.v1.PaymentService, which matches every
+	// method of it (the path prefix /meshplane.payments.v1.PaymentService/).
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)*$`
+	Service string `json:"service,omitempty"`
+}
+
+// HTTPMethod is an HTTP request method.
+//
+// +kubebuilder:validation:Enum=GET;HEAD;POST;PUT;DELETE;OPTIONS;PATCH
+type HTTPMethod string
+
+// HTTPMatch selects HTTP requests. A match that would select every request (no method, no headers and
+// no path or the prefix /) is rejected: that is what the top-level fields are for.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.method) || has(self.headers) || (has(self.path) && !(has(self.path.type) && self.path.type == 'Prefix' && has(self.path.value) && self.path.value == '/'))",message="matches every request: set a path other than the prefix /, a method or headers, or set these fields at the top level of spec"
+type HTTPMatch struct {
+	// path matches the request path, without the query string.
+	// +optional
+	Path *PathMatch `json:"path,omitempty"`
+
+	// method matches the request method.
+	// +optional
+	Method *HTTPMethod `json:"method,omitempty"`
+
+	// headers must all be present with exactly these values.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=4
+	Headers []HeaderMatch `json:"headers,omitempty"`
+}
+
+// PathMatchType says how a path is compared.
+//
+// +kubebuilder:validation:Enum=Exact;Prefix
+type PathMatchType string
+
+// The path match types.
+const (
+	// PathExact matches exactly the path.
+	PathExact PathMatchType = "Exact"
+	// PathPrefix matches paths that start with the value, character by character as Istio's uri.prefix
+	// does: /v1 matches /v1/orders and /v1beta; end the value with / to match whole segments.
+	PathPrefix PathMatchType = "Prefix"
+)
+
+// PathMatch matches the request path.
+type PathMatch struct {
+	// type is Exact or Prefix.
+	// +required
+	Type PathMatchType `json:"type"`
+
+	// value is the path or prefix; it starts with / and holds no spaces, query (?) or fragment (#).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^/[^\s?#]*$`
+	Value string `json:"value"`
+}
+
+// HeaderMatch requires a request header with an exact value.
+type HeaderMatch struct {
+	// name is the header name in lowercase, e.g. x-tenant. Istio ignores matches on the names method,
+	// uri, scheme and authority (use match.http.method or the path instead), so they are rejected.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[a-z0-9][-a-z0-9_.]*$`
+	// +kubebuilder:validation:XValidation:rule="!(self in ['method', 'uri', 'scheme', 'authority'])",message="Istio ignores header matches on method, uri, scheme and authority: use match.http.method or match.http.path"
+	Name string `json:"name"`
+
+	// value the header must have, exactly.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Value string `json:"value"`
+}
+
+// Fault injects failures into calls on purpose. Callers' proxies (Envoy's fault filter, or gRPC's own
+// for proxyless clients, gRFC A33) apply it before the call leaves: an aborted call never reaches the
+// Service and is not retried.
+//
+// +kubebuilder:validation:MinProperties=1
+type Fault struct {
+	// delay holds a share of calls back before sending them.
+	// +optional
+	Delay *FaultDelay `json:"delay,omitempty"`
+
+	// abort fails a share of calls at once with a status code.
+	// +optional
+	Abort *FaultAbort `json:"abort,omitempty"`
+}
+
+// FaultDelay holds a percentage of calls back for a fixed time.
+type FaultDelay struct {
+	// fixedDelay is how long a delayed call waits before it is sent, at least 1ms. It counts against the
+	// timeout.
+	// +required
+	FixedDelay Duration `json:"fixedDelay"`
+
+	// percentage of calls delayed, 0 to 100.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percentage *int32 `json:"percentage,omitempty"`
+}
+
+// AbortCode is what aborted calls fail with: a gRPC code other than OK for gRPC callers, e.g.
+// UNAVAILABLE, or an HTTP status from 400 to 599 for HTTP callers, written as a string ("503") as in
+// retryOn. One field for both, so an abort always has exactly one code.
+//
+// +kubebuilder:validation:MaxLength=32
+// +kubebuilder:validation:XValidation:rule="self in ['CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'] || self.matches('^[45][0-9][0-9]$')",messageExpression="'%s is not a gRPC code other than OK (CANCELLED, UNKNOWN, INVALID_ARGUMENT, DEADLINE_EXCEEDED, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FAILED_PRECONDITION, ABORTED, OUT_OF_RANGE, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS, UNAUTHENTICATED) nor an HTTP status from 400 to 599 such as 503, written as a string'.format([self])"
+type AbortCode string
+
+// FaultAbort fails a percentage of calls at once with a code.
+type FaultAbort struct {
+	// percentage of calls aborted, 0 to 100.
+	// +required
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	Percentage *int32 `json:"percentage,omitempty"`
+
+	// code aborted calls fail with: a gRPC code such as UNAVAILABLE for gRPC callers, or an HTTP status
+	// such as "503" for HTTP callers (a gRPC client reads an HTTP status as the matching code: 503 is
+	// UNAVAILABLE).
+	// +required
+	Code AbortCode `json:"code"`
+}
 
 // CircuitBreaker limits load on the Service and ejects failing endpoints (DestinationRule trafficPolicy).
 // Pool sizes of 0 mean Istio's default, which is unlimited (Istio cannot express a pool of size 0).
@@ -351,6 +582,48 @@ type EffectivePolicy struct {
 	// what is known, backoff between attempts aside; empty means unbounded.
 	// +optional
 	WorstCaseWait string `json:"worstCaseWait,omitempty"`
+	// fault is the fault callers inject, in words; empty means none.
+	// +optional
+	Fault string `json:"fault,omitempty"`
+	// routes are the VirtualService http[] routes in the order callers try them, the default route (the
+	// fields above) last. Set when the policy has routes or the safe-retry rule splits a route.
+	// +optional
+	// +listType=atomic
+	Routes []EffectiveRoute `json:"routes,omitempty"`
+}
+
+// EffectiveRoute is what the calls one generated route takes get.
+type EffectiveRoute struct {
+	// name of the VirtualService http[] route: the spec route's name, default, or one of them followed by
+	// .non-idempotent or .idempotency-key for the routes the safe-retry rule adds.
+	Name string `json:"name"`
+	// match says which calls the route takes, e.g. "gRPC /meshplane.payments.v1.PaymentService/Charge".
+	Match string `json:"match"`
+	// timeout bounds each call; empty means no route timeout.
+	// +optional
+	Timeout string `json:"timeout,omitempty"`
+	// attempts is the number of retries after the first try.
+	Attempts int32 `json:"attempts"`
+	// perTryTimeout bounds each attempt; empty means only timeout does.
+	// +optional
+	PerTryTimeout string `json:"perTryTimeout,omitempty"`
+	// retryOn lists the conditions that trigger a retry.
+	// +optional
+	RetryOn []string `json:"retryOn,omitempty"`
+	// worstCaseAttempts is the most requests one call can cause: 1 + attempts.
+	WorstCaseAttempts int32 `json:"worstCaseAttempts"`
+	// worstCaseWait is the longest a caller can wait, as for the policy; empty means unbounded.
+	// +optional
+	WorstCaseWait string `json:"worstCaseWait,omitempty"`
+	// fault is the fault callers inject, in words; empty means none.
+	// +optional
+	Fault string `json:"fault,omitempty"`
+	// inherited lists the fields the route takes from the top level (timeout, retries, fault).
+	// +optional
+	Inherited []string `json:"inherited,omitempty"`
+	// note says why the route exists or differs from what the spec route asks, e.g. the safe-retry rule.
+	// +optional
+	Note string `json:"note,omitempty"`
 }
 
 // Condition types a TrafficPolicy reports.

@@ -71,7 +71,14 @@ func (s *TrafficPolicySpec) Validate(path *field.Path) field.ErrorList {
 	}
 	if s.Retries != nil {
 		errs = append(errs, s.Retries.validate(path.Child("retries"))...)
-		errs = append(errs, validatePerTryWithinTimeout(s, path)...)
+		errs = append(errs, validatePerTryWithinTimeout(s.Timeout, s.Retries, path.Child("retries", "perTryTimeout"),
+			"spec.retries.perTryTimeout must not exceed spec.timeout (%s): each attempt must fit in the whole request")...)
+	}
+	if s.Fault != nil {
+		errs = append(errs, s.Fault.validate(path.Child("fault"))...)
+	}
+	if s.Routes != nil {
+		errs = append(errs, validateRoutes(s, path.Child("routes"))...)
 	}
 	if s.CircuitBreaker != nil {
 		errs = append(errs, s.CircuitBreaker.validate(path.Child("circuitBreaker"))...)
@@ -104,10 +111,17 @@ func (r TargetRef) validate(path *field.Path) field.ErrorList {
 	return errs
 }
 
+// durationMaxLength is the CRD's maxLength of a duration, which bounds CEL's cost estimate.
+const durationMaxLength = 32
+
 func (d Duration) validate(path *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if len(d) > durationMaxLength {
+		errs = append(errs, field.TooLong(path, string(d), durationMaxLength))
+	}
 	v, err := d.Parse()
 	if err != nil {
-		return field.ErrorList{field.Invalid(path, string(d), "must be a duration such as 3s, 500ms or 1m30s (digits followed by h, m, s or ms)")}
+		return append(errs, field.Invalid(path, string(d), "must be a duration such as 3s, 500ms or 1m30s (digits followed by h, m, s or ms)"))
 	}
 	if v < time.Millisecond {
 		return field.ErrorList{field.Invalid(path, string(d), "must be at least 1ms")}
@@ -149,7 +163,7 @@ func (r *Retries) validate(path *field.Path) field.ErrorList {
 		}
 	}
 	if r.Attempts != nil && *r.Attempts == 0 {
-		const why = "must be unset when spec.retries.attempts is 0 (retries disabled)"
+		const why = "must be unset when retries.attempts is 0 (retries disabled)"
 		if r.PerTryTimeout != nil {
 			errs = append(errs, field.Forbidden(path.Child("perTryTimeout"), why))
 		}
@@ -160,20 +174,25 @@ func (r *Retries) validate(path *field.Path) field.ErrorList {
 	return errs
 }
 
-func validatePerTryWithinTimeout(s *TrafficPolicySpec, path *field.Path) field.ErrorList {
-	if s.Timeout == nil || s.Retries.PerTryTimeout == nil {
+// validatePerTryWithinTimeout reports r's perTryTimeout when it exceeds timeout, both well-formed (a
+// malformed one is reported on its own); message takes the timeout.
+func validatePerTryWithinTimeout(timeout *Duration, r *Retries, path *field.Path, message string) field.ErrorList {
+	if timeout == nil || r == nil || r.PerTryTimeout == nil {
 		return nil
 	}
-	timeout, err1 := s.Timeout.Parse()
-	perTry, err2 := s.Retries.PerTryTimeout.Parse()
-	if err1 != nil || err2 != nil || timeout < time.Millisecond || perTry < time.Millisecond {
-		return nil // already reported as malformed
-	}
-	if perTry > timeout {
-		return field.ErrorList{field.Invalid(path.Child("retries", "perTryTimeout"), string(*s.Retries.PerTryTimeout),
-			fmt.Sprintf("spec.retries.perTryTimeout must not exceed spec.timeout (%s): each attempt must fit in the whole request", *s.Timeout))}
+	t, ok1 := timeout.wellFormed()
+	perTry, ok2 := r.PerTryTimeout.wellFormed()
+	if ok1 && ok2 && perTry > t {
+		return field.ErrorList{field.Invalid(path, string(*r.PerTryTimeout), fmt.Sprintf(message, *timeout))}
 	}
 	return nil
+}
+
+// wellFormed returns the duration d denotes and true when it is valid: written as the API requires and
+// at least 1ms. Rules comparing durations check only well-formed ones, as the CRD's CEL rules do.
+func (d Duration) wellFormed() (time.Duration, bool) {
+	v, err := d.Parse()
+	return v, err == nil && v >= time.Millisecond && len(d) <= durationMaxLength
 }
 
 func (c *CircuitBreaker) validate(path *field.Path) field.ErrorList {

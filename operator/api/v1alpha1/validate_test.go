@@ -23,6 +23,12 @@ func valid() *TrafficPolicy {
 			{Subset: "v2", Labels: map[string]LabelValue{"version": "v2"}, Weight: ptr(int32(10))},
 		},
 		Allow: []Caller{{ServiceAccount: "gateway"}, {ServiceAccount: "loadgen", Namespace: "tools"}},
+		Fault: &Fault{Delay: &FaultDelay{FixedDelay: "100ms", Percentage: ptr(int32(10))}},
+		Routes: []Route{
+			{Name: "charge", Match: RouteMatch{GRPC: &GRPCMatch{Method: "Charge"}}, Retries: &Retries{Attempts: ptr(int32(0))}},
+			{Name: "orders", Match: RouteMatch{HTTP: &HTTPMatch{Path: &PathMatch{Type: PathPrefix, Value: "/v1/orders"}, Method: ptr(HTTPMethod("POST"))}},
+				Timeout: ptr(Duration("5s")), Fault: &Fault{Abort: &FaultAbort{Percentage: ptr(int32(5)), Code: "503"}}},
+		},
 	}}
 }
 
@@ -58,6 +64,19 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"split weight missing", func(s *TrafficPolicySpec) { s.Split[1].Weight = nil }, []string{"spec.split[1].weight: Required value"}},
 		{"allow service account", func(s *TrafficPolicySpec) { s.Allow[1].ServiceAccount = "" }, []string{"spec.allow[1].serviceAccount: Required value"}},
 		{"allow namespace", func(s *TrafficPolicySpec) { s.Allow[1].Namespace = "Tools" }, []string{"spec.allow[1].namespace: Invalid value"}},
+		{"route named default", func(s *TrafficPolicySpec) { s.Routes[0].Name = "default" }, []string{"spec.routes[0].name: Invalid value"}},
+		{"routes same match", func(s *TrafficPolicySpec) { s.Routes[1].Match = s.Routes[0].Match }, []string{"spec.routes: Invalid value"}},
+		{"route perTryTimeout above inherited timeout", func(s *TrafficPolicySpec) {
+			s.Routes[0].Retries = &Retries{Attempts: ptr(int32(1)), PerTryTimeout: ptr(Duration("4s"))}
+		}, []string{"spec.routes: Invalid value"}},
+		{"route matches every request", func(s *TrafficPolicySpec) {
+			s.Routes[1].Match.HTTP = &HTTPMatch{Path: &PathMatch{Type: PathPrefix, Value: "/"}}
+		}, []string{"spec.routes[1].match.http: Invalid value"}},
+		{"route gRPC method and service", func(s *TrafficPolicySpec) { s.Routes[0].Match.GRPC.Service = "a.B" }, []string{"spec.routes[0].match.grpc: Invalid value"}},
+		{"route sets nothing", func(s *TrafficPolicySpec) { s.Routes[0].Retries = nil }, []string{"spec.routes[0].name: Required value"}},
+		{"abort without code", func(s *TrafficPolicySpec) { s.Routes[1].Fault.Abort.Code = "" }, []string{"spec.routes[1].fault.abort.code: Required value"}},
+		{"abort code OK", func(s *TrafficPolicySpec) { s.Routes[1].Fault.Abort.Code = "OK" }, []string{"spec.routes[1].fault.abort.code: Invalid value"}},
+		{"delay percentage 101", func(s *TrafficPolicySpec) { s.Fault.Delay.Percentage = ptr(int32(101)) }, []string{"spec.fault.delay.percentage: Invalid value"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -104,7 +104,7 @@ func TestRenderDefaultRetryFlags(t *testing.T) {
 	}
 	lines := strings.Split(out, "\n")
 	catalog := strings.Fields(lines[1]) // shop/catalog leaves retries unset
-	if want := []string{"shop/catalog", "catalog.shop.svc.cluster.local", "1s", "1", "(default)", "250ms", "connect-failure", "2", "500ms", "inherited"}; !cmp.Equal(catalog, want) {
+	if want := []string{"shop/catalog", "catalog.shop.svc.cluster.local", "1s", "1", "(default)", "250ms", "connect-failure", "2", "500ms", "inherited", "-"}; !cmp.Equal(catalog, want) {
 		t.Errorf("catalog with flag defaults = %q, want %q", catalog, want)
 	}
 	if orders := strings.Fields(lines[2]); orders[3] != "2" {

@@ -193,11 +193,16 @@ func TestAPIServerNamesTheField(t *testing.T) {
 		{`{"targetRef":{"name":"orders"},"timeout":"1s","retries":{"attempts":1,"perTryTimeout":"2s"}}`, "spec.retries.perTryTimeout"},
 		{`{"targetRef":{"name":"orders"},"timeout":"0s"}`, "spec.timeout"},
 		{`{"targetRef":{"name":"orders"},"retries":{"attempts":1,"retryOn":["reset","599"]}}`, "spec.retries.retryOn[1]"},
-		{`{"targetRef":{"name":"orders"},"retries":{"attempts":0,"retryOn":["reset"]}}`, "spec.retries.retryOn: Forbidden: must be unset when spec.retries.attempts is 0"},
+		{`{"targetRef":{"name":"orders"},"retries":{"attempts":0,"retryOn":["reset"]}}`, "spec.retries.retryOn: Forbidden: must be unset when retries.attempts is 0"},
 		{`{"targetRef":{"name":"orders"},"split":[{"subset":"v1","labels":{"version":"v1"},"weight":60}]}`, "spec.split weights must sum to 100, not 60"},
 		{`{"targetRef":{"name":"orders"},"split":[{"subset":"v1","labels":{"-v":"v1"},"weight":100}]}`, "spec.split[0].labels"},
 		{`{"targetRef":{"name":"orders"},"mtls":{"mode":"ON"}}`, "spec.mtls.mode"},
 		{`{"targetRef":{"name":"orders"},"allow":[{"namespace":"tools"}]}`, "spec.allow[0].serviceAccount"},
+		{`{"targetRef":{"name":"p"},"routes":[{"name":"charge","match":{"grpc":{"method":"Charge"}},"fault":{"abort":{"percentage":10}}}]}`, "spec.routes[0].fault.abort.code: Required value"},
+		{`{"targetRef":{"name":"p"},"routes":[{"name":"charge","match":{"grpc":{"method":"Charge"}},"fault":{"delay":{"fixedDelay":"1s","percentage":150}}}]}`, "spec.routes[0].fault.delay.percentage"},
+		{`{"targetRef":{"name":"p"},"routes":[{"name":"a","match":{"grpc":{"method":"Charge"}},"timeout":"1s"},{"name":"b","match":{"grpc":{"method":"Charge"}},"timeout":"2s"}]}`, `spec.routes: Invalid value: routes ["a", "b"] match the same calls`},
+		{`{"targetRef":{"name":"p"},"routes":[{"name":"a","match":{"http":{}},"timeout":"1s"}]}`, "spec.routes[0].match.http: Invalid value"},
+		{`{"targetRef":{"name":"p"},"routes":[{"name":"a","match":{},"timeout":"1s"}]}`, "spec.routes[0].match: Invalid value"},
 	}
 	for _, tt := range tests {
 		err := submit(t, ns, tt.spec)
@@ -231,7 +236,7 @@ func TestKubectlExplain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, field := range []string{"targetRef", "timeout", "retries", "circuitBreaker", "mtls", "split", "allow"} {
+	for _, field := range []string{"targetRef", "timeout", "retries", "fault", "routes", "circuitBreaker", "mtls", "split", "allow"} {
 		if !strings.Contains(out, fmt.Sprintf("  %s\t<", field)) {
 			t.Errorf("kubectl explain tp.spec lacks field %s:\n%s", field, out)
 		}

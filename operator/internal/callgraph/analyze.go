@@ -42,6 +42,7 @@ func Analyze(in Input) (*Report, error) {
 		missing: map[Service]bool{}, defaults: map[Service]*callee{}, out: map[Service][]int{},
 		into: map[Service][]int{}, nonIdempotent: map[Target]bool{}, reached: map[Service]bool{},
 		worst: map[Service]Path{}, seen: map[string]bool{}, cycles: map[string]bool{},
+		routes: map[Service][]v1alpha1.EffectiveRoute{}, routeCallees: map[string]*callee{},
 	}
 	if a.maxAmplification <= 0 {
 		a.maxAmplification = DefaultMaxAmplification
@@ -97,18 +98,21 @@ type analysis struct {
 	exists, declared   map[Service]bool
 	plainHTTP          map[Service]bool
 	policies, defaults map[Service]*callee
-	missing            map[Service]bool // targets of policies whose Service does not exist
-	calls              []Call
-	out, into          map[Service][]int // call indices by caller, by callee
-	nonIdempotent      map[Target]bool
-	reached            map[Service]bool
-	worst              map[Service]Path // the path with the most attempts reaching each service
-	paths              []Path
-	steps              int
-	truncated          bool
-	findings           []Finding
-	seen               map[string]bool // findings already added, so parallel calls report once
-	cycles             map[string]bool // loops already reported
+	// routes are the routes of each policy in the order callers try them; routeCallees their callees.
+	routes        map[Service][]v1alpha1.EffectiveRoute
+	routeCallees  map[string]*callee
+	missing       map[Service]bool // targets of policies whose Service does not exist
+	calls         []Call
+	out, into     map[Service][]int // call indices by caller, by callee
+	nonIdempotent map[Target]bool
+	reached       map[Service]bool
+	worst         map[Service]Path // the path with the most attempts reaching each service
+	paths         []Path
+	steps         int
+	truncated     bool
+	findings      []Finding
+	seen          map[string]bool // findings already added, so parallel calls report once
+	cycles        map[string]bool // loops already reported
 }
 
 func (a *analysis) maxSteps() int { return 10 * a.maxPaths }
@@ -167,6 +171,7 @@ func (a *analysis) readPolicies() error {
 			return err
 		}
 		a.policies[target] = newCallee(target, name, eff)
+		a.routes[target] = eff.Routes
 		a.policies[target].plainHTTP = a.plainHTTP[target]
 	}
 	for _, t := range a.in.Graph.NonIdempotent {
@@ -255,6 +260,9 @@ func distance(a, b string) int {
 // callee is how callers' requests to one Service behave: its policy, or the platform defaults.
 type callee struct {
 	service Service
+	// path is where its fields are in the policy: "" for the top level (spec), spec.routes[NAME] for a
+	// route's.
+	path string
 	// policy is the TrafficPolicy's namespace/name; "" when the platform defaults apply.
 	policy string
 	// defaultRetries: the retries are the platform default (no policy, or spec.retries unset).
@@ -296,6 +304,57 @@ func (c *callee) attempts() int64 { return 1 + int64(c.retries) }
 
 // calleeOf returns how calls to s behave. Policies are per Service today; per-method routes would be
 // looked up by Target here first.
+// calleeFor is what callers get on call c: when c names a method and c.To's policy has routes, the first
+// route that takes it (as callers try them), else the policy's top level.
+func (a *analysis) calleeFor(c Call) *callee {
+	base := a.calleeOf(c.To)
+	if c.Method == "" {
+		return base
+	}
+	for _, r := range a.routes[c.To] {
+		if !routeTakesMethod(r.Match, c.Method) {
+			continue
+		}
+		if r.Name == v1alpha1.DefaultRouteName {
+			return base
+		}
+		key := c.To.String() + "#" + r.Name
+		if rc := a.routeCallees[key]; rc != nil {
+			return rc
+		}
+		rc := newCallee(c.To, base.policy, v1alpha1.EffectivePolicy{Timeout: r.Timeout, Attempts: r.Attempts,
+			PerTryTimeout: r.PerTryTimeout, RetryOn: r.RetryOn, WorstCaseWait: r.WorstCaseWait,
+			DefaultRetries: base.defaultRetries && slices.Contains(r.Inherited, "retries")})
+		rc.plainHTTP, rc.path = base.plainHTTP, "spec.routes["+r.Name+"]"
+		a.routeCallees[key] = rc
+		return rc
+	}
+	return base
+}
+
+// routeTakesMethod says whether a route, by its effective match text ("gRPC /pkg.Service/Method",
+// "gRPC /*/Method", "gRPC service /pkg.Service/*", "every other call"), takes calls of method (a bare
+// name or Service/Method). A bare method is taken as the callee's: the graph names the Service already.
+func routeTakesMethod(match, method string) bool {
+	bare := method[strings.LastIndex(method, "/")+1:]
+	switch {
+	case match == "every other call":
+		return true
+	case strings.HasPrefix(match, "gRPC service /"):
+		svc := strings.TrimSuffix(strings.TrimPrefix(match, "gRPC service /"), "/*")
+		return !strings.Contains(method, "/") || strings.HasPrefix(method, svc+"/")
+	case strings.HasPrefix(match, "gRPC /*/"):
+		return strings.TrimPrefix(match, "gRPC /*/") == bare
+	case strings.HasPrefix(match, "gRPC /"):
+		full := strings.TrimPrefix(match, "gRPC /")
+		if strings.Contains(method, "/") {
+			return full == method
+		}
+		return full[strings.LastIndex(full, "/")+1:] == bare
+	}
+	return false // an HTTP route: gRPC calls never take it
+}
+
 func (a *analysis) calleeOf(s Service) *callee {
 	if c := a.policies[s]; c != nil {
 		return c
@@ -333,7 +392,16 @@ func (a *analysis) calleeOf(s Service) *callee {
 	return c
 }
 
+// at returns a spec field's path for this callee: under its route's, when it is a route.
+func (c *callee) at(name string) string {
+	if c.path == "" {
+		return name
+	}
+	return c.path + strings.TrimPrefix(name, "spec")
+}
+
 func (c *callee) field(name, value string, isDefault bool) Field {
+	name = c.at(name)
 	return Field{Service: c.service, Policy: c.policy, Field: name, Value: value, Default: isDefault}
 }
 
@@ -380,6 +448,7 @@ func (c *callee) waitText() string {
 
 // set says how to change one field of the callee's policy, or to add a policy when there is none.
 func (c *callee) set(field, value, from string) string {
+	field = c.at(field)
 	if c.policy == "" {
 		return fmt.Sprintf("add a TrafficPolicy for Service %s with %s: %s", c.service, field, value)
 	}
@@ -487,7 +556,7 @@ func (a *analysis) walkFrom(start Service) {
 				a.cycle(path, c.To)
 				continue
 			}
-			cl := a.calleeOf(c.To)
+			cl := a.calleeFor(c)
 			h := Hop{From: last, To: c.To, Method: c.Method, Policy: cl.policy, Attempts: cl.attempts(),
 				Reaching: mul(carried, cl.attempts()), Carries: cl.carries(), Wait: Wait(cl.wait)}
 			extended = true
@@ -571,7 +640,7 @@ func (a *analysis) checkTimeout(c Call) {
 	if bound == 0 {
 		return
 	}
-	callee := a.calleeOf(c.To)
+	callee := a.calleeFor(c)
 	if callee.wait != 0 && callee.wait <= bound {
 		return
 	}
@@ -676,7 +745,7 @@ func (a *analysis) checkNonIdempotent(c Call) {
 	if !a.nonIdempotentCall(c) {
 		return
 	}
-	callee := a.calleeOf(c.To)
+	callee := a.calleeFor(c)
 	unsafe := callee.unsafeRetryOn()
 	if len(unsafe) == 0 {
 		return
@@ -716,7 +785,12 @@ func (a *analysis) checkAboveNonIdempotent() {
 			if e.key() == n.key() || !hasKey(next, e.To) {
 				continue
 			}
-			callee := a.calleeOf(e.To)
+			// A call that is safe to repeat as a whole (an idempotency key makes the callee replay its
+			// first answer) re-runs nothing when retried.
+			if e.Idempotent != nil && *e.Idempotent {
+				continue
+			}
+			callee := a.calleeFor(e)
 			unsafe := callee.unsafeRetryOn()
 			if len(unsafe) == 0 {
 				continue
@@ -794,7 +868,7 @@ func sharedConditions(outer, inner []string) []string {
 // checkRedundant: A retries B on conditions B's own retried calls to C can end with.
 func (a *analysis) checkRedundant() {
 	for _, e1 := range a.calls {
-		outer := a.calleeOf(e1.To)
+		outer := a.calleeFor(e1)
 		if outer.retries == 0 {
 			continue
 		}
@@ -803,7 +877,7 @@ func (a *analysis) checkRedundant() {
 			if e2.To == e1.To {
 				continue
 			}
-			inner := a.calleeOf(e2.To)
+			inner := a.calleeFor(e2)
 			if inner.retries == 0 {
 				continue
 			}
@@ -859,7 +933,7 @@ func (a *analysis) checkAmplification() {
 		var callees []*callee
 		var counted []int64
 		for i, h := range w.Hops {
-			c := a.calleeOf(h.To)
+			c := a.calleeFor(Call{To: h.To, Method: h.Method})
 			callees = append(callees, c)
 			f := c.factor()
 			if i == len(w.Hops)-1 {

@@ -426,3 +426,61 @@ func TestFindingText(t *testing.T) {
 		})
 	}
 }
+
+// Per-method routes decide what a call gets: a call naming a method is judged by the route that takes
+// it (as callers try them), not by the policy's top level.
+func TestRoutesDecideWhatACallGets(t *testing.T) {
+	zero, two := int32(0), int32(2)
+	payments := retrying("payments", 2)
+	payments.Spec.Routes = []v1alpha1.Route{
+		{Name: "charge", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: "Charge"}},
+			Retries: &v1alpha1.Retries{Attempts: &zero}},
+		{Name: "get-charge", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: "meshplane.payments.v1.PaymentService/GetCharge"}},
+			Retries: &v1alpha1.Retries{Attempts: &two, RetryOn: []v1alpha1.RetryCondition{"unavailable"}}},
+	}
+	nonIdempotent := []callgraph.Target{{Service: svc("payments"), Method: "Charge"}}
+	tests := []struct {
+		name  string
+		calls []callgraph.Call
+		want  []string
+	}{
+		{"Charge's route does not retry: nothing to report", calls("orders>payments#Charge"), nil},
+		{"without a method the top level (2 retries on unavailable) applies", calls("orders>payments"),
+			[]string{"error NonIdempotentRetry orders>payments shop/payments"}},
+		{"GetCharge's route retries, and GetCharge may be repeated", calls("orders>payments#GetCharge"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := analyze(t, callgraph.Input{Policies: []*v1alpha1.TrafficPolicy{payments},
+				Graph: callgraph.Graph{Calls: tt.calls, NonIdempotent: nonIdempotent, Services: services("orders")}})
+			if diff := cmp.Diff(tt.want, brief(r)); diff != "" {
+				t.Errorf("findings (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// The route's numbers, and its fields, are what a finding names.
+	r := analyze(t, callgraph.Input{Policies: []*v1alpha1.TrafficPolicy{payments},
+		Graph: callgraph.Graph{Calls: calls("orders>payments#GetCharge"), Services: services("orders"),
+			NonIdempotent: []callgraph.Target{{Service: svc("payments"), Method: "GetCharge"}}}})
+	if len(r.Findings) != 1 || len(r.Findings[0].Fields) == 0 || r.Findings[0].Fields[0].Field != "spec.routes[get-charge].retries.attempts" {
+		t.Errorf("findings %+v, want one naming spec.routes[get-charge].retries.attempts", r.Findings)
+	}
+}
+
+// A call that is safe to repeat as a whole (the caller sends an idempotency key) re-runs nothing below
+// it when retried.
+func TestAnIdempotentCallAboveIsNotReported(t *testing.T) {
+	policies := []*v1alpha1.TrafficPolicy{retrying("gateway", 2, "gateway-error"), retrying("payments", 0)}
+	nonIdempotent := []callgraph.Target{{Service: svc("payments"), Method: "Charge"}}
+	edges := calls("loadgen>gateway", "gateway>payments#Charge")
+	before := analyze(t, callgraph.Input{Policies: policies, Graph: callgraph.Graph{Calls: edges, NonIdempotent: nonIdempotent, Services: services("loadgen")}})
+	if got := brief(before); len(got) != 1 || !strings.Contains(got[0], "RetryAboveNonIdempotent loadgen>gateway>payments") {
+		t.Fatalf("findings %q, want RetryAboveNonIdempotent on loadgen>gateway>payments", got)
+	}
+	yes := true
+	edges[0].Idempotent = &yes
+	after := analyze(t, callgraph.Input{Policies: policies, Graph: callgraph.Graph{Calls: edges, NonIdempotent: nonIdempotent, Services: services("loadgen")}})
+	if got := brief(after); len(got) != 0 {
+		t.Errorf("findings %q with loadgen → gateway marked idempotent, want none", got)
+	}
+}

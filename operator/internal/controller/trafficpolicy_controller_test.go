@@ -41,8 +41,16 @@ func TestPolicyLifecycle(t *testing.T) {
 	if live.Status.ObservedGeneration != live.Generation {
 		t.Errorf("observedGeneration %d, generation %d", live.Status.ObservedGeneration, live.Generation)
 	}
+	// Retrying on 503 makes the safe-retry rule split off POST and PATCH requests: status lists both routes.
 	wantEffective := &v1alpha1.EffectivePolicy{Host: "orders." + ns + ".svc.cluster.local", Timeout: "3s", Attempts: 2,
-		PerTryTimeout: "1s", RetryOn: []string{"connect-failure", "503"}, WorstCaseAttempts: 3, WorstCaseWait: "3s"}
+		PerTryTimeout: "1s", RetryOn: []string{"connect-failure", "503"}, WorstCaseAttempts: 3, WorstCaseWait: "3s",
+		Routes: []v1alpha1.EffectiveRoute{
+			{Name: "default.non-idempotent", Match: "HTTP POST|PATCH without Idempotency-Key", Timeout: "3s", Attempts: 2, PerTryTimeout: "1s",
+				RetryOn: []string{"connect-failure"}, WorstCaseAttempts: 3, WorstCaseWait: "3s",
+				Note: "safe-retry rule: a non-idempotent request is retried only where it cannot have reached the Service"},
+			{Name: "default", Match: "every other call", Timeout: "3s", Attempts: 2, PerTryTimeout: "1s", RetryOn: []string{"connect-failure", "503"},
+				WorstCaseAttempts: 3, WorstCaseWait: "3s"},
+		}}
 	if fmt.Sprint(live.Status.Effective) != fmt.Sprint(wantEffective) {
 		t.Errorf("status.effective = %+v, want %+v", live.Status.Effective, wantEffective)
 	}
@@ -58,6 +66,14 @@ func TestPolicyLifecycle(t *testing.T) {
 		{"timeout", func(p *v1alpha1.TrafficPolicy) { p.Spec.Timeout = pt.Duration("5s") }},
 		{"retries", func(p *v1alpha1.TrafficPolicy) { pt.Retries(0, "")(p) }},
 		{"retries unset", func(p *v1alpha1.TrafficPolicy) { p.Spec.Retries = nil }},
+		{"routes", func(p *v1alpha1.TrafficPolicy) {
+			p.Spec.Routes = []v1alpha1.Route{{Name: "charge", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: "Charge"}},
+				Retries: &v1alpha1.Retries{Attempts: pt.Int32(0)}}}
+		}},
+		{"fault", func(p *v1alpha1.TrafficPolicy) {
+			p.Spec.Routes[0].Fault = &v1alpha1.Fault{Abort: &v1alpha1.FaultAbort{Percentage: pt.Int32(10), Code: "UNAVAILABLE"}}
+		}},
+		{"routes removed", func(p *v1alpha1.TrafficPolicy) { p.Spec.Routes = nil }},
 		{"circuitBreaker", pt.CircuitBreaker(v1alpha1.CircuitBreaker{MaxConnections: pt.Int32(10), ConsecutiveErrors: pt.Int32(0)})},
 		{"circuitBreaker changed", pt.CircuitBreaker(v1alpha1.CircuitBreaker{MaxRetries: pt.Int32(3), MaxEjectionPercent: pt.Int32(20)})},
 		{"mtls", pt.MTLS(v1alpha1.MTLSPermissive)},

@@ -173,10 +173,11 @@ func Build(p *v1alpha1.TrafficPolicy, svc *corev1.Service, d Defaults) (*State, 
 	if retries == nil {
 		retries, isDefault = d.retries(), true
 	}
+	plans := planRoutes(spec, retries)
 	s := &State{
 		DestinationRule: destinationRule(p, host),
-		VirtualService:  virtualService(p, host, retries),
-		Effective:       effective(spec, host, retries, isDefault),
+		VirtualService:  virtualService(p, host, plans),
+		Effective:       effective(spec, host, plans, isDefault),
 	}
 	if spec.MTLS != nil {
 		s.PeerAuthentication = peerAuthentication(p, selector)
@@ -202,7 +203,7 @@ func Effective(p *v1alpha1.TrafficPolicy, d Defaults) (v1alpha1.EffectivePolicy,
 	if retries == nil {
 		retries, isDefault = d.retries(), true
 	}
-	return effective(&p.Spec, Host(p.Spec.TargetRef.Name, p.Namespace, d.ClusterDomain), retries, isDefault), nil
+	return effective(&p.Spec, Host(p.Spec.TargetRef.Name, p.Namespace, d.ClusterDomain), planRoutes(&p.Spec, retries), isDefault), nil
 }
 
 func objectMeta(p *v1alpha1.TrafficPolicy) metav1.ObjectMeta {
@@ -213,26 +214,18 @@ func objectMeta(p *v1alpha1.TrafficPolicy) metav1.ObjectMeta {
 	}
 }
 
-func virtualService(p *v1alpha1.TrafficPolicy, host string, r *v1alpha1.Retries) *networkingv1.VirtualService {
-	route := &networkingapi.HTTPRoute{Retries: &networkingapi.HTTPRetry{Attempts: *r.Attempts}}
-	if p.Spec.Timeout != nil {
-		route.Timeout = protoDuration(*p.Spec.Timeout)
-	}
-	if r.PerTryTimeout != nil {
-		route.Retries.PerTryTimeout = protoDuration(*r.PerTryTimeout)
-	}
-	if len(r.RetryOn) > 0 {
-		route.Retries.RetryOn = joinConditions(r.RetryOn)
-	}
+// virtualService routes every planned route to the Service, or to its split's subsets.
+func virtualService(p *v1alpha1.TrafficPolicy, host string, plans []plan) *networkingv1.VirtualService {
+	var dests []*networkingapi.HTTPRouteDestination
 	if p.Spec.Split == nil {
-		route.Route = []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: host}}}
+		dests = []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: host}}}
 	}
 	for _, s := range p.Spec.Split {
 		// A weight-0 subset is staged in the DestinationRule but not routed to.
 		if *s.Weight == 0 {
 			continue
 		}
-		route.Route = append(route.Route, &networkingapi.HTTPRouteDestination{
+		dests = append(dests, &networkingapi.HTTPRouteDestination{
 			Destination: &networkingapi.Destination{Host: host, Subset: s.Subset},
 			Weight:      *s.Weight,
 		})
@@ -240,8 +233,19 @@ func virtualService(p *v1alpha1.TrafficPolicy, host string, r *v1alpha1.Retries)
 	vs := &networkingv1.VirtualService{ObjectMeta: objectMeta(p)}
 	vs.SetGroupVersionKind(networkingv1.SchemeGroupVersion.WithKind(KindVirtualService))
 	vs.Spec.Hosts = []string{host}
-	vs.Spec.Http = []*networkingapi.HTTPRoute{route}
+	for _, pl := range plans {
+		// Each route gets its own destinations: Istio's objects are not meant to share messages.
+		vs.Spec.Http = append(vs.Spec.Http, httpRoute(pl, cloneDestinations(dests)))
+	}
 	return vs
+}
+
+func cloneDestinations(dests []*networkingapi.HTTPRouteDestination) []*networkingapi.HTTPRouteDestination {
+	out := make([]*networkingapi.HTTPRouteDestination, len(dests))
+	for i, d := range dests {
+		out[i] = proto.Clone(d).(*networkingapi.HTTPRouteDestination)
+	}
+	return out
 }
 
 func destinationRule(p *v1alpha1.TrafficPolicy, host string) *networkingv1.DestinationRule {
@@ -338,38 +342,16 @@ func authorizationPolicy(p *v1alpha1.TrafficPolicy, selector map[string]string, 
 	return ap
 }
 
-func effective(spec *v1alpha1.TrafficPolicySpec, host string, r *v1alpha1.Retries, isDefault bool) v1alpha1.EffectivePolicy {
-	e := v1alpha1.EffectivePolicy{
-		Host:              host,
-		Attempts:          *r.Attempts,
-		DefaultRetries:    isDefault,
-		WorstCaseAttempts: 1 + *r.Attempts,
-	}
-	for _, c := range r.RetryOn {
-		e.RetryOn = append(e.RetryOn, string(c))
-	}
-	var timeout, perTry time.Duration
-	if spec.Timeout != nil {
-		timeout = mustParse(*spec.Timeout)
-		e.Timeout = timeout.String()
-	}
-	if r.PerTryTimeout != nil && *r.Attempts > 0 {
-		perTry = mustParse(*r.PerTryTimeout)
-		e.PerTryTimeout = perTry.String()
-	}
-	// Without a per-try timeout an attempt is bounded only by the route timeout; with both, the route
-	// timeout cuts the retry chain short (istio/istio#21137).
-	var wait time.Duration
-	switch {
-	case timeout > 0 && perTry > 0:
-		wait = min(timeout, time.Duration(e.WorstCaseAttempts)*perTry)
-	case timeout > 0:
-		wait = timeout
-	case perTry > 0:
-		wait = time.Duration(e.WorstCaseAttempts) * perTry
-	}
-	if wait > 0 {
-		e.WorstCaseWait = wait.String()
+// effective is the behaviour of the default route (the last plan), and of every route when there is
+// more than one.
+func effective(spec *v1alpha1.TrafficPolicySpec, host string, plans []plan, isDefault bool) v1alpha1.EffectivePolicy {
+	def := plans[len(plans)-1]
+	e := behaviour(def.timeout, def.retries)
+	e.Host, e.DefaultRetries, e.Fault = host, isDefault, FaultText(spec.Fault)
+	if len(plans) > 1 {
+		for _, p := range plans {
+			e.Routes = append(e.Routes, effectiveRoute(p))
+		}
 	}
 	return e
 }

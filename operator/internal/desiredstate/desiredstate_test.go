@@ -59,10 +59,11 @@ func TestRetriesAreAlwaysExplicit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			vs := build(t, tt.policy, tt.defaults).VirtualService
-			if len(vs.Spec.Http) != 1 {
-				t.Fatalf("got %d HTTP routes, want 1", len(vs.Spec.Http))
+			def := vs.Spec.Http[len(vs.Spec.Http)-1]
+			if def.Name != "default" || def.Match != nil {
+				t.Fatalf("last HTTP route is %q with match %v, want the default route without a match", def.Name, def.Match)
 			}
-			if diff := cmp.Diff(tt.want, vs.Spec.Http[0].Retries, protocmp.Transform()); diff != "" {
+			if diff := cmp.Diff(tt.want, def.Retries, protocmp.Transform()); diff != "" {
 				t.Errorf("retries (-want +got):\n%s", diff)
 			}
 		})
@@ -210,8 +211,17 @@ func TestEffectivePolicy(t *testing.T) {
 			Attempts: 2, PerTryTimeout: "500ms", WorstCaseAttempts: 3, WorstCaseWait: "1.5s"}},
 		{"timeout cuts the retry chain", pt.Policy("shop", "orders", pt.Timeout("2s"), pt.Retries(3, "1s")), v1alpha1.EffectivePolicy{
 			Timeout: "2s", Attempts: 3, PerTryTimeout: "1s", WorstCaseAttempts: 4, WorstCaseWait: "2s"}},
-		{"retry chain within timeout", pt.Policy("shop", "orders", pt.Timeout("1m30s"), pt.Retries(1, "10s", "reset")), v1alpha1.EffectivePolicy{
-			Timeout: "1m30s", Attempts: 1, PerTryTimeout: "10s", RetryOn: []string{"reset"}, WorstCaseAttempts: 2, WorstCaseWait: "20s"}},
+		{"retry chain within timeout", pt.Policy("shop", "orders", pt.Timeout("1m30s"), pt.Retries(1, "10s", "connect-failure")), v1alpha1.EffectivePolicy{
+			Timeout: "1m30s", Attempts: 1, PerTryTimeout: "10s", RetryOn: []string{"connect-failure"}, WorstCaseAttempts: 2, WorstCaseWait: "20s"}},
+		{"retries on responses split off POST and PATCH", pt.Policy("shop", "orders", pt.Timeout("1m30s"), pt.Retries(1, "10s", "connect-failure", "reset")), v1alpha1.EffectivePolicy{
+			Timeout: "1m30s", Attempts: 1, PerTryTimeout: "10s", RetryOn: []string{"connect-failure", "reset"}, WorstCaseAttempts: 2, WorstCaseWait: "20s",
+			Routes: []v1alpha1.EffectiveRoute{
+				{Name: "default.non-idempotent", Match: "HTTP POST|PATCH without Idempotency-Key", Timeout: "1m30s", Attempts: 1, PerTryTimeout: "10s",
+					RetryOn: []string{"connect-failure"}, WorstCaseAttempts: 2, WorstCaseWait: "20s",
+					Note: "safe-retry rule: a non-idempotent request is retried only where it cannot have reached the Service"},
+				{Name: "default", Match: "every other call", Timeout: "1m30s", Attempts: 1, PerTryTimeout: "10s", RetryOn: []string{"connect-failure", "reset"},
+					WorstCaseAttempts: 2, WorstCaseWait: "20s"},
+			}}},
 		{"retries off", pt.Policy("shop", "orders", pt.Timeout("2s"), pt.Retries(0, "")), v1alpha1.EffectivePolicy{
 			Timeout: "2s", Attempts: 0, WorstCaseAttempts: 1, WorstCaseWait: "2s"}},
 	}

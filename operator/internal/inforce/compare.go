@@ -1,6 +1,7 @@
 package inforce
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -31,6 +32,9 @@ const (
 	// Differs: the client holds another value than declared: a push not yet ACKed, or something
 	// else (another VirtualService or DestinationRule) decides the host.
 	Differs Verdict = "DIFFERS"
+	// HTTPOnly: received, but the route matches HTTP requests only (by method), so gRPC calls never
+	// take it; Envoy sidecars do.
+	HTTPOnly Verdict = "HTTP only"
 )
 
 // Row is one declared field next to what one client received.
@@ -78,66 +82,10 @@ func Compare(p *v1alpha1.TrafficPolicy, def *v1alpha1.EffectivePolicy, r *Receiv
 	}
 	add(exact("timeout", declared, "route max_stream_duration="+durationOrNone(route.Timeout), want == route.Timeout))
 
-	// retries.attempts → route retry_policy.num_retries.
-	gotRetries := uint32(0)
-	if route.Retry != nil {
-		gotRetries = route.Retry.NumRetries
-	}
-	attempts := Row{Field: "retries.attempts", Declared: strconv.Itoa(int(eff.Attempts)),
-		Received: "route retry_policy: none"}
-	if eff.DefaultRetries {
-		attempts.Declared += " (operator default)"
-	}
-	if route.Retry != nil {
-		attempts.Received = fmt.Sprintf("route num_retries=%d", gotRetries)
-	}
-	honoured := intersect(retryOnOf(route), gRPCRetryOn)
-	switch {
-	case uint32(eff.Attempts) != gotRetries:
-		attempts.Verdict, attempts.Note = Differs, "the client's retry policy is not the declared one"
-	case gotRetries > 0 && len(honoured) == 0:
-		attempts.Verdict, attempts.Note = Ignored, "no retryOn condition gRPC understands, so gRPC drops the retry policy"
-	case gotRetries > gRPCMaxRetries:
-		attempts.Verdict, attempts.Note = Partly, fmt.Sprintf("gRPC caps a call at 5 attempts (%d retries)", gRPCMaxRetries)
-	default:
-		attempts.Verdict = InForce
-	}
-	add(attempts)
-
-	if eff.Attempts > 0 {
-		declaredOn := strings.Join(eff.RetryOn, ",")
-		got := strings.Join(retryOnOf(route), ",")
-		row := Row{Field: "retries.retryOn", Declared: declaredOn, Received: "route retry_on=" + got}
-		if route.Retry != nil && len(route.Retry.StatusCodes) > 0 {
-			row.Received += fmt.Sprintf(" retriable_status_codes=%v", route.Retry.StatusCodes)
-		}
-		ignored := difference(eff.RetryOn, gRPCRetryOn)
-		switch {
-		case !sameConditions(eff.RetryOn, retryOnOf(route), route):
-			row.Verdict, row.Note = Differs, "the client's retry conditions are not the declared ones"
-		case len(ignored) == 0:
-			row.Verdict = InForce
-		case len(intersect(eff.RetryOn, gRPCRetryOn)) == 0:
-			row.Verdict, row.Note = Ignored, "gRPC retries only on status codes cancelled, deadline-exceeded, internal, resource-exhausted, unavailable"
-		default:
-			row.Verdict, row.Note = Partly, "gRPC honours "+strings.Join(intersect(eff.RetryOn, gRPCRetryOn), ",")+
-				"; ignores "+strings.Join(ignored, ",")+" (HTTP/TCP conditions)"
-		}
-		add(row)
-	}
-	if eff.PerTryTimeout != "" {
-		got := time.Duration(0)
-		if route.Retry != nil {
-			got = route.Retry.PerTryTimeout
-		}
-		want, _ := time.ParseDuration(eff.PerTryTimeout)
-		row := Row{Field: "retries.perTryTimeout", Declared: eff.PerTryTimeout, Received: "route per_try_timeout=" + durationOrNone(got)}
-		if got != want {
-			row.Verdict, row.Note = Differs, "the client's per-try timeout is not the declared one"
-		} else {
-			row.Verdict, row.Note = Ignored, "gRPC's xDS retry support has no per-try timeout: every attempt may use what is left of timeout"
-		}
-		add(row)
+	rows = append(rows, retryRows("", retriesDeclared{attempts: eff.Attempts, retryOn: eff.RetryOn, perTry: eff.PerTryTimeout,
+		platformDefault: eff.DefaultRetries}, route)...)
+	if eff.Fault != "" || route.Fault != nil {
+		add(faultRow("fault", eff.Fault, route, r.FaultFilter))
 	}
 
 	// split → weighted clusters over subset clusters.
@@ -228,6 +176,141 @@ func Compare(p *v1alpha1.TrafficPolicy, def *v1alpha1.EffectivePolicy, r *Receiv
 		}
 		add(Row{Field: "allow", Declared: strings.Join(callers, ","), Received: "(inbound: the servers' RBAC)", Verdict: ServerSide,
 			Note: "enforced by gRPC's xDS server (XDS_SERVER) as RBAC; principals need mTLS"})
+	}
+	declaredRoutes := map[string]bool{}
+	for _, rt := range eff.Routes {
+		declaredRoutes[rt.Name] = true
+		if rt.Name != v1alpha1.DefaultRouteName {
+			rows = append(rows, routeRows(rt, r)...)
+		}
+	}
+	// A route the client holds that the policy does not declare is a previous policy's: the push that
+	// removes it has not arrived (or another VirtualService adds it).
+	for i, got := range r.Routes {
+		if got != r.Route && !declaredRoutes[got.Name] {
+			add(Row{Field: "routes[" + got.Name + "]", Declared: "none", Received: fmt.Sprintf("route #%d %s", i+1, cmp.Or(got.Match, "(any call)")),
+				Verdict: Differs, Note: "the client holds a route the policy does not declare"})
+		}
+	}
+	return rows
+}
+
+// retriesDeclared is a route's declared retry policy.
+type retriesDeclared struct {
+	attempts        int32
+	retryOn         []string
+	perTry          string
+	platformDefault bool
+}
+
+// retryRows compares a declared retry policy with a received route's; field names start with prefix
+// (e.g. "routes[charge]." or "" for the default route).
+func retryRows(prefix string, d retriesDeclared, route *Route) []Row {
+	var rows []Row
+	// retries.attempts → route retry_policy.num_retries.
+	gotRetries := uint32(0)
+	if route.Retry != nil {
+		gotRetries = route.Retry.NumRetries
+	}
+	attempts := Row{Field: prefix + "retries.attempts", Declared: strconv.Itoa(int(d.attempts)), Received: "route retry_policy: none"}
+	if d.platformDefault {
+		attempts.Declared += " (operator default)"
+	}
+	if route.Retry != nil {
+		attempts.Received = fmt.Sprintf("route num_retries=%d", gotRetries)
+	}
+	honoured := intersect(retryOnOf(route), gRPCRetryOn)
+	switch {
+	case uint32(d.attempts) != gotRetries:
+		attempts.Verdict, attempts.Note = Differs, "the client's retry policy is not the declared one"
+	case gotRetries > 0 && len(honoured) == 0:
+		attempts.Verdict, attempts.Note = Ignored, "no retryOn condition gRPC understands, so gRPC drops the retry policy"
+	case gotRetries > gRPCMaxRetries:
+		attempts.Verdict, attempts.Note = Partly, fmt.Sprintf("gRPC caps a call at 5 attempts (%d retries)", gRPCMaxRetries)
+	default:
+		attempts.Verdict = InForce
+	}
+	rows = append(rows, attempts)
+
+	if d.attempts > 0 {
+		declaredOn := strings.Join(d.retryOn, ",")
+		got := strings.Join(retryOnOf(route), ",")
+		row := Row{Field: prefix + "retries.retryOn", Declared: declaredOn, Received: "route retry_on=" + got}
+		if route.Retry != nil && len(route.Retry.StatusCodes) > 0 {
+			row.Received += fmt.Sprintf(" retriable_status_codes=%v", route.Retry.StatusCodes)
+		}
+		ignored := difference(d.retryOn, gRPCRetryOn)
+		switch {
+		case !sameConditions(d.retryOn, retryOnOf(route), route):
+			row.Verdict, row.Note = Differs, "the client's retry conditions are not the declared ones"
+		case len(ignored) == 0:
+			row.Verdict = InForce
+		case len(intersect(d.retryOn, gRPCRetryOn)) == 0:
+			row.Verdict, row.Note = Ignored, "gRPC retries only on status codes cancelled, deadline-exceeded, internal, resource-exhausted, unavailable"
+		default:
+			row.Verdict, row.Note = Partly, "gRPC honours "+strings.Join(intersect(d.retryOn, gRPCRetryOn), ",")+
+				"; ignores "+strings.Join(ignored, ",")+" (HTTP/TCP conditions)"
+		}
+		rows = append(rows, row)
+	}
+	if d.perTry != "" {
+		got := time.Duration(0)
+		if route.Retry != nil {
+			got = route.Retry.PerTryTimeout
+		}
+		want, _ := time.ParseDuration(d.perTry)
+		row := Row{Field: prefix + "retries.perTryTimeout", Declared: d.perTry, Received: "route per_try_timeout=" + durationOrNone(got)}
+		if got != want {
+			row.Verdict, row.Note = Differs, "the client's per-try timeout is not the declared one"
+		} else {
+			row.Verdict, row.Note = Ignored, "gRPC's xDS retry support has no per-try timeout: every attempt may use what is left of timeout"
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// faultRow compares a declared fault (in status's words) with a received route's.
+func faultRow(field, declared string, route *Route, filter bool) Row {
+	row := Row{Field: field, Declared: cmp.Or(declared, "none"), Received: "route typed_per_filter_config fault: " + cmp.Or(route.Fault.String(), "none")}
+	switch {
+	case declared != route.Fault.String():
+		row.Verdict, row.Note = Differs, "the client's fault is not the declared one"
+	case !filter:
+		row.Verdict, row.Note = NotSent, "the client's listener has no fault filter, so the route's fault does nothing"
+	default:
+		row.Verdict, row.Note = InForce, "gRPC's fault filter (gRFC A33) injects it before the call leaves"
+	}
+	return row
+}
+
+// routeRows compares one declared route other than the default with the client's route of that name:
+// received at all, with the match, timeout, retries and fault declared. A route that matches on the
+// :method pseudo-header (the safe-retry rule's) is for HTTP requests: gRPC's xDS client matches
+// headers against the call's metadata, which holds no :method, so it never takes that route.
+func routeRows(rt v1alpha1.EffectiveRoute, r *Received) []Row {
+	prefix := "routes[" + rt.Name + "]."
+	i := slices.IndexFunc(r.Routes, func(got *Route) bool { return got.Name == rt.Name })
+	if i < 0 {
+		return []Row{{Field: "routes[" + rt.Name + "]", Declared: rt.Match, Received: "no route of that name", Verdict: Differs,
+			Note: "the client has not received the route"}}
+	}
+	got := r.Routes[i]
+	match := Row{Field: "routes[" + rt.Name + "]", Declared: rt.Match, Received: fmt.Sprintf("route #%d %s", i+1, cmp.Or(got.Match, "(any call)")),
+		Verdict: InForce}
+	if slices.Contains(got.HeaderNames, ":method") {
+		match.Verdict, match.Note = HTTPOnly, "matches the HTTP :method, which gRPC calls' metadata never holds: Envoy sidecars apply this route, gRPC clients skip it"
+		return []Row{match}
+	}
+	rows := []Row{match}
+	want := time.Duration(0)
+	if rt.Timeout != "" {
+		want, _ = time.ParseDuration(rt.Timeout)
+	}
+	rows = append(rows, exact(prefix+"timeout", cmp.Or(rt.Timeout, "none"), "route max_stream_duration="+durationOrNone(got.Timeout), want == got.Timeout))
+	rows = append(rows, retryRows(prefix, retriesDeclared{attempts: rt.Attempts, retryOn: rt.RetryOn, perTry: rt.PerTryTimeout}, got)...)
+	if rt.Fault != "" || got.Fault != nil {
+		rows = append(rows, faultRow(prefix+"fault", rt.Fault, got, r.FaultFilter))
 	}
 	return rows
 }

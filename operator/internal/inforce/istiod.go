@@ -20,7 +20,12 @@ import (
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -230,20 +235,60 @@ type Received struct {
 	Proxy Proxy
 	// RouteName is outbound|<port>||<host>, the route configuration gRPC asks for.
 	RouteName string
-	// Route is nil when the client never asked for the Service (it does not call it).
+	// Route is the default route, the one that takes every call no other route matches (named default,
+	// or else the last); nil when the client never asked for the Service (it does not call it).
 	Route *Route
+	// Routes are every route of the Service's virtual host, in the order the client tries them.
+	Routes []*Route
 	// Clusters are keyed by subset; "" is the Service's default cluster.
 	Clusters map[string]*Cluster
+	// FaultFilter is true when the client's listener for the Service has the HTTP fault filter, without
+	// which a route's fault does nothing.
+	FaultFilter bool
 }
 
-// Route is the first route of the Service's virtual host.
+// Route is one route of the Service's virtual host.
 type Route struct {
+	// Name is the route's name, the VirtualService http[] route's.
+	Name string
+	// Match is the route's match as received, e.g. "path=/pkg.Service/Method" or "regex=/[^/]+/Charge
+	// header :method=~POST|PATCH"; empty for a route that takes everything (prefix /).
+	Match string
+	// HeaderNames are the headers the match looks at, pseudo-headers such as :method included.
+	HeaderNames []string
 	// Timeout is max_stream_duration, the only timeout gRPC reads; 0 means none.
 	Timeout time.Duration
 	// Retry is nil when the route has no retry policy.
 	Retry *Retry
 	// Weights maps a subset ("" for the default cluster) to its weight.
 	Weights map[string]uint32
+	// Fault is nil when the route injects none.
+	Fault *Fault
+}
+
+// Fault is a route's fault injection as received.
+type Fault struct {
+	// Delay and DelayPercent: calls held back; Delay 0 means no delay.
+	Delay        time.Duration
+	DelayPercent float64
+	// AbortCode is the gRPC code name or HTTP status aborted calls get; empty means no abort.
+	AbortCode    string
+	AbortPercent float64
+}
+
+// String says what f injects, as status.effective does: "delay 2s to 10%, abort UNAVAILABLE to 5%".
+func (f *Fault) String() string {
+	if f == nil {
+		return ""
+	}
+	var parts []string
+	if f.Delay > 0 {
+		parts = append(parts, fmt.Sprintf("delay %s to %s%%", f.Delay, strconv.FormatFloat(f.DelayPercent, 'f', -1, 64)))
+	}
+	if f.AbortCode != "" {
+		parts = append(parts, fmt.Sprintf("abort %s to %s%%", f.AbortCode, strconv.FormatFloat(f.AbortPercent, 'f', -1, 64)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Retry is a route's retry policy.
@@ -309,7 +354,7 @@ func (d Istiod) Received(ctx context.Context, proxyID, host string, port int) (*
 
 // dump reads connection id's routes and clusters for host:port into r.
 func (d Istiod) dump(ctx context.Context, id, host string, port int, r *Received) error {
-	body, err := d.get(ctx, "/debug/config_dump", url.Values{"proxyID": {id}, "types": {"rds,cds"}})
+	body, err := d.get(ctx, "/debug/config_dump", url.Values{"proxyID": {id}, "types": {"lds,rds,cds"}})
 	if err != nil {
 		return err
 	}
@@ -325,7 +370,12 @@ func (d Istiod) dump(ctx context.Context, id, host string, port int, r *Received
 		switch m := msg.(type) {
 		case *routev3.RouteConfiguration:
 			if m.GetName() == r.RouteName {
-				r.Route = route(m, host, port)
+				r.Routes = routes(m, host, port)
+				r.Route = defaultRoute(r.Routes)
+			}
+		case *listenerv3.Listener:
+			if m.GetName() == host+":"+strconv.Itoa(port) {
+				r.FaultFilter = hasFaultFilter(m)
 			}
 		case *clusterv3.Cluster:
 			if subset, ok := subsetOf(m.GetName(), host, port); ok {
@@ -378,44 +428,166 @@ func subsetOf(name, host string, port int) (string, bool) {
 	return parts[2], true
 }
 
-func route(rc *routev3.RouteConfiguration, host string, port int) *Route {
+// routes returns every route of host's virtual host in rc, in order; nil when there is none.
+func routes(rc *routev3.RouteConfiguration, host string, port int) []*Route {
 	for _, vh := range rc.GetVirtualHosts() {
 		if !slices.Contains(vh.GetDomains(), host) && !slices.Contains(vh.GetDomains(), host+":"+strconv.Itoa(port)) {
 			continue
 		}
-		if len(vh.GetRoutes()) == 0 {
-			return &Route{}
-		}
-		a := vh.GetRoutes()[0].GetRoute()
-		out := &Route{Timeout: a.GetMaxStreamDuration().GetMaxStreamDuration().AsDuration(), Weights: map[string]uint32{}}
-		if a.GetMaxStreamDuration().GetMaxStreamDuration() == nil {
-			out.Timeout = 0
-		}
-		if wc := a.GetWeightedClusters(); wc != nil {
-			for _, c := range wc.GetClusters() {
-				subset, _ := subsetOf(c.GetName(), host, port)
-				out.Weights[subset] += c.GetWeight().GetValue()
-			}
-		} else if subset, ok := subsetOf(a.GetCluster(), host, port); ok {
-			out.Weights[subset] = 100
-		}
-		if rp := a.GetRetryPolicy(); rp != nil {
-			out.Retry = &Retry{NumRetries: 1, StatusCodes: rp.GetRetriableStatusCodes()}
-			if rp.GetNumRetries() != nil {
-				out.Retry.NumRetries = rp.GetNumRetries().GetValue()
-			}
-			for _, s := range strings.Split(rp.GetRetryOn(), ",") {
-				if s = strings.TrimSpace(s); s != "" {
-					out.Retry.RetryOn = append(out.Retry.RetryOn, s)
-				}
-			}
-			if rp.GetPerTryTimeout() != nil {
-				out.Retry.PerTryTimeout = rp.GetPerTryTimeout().AsDuration()
-			}
+		out := []*Route{}
+		for _, r := range vh.GetRoutes() {
+			out = append(out, route(r, host, port))
 		}
 		return out
 	}
 	return nil
+}
+
+// defaultRoute is the route named default, or else the last one: the route that takes every call no
+// other route matches. Nil for nil routes; an empty route when the virtual host has none.
+func defaultRoute(routes []*Route) *Route {
+	if routes == nil {
+		return nil
+	}
+	if i := slices.IndexFunc(routes, func(r *Route) bool { return r.Name == "default" }); i >= 0 {
+		return routes[i]
+	}
+	if len(routes) == 0 {
+		return &Route{}
+	}
+	return routes[len(routes)-1]
+}
+
+func route(r *routev3.Route, host string, port int) *Route {
+	a := r.GetRoute()
+	out := &Route{Name: r.GetName(), Match: matchText(r.GetMatch()), Timeout: a.GetMaxStreamDuration().GetMaxStreamDuration().AsDuration(),
+		Weights: map[string]uint32{}}
+	for _, h := range r.GetMatch().GetHeaders() {
+		out.HeaderNames = append(out.HeaderNames, h.GetName())
+	}
+	if a.GetMaxStreamDuration().GetMaxStreamDuration() == nil {
+		out.Timeout = 0
+	}
+	if wc := a.GetWeightedClusters(); wc != nil {
+		for _, c := range wc.GetClusters() {
+			subset, _ := subsetOf(c.GetName(), host, port)
+			out.Weights[subset] += c.GetWeight().GetValue()
+		}
+	} else if subset, ok := subsetOf(a.GetCluster(), host, port); ok {
+		out.Weights[subset] = 100
+	}
+	if rp := a.GetRetryPolicy(); rp != nil {
+		out.Retry = &Retry{NumRetries: 1, StatusCodes: rp.GetRetriableStatusCodes()}
+		if rp.GetNumRetries() != nil {
+			out.Retry.NumRetries = rp.GetNumRetries().GetValue()
+		}
+		for _, s := range strings.Split(rp.GetRetryOn(), ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out.Retry.RetryOn = append(out.Retry.RetryOn, s)
+			}
+		}
+		if rp.GetPerTryTimeout() != nil {
+			out.Retry.PerTryTimeout = rp.GetPerTryTimeout().AsDuration()
+		}
+	}
+	if cfg := r.GetTypedPerFilterConfig()[faultFilterName]; cfg != nil {
+		f := &faultv3.HTTPFault{}
+		if cfg.UnmarshalTo(f) == nil && (f.GetDelay() != nil || f.GetAbort() != nil) {
+			out.Fault = fault(f)
+		}
+	}
+	return out
+}
+
+// faultFilterName is the HTTP fault filter's name, which istiod keys a route's fault config by.
+const faultFilterName = "envoy.filters.http.fault"
+
+func fault(f *faultv3.HTTPFault) *Fault {
+	out := &Fault{}
+	if d := f.GetDelay(); d != nil {
+		out.Delay = d.GetFixedDelay().AsDuration()
+		out.DelayPercent = percent(d.GetPercentage())
+	}
+	if a := f.GetAbort(); a != nil {
+		out.AbortPercent = percent(a.GetPercentage())
+		switch t := a.GetErrorType().(type) {
+		case *faultv3.FaultAbort_GrpcStatus:
+			out.AbortCode = grpcCodeName(t.GrpcStatus)
+		case *faultv3.FaultAbort_HttpStatus:
+			out.AbortCode = strconv.Itoa(int(t.HttpStatus))
+		}
+	}
+	return out
+}
+
+func percent(p *typev3.FractionalPercent) float64 {
+	n := float64(p.GetNumerator())
+	switch p.GetDenominator() {
+	case typev3.FractionalPercent_TEN_THOUSAND:
+		return n / 100
+	case typev3.FractionalPercent_MILLION:
+		return n / 10000
+	}
+	return n
+}
+
+// grpcCodeName writes a gRPC code as Istio and the TrafficPolicy API do: UNAVAILABLE, not Unavailable.
+func grpcCodeName(code uint32) string {
+	var b strings.Builder
+	for i, r := range codes.Code(code).String() {
+		if i > 0 && r >= 'A' && r <= 'Z' {
+			b.WriteByte('_')
+		}
+		b.WriteRune(r)
+	}
+	name := strings.ToUpper(b.String())
+	if name == "CANCELED" {
+		return "CANCELLED"
+	}
+	return name
+}
+
+// matchText writes a route match as received: the path condition, then each header condition.
+func matchText(m *routev3.RouteMatch) string {
+	var parts []string
+	switch p := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Path:
+		parts = append(parts, "path="+p.Path)
+	case *routev3.RouteMatch_Prefix:
+		if p.Prefix != "/" {
+			parts = append(parts, "prefix="+p.Prefix)
+		}
+	case *routev3.RouteMatch_SafeRegex:
+		parts = append(parts, "regex="+p.SafeRegex.GetRegex())
+	}
+	for _, h := range m.GetHeaders() {
+		op := "="
+		value := ""
+		switch {
+		case h.GetPresentMatch():
+			op = " present"
+		case h.GetStringMatch().GetExact() != "":
+			value = h.GetStringMatch().GetExact()
+		case h.GetStringMatch().GetPrefix() != "":
+			op, value = "^=", h.GetStringMatch().GetPrefix()
+		case h.GetStringMatch().GetSafeRegex() != nil:
+			op, value = "=~", h.GetStringMatch().GetSafeRegex().GetRegex()
+		}
+		if h.GetInvertMatch() {
+			op = " not" + op
+		}
+		parts = append(parts, "header "+h.GetName()+op+value)
+	}
+	return strings.Join(parts, " ")
+}
+
+// hasFaultFilter reports whether l's HTTP connection manager runs the fault filter.
+func hasFaultFilter(l *listenerv3.Listener) bool {
+	hcm := &hcmv3.HttpConnectionManager{}
+	if l.GetApiListener().GetApiListener().UnmarshalTo(hcm) != nil {
+		return false
+	}
+	return slices.ContainsFunc(hcm.GetHttpFilters(), func(f *hcmv3.HttpFilter) bool { return f.GetName() == faultFilterName })
 }
 
 func cluster(c *clusterv3.Cluster) *Cluster {

@@ -32,6 +32,10 @@ type Report struct {
 	// with Istio's behaviour without one: the operator's retry defaults do not apply).
 	Policy  *v1alpha1.TrafficPolicy
 	Clients []Client
+	// Uses are the policy's routes by the calls the servers handled, when Options.Calls is set.
+	Uses []RouteUse
+	// UseSource names where the calls were read.
+	UseSource string
 }
 
 // Differs reports whether any client holds a value other than declared.
@@ -58,6 +62,8 @@ type Options struct {
 	Proxy string
 	// ClusterDomain is the cluster's DNS domain; empty means cluster.local.
 	ClusterDomain string
+	// Calls, if set, counts the calls the servers handled, to show which routes take any.
+	Calls CallSource
 }
 
 // Build reads the Service, its TrafficPolicy and, from istiod, every connected client that holds a
@@ -110,6 +116,13 @@ func Build(ctx context.Context, o Options) (*Report, error) {
 		}
 		r.Clients = append(r.Clients, Client{Received: rec, Rows: Compare(policy, def, rec)})
 	}
+	if o.Calls != nil && r.Policy != nil && len(r.Policy.Spec.Routes) > 0 {
+		calls, err := o.Calls.Calls(ctx, o.Namespace, o.Service)
+		if err != nil {
+			return nil, fmt.Errorf("calls of %s/%s from %s: %w", o.Namespace, o.Service, o.Calls, err)
+		}
+		r.Uses, r.UseSource = Use(r.Policy, calls), o.Calls.String()
+	}
 	return r, nil
 }
 
@@ -158,7 +171,6 @@ func (r *Report) Write(w io.Writer) error {
 	}
 	if len(r.Clients) == 0 {
 		ew.printf("no connected client has called it yet\n")
-		return ew.err
 	}
 	for _, c := range r.Clients {
 		state := "ACKed its last push"
@@ -169,6 +181,9 @@ func (r *Report) Write(w io.Writer) error {
 		if ew.err == nil {
 			ew.err = WriteTable(w, c.Rows)
 		}
+	}
+	if r.Uses != nil && ew.err == nil {
+		ew.err = WriteUse(w, r.UseSource, r.Uses)
 	}
 	return ew.err
 }

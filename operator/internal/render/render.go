@@ -559,11 +559,13 @@ func CallGraph(in *Inputs, policies []*v1alpha1.TrafficPolicy, extra callgraph.G
 	return callgraph.Analyze(cg)
 }
 
-// WriteExplain writes the effective policy of every rendered policy as a table and, when graph is not
-// nil, the call-graph findings after it.
+// WriteExplain writes the effective policy of every rendered policy as a table, then, for policies with
+// more than one generated route, every route in the order callers try them (the default route, which the
+// first table shows, last), and, when graph is not nil, the call-graph findings.
 func WriteExplain(w io.Writer, rendered []Rendered, graph *callgraph.Report) error {
 	var table strings.Builder
-	table.WriteString("POLICY\tHOST\tTIMEOUT\tRETRIES\tPER-TRY\tRETRY-ON\tWORST-CASE ATTEMPTS\tWORST-CASE WAIT\tMTLS\n")
+	table.WriteString("POLICY\tHOST\tTIMEOUT\tRETRIES\tPER-TRY\tRETRY-ON\tWORST-CASE ATTEMPTS\tWORST-CASE WAIT\tMTLS\tFAULT\n")
+	var routes strings.Builder
 	for _, r := range rendered {
 		e := r.State.Effective
 		retries := fmt.Sprint(e.Attempts)
@@ -574,16 +576,26 @@ func WriteExplain(w io.Writer, rendered []Rendered, graph *callgraph.Report) err
 		if r.Policy.Spec.MTLS != nil {
 			mtls = string(r.Policy.Spec.MTLS.Mode)
 		}
-		table.WriteString(strings.Join([]string{r.Policy.Namespace + "/" + r.Policy.Name, e.Host,
+		id := r.Policy.Namespace + "/" + r.Policy.Name
+		table.WriteString(strings.Join([]string{id, e.Host,
 			cmp.Or(e.Timeout, "none"), retries, cmp.Or(e.PerTryTimeout, "-"), cmp.Or(strings.Join(e.RetryOn, ","), "-"),
-			fmt.Sprint(e.WorstCaseAttempts), cmp.Or(e.WorstCaseWait, "unbounded"), mtls}, "\t") + "\n")
+			fmt.Sprint(e.WorstCaseAttempts), cmp.Or(e.WorstCaseWait, "unbounded"), mtls, cmp.Or(e.Fault, "-")}, "\t") + "\n")
+		for _, rt := range e.Routes {
+			routes.WriteString(strings.Join([]string{id, rt.Name, rt.Match, cmp.Or(rt.Timeout, "none"), fmt.Sprint(rt.Attempts),
+				cmp.Or(rt.PerTryTimeout, "-"), cmp.Or(strings.Join(rt.RetryOn, ","), "-"), fmt.Sprint(rt.WorstCaseAttempts),
+				cmp.Or(rt.WorstCaseWait, "unbounded"), cmp.Or(rt.Fault, "-"), cmp.Or(strings.Join(rt.Inherited, ","), "-"), rt.Note}, "\t") + "\n")
+		}
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	if _, err := io.WriteString(tw, table.String()); err != nil {
+	if err := writeTable(w, table.String()); err != nil {
 		return err
 	}
-	if err := tw.Flush(); err != nil {
-		return err
+	if routes.Len() > 0 {
+		if _, err := io.WriteString(w, "\nRoutes, in the order callers try them (the first that matches takes the call):\n"); err != nil {
+			return err
+		}
+		if err := writeTable(w, "POLICY\tROUTE\tMATCH\tTIMEOUT\tRETRIES\tPER-TRY\tRETRY-ON\tWORST-CASE ATTEMPTS\tWORST-CASE WAIT\tFAULT\tINHERITED\tNOTE\n"+routes.String()); err != nil {
+			return err
+		}
 	}
 	if graph == nil {
 		return nil
@@ -592,4 +604,12 @@ func WriteExplain(w io.Writer, rendered []Rendered, graph *callgraph.Report) err
 		return err
 	}
 	return callgraph.WriteText(w, graph, false)
+}
+
+func writeTable(w io.Writer, table string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if _, err := io.WriteString(tw, table); err != nil {
+		return err
+	}
+	return tw.Flush()
 }

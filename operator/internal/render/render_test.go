@@ -231,6 +231,60 @@ metadata: {name: typo}
 	}
 }
 
+// Bad routes and faults: each problem once, at the field to change, before anything is rendered.
+func TestRouteProblems(t *testing.T) {
+	policies := filepath.Join(t.TempDir(), "payments.yaml")
+	if err := os.WriteFile(policies, []byte(`apiVersion: traffic.meshplane.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: payments, namespace: shop}
+spec:
+  targetRef: {name: payments}
+  timeout: 1s
+  routes:
+  - name: charge
+    match: {grpc: {method: Charge}}
+    retries: {attempts: 0}
+  - name: charge-too
+    match: {grpc: {method: Charge}}
+    timeout: 2s
+  - name: everything
+    match: {http: {path: {type: Prefix, value: /}}}
+    timeout: 1s
+  - name: nothing
+    match: {}
+    timeout: 1s
+  - name: slow-tries
+    match: {grpc: {method: GetCharge}}
+    retries: {attempts: 1, perTryTimeout: 2s}
+  - name: chaos
+    match: {grpc: {method: Refund}}
+    fault:
+      delay: {fixedDelay: 1s, percentage: 150}
+      abort: {percentage: 10}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, problems := renderFiles(t, policies)
+	if out != nil {
+		t.Errorf("rendered %d bytes despite problems, want nothing", len(out))
+	}
+	var got []string
+	for _, p := range problems {
+		got = append(got, strings.TrimPrefix(p.String(), policies+": TrafficPolicy shop/payments: "))
+	}
+	want := []string{
+		`spec.routes[2].match.http: Invalid value: matches every request: set a path other than the prefix /, a method or headers, or set these fields at the top level of spec`,
+		`spec.routes[3].match: Invalid value: set exactly one of grpc (gRPC calls by method or service) and http (HTTP requests by path, method and headers)`,
+		`spec.routes[5].fault.delay.percentage: Invalid value: 150: must be between 0 and 100`,
+		`spec.routes[5].fault.abort.code: Required value: what aborted calls fail with: a gRPC code such as UNAVAILABLE, or an HTTP status such as "503"`,
+		`spec.routes: Invalid value: routes ["charge", "charge-too"] match the same calls: only the first would ever apply; merge them or tell their matches apart`,
+		`spec.routes: Invalid value: routes ["slow-tries"] set retries.perTryTimeout above spec.timeout (1s), which they inherit: each attempt must fit in the whole request; give them a timeout of their own or a shorter perTryTimeout`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+}
+
 // A directory reads its YAML files in name order, stdin reads with -, and the output does not depend on
 // the order of the inputs.
 func TestLoadSources(t *testing.T) {

@@ -7,7 +7,9 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 
 	"meshplane.dev/mesh/proxyless"
@@ -42,6 +44,20 @@ func Charge(conn grpc.ClientConnInterface) func(context.Context) error {
 		_, err := c.Charge(ctx, &paymentsv1.ChargeRequest{
 			IdempotencyKey: "scenario-" + randomHex(8), AmountCents: 100, Currency: "EUR", CardToken: "tok_visa",
 		})
+		return err
+	}
+}
+
+// GetCharge returns a Call that looks up a charge through conn by a new idempotency key. Payments
+// answers NOT_FOUND (no charge was made for it), which the call counts as success: the lookup reached
+// a server and was answered. Injected faults and timeouts still fail it.
+func GetCharge(conn grpc.ClientConnInterface) func(context.Context) error {
+	c := paymentsv1.NewPaymentServiceClient(conn)
+	return func(ctx context.Context) error {
+		_, err := c.GetCharge(ctx, &paymentsv1.GetChargeRequest{IdempotencyKey: "scenario-" + randomHex(8)})
+		if status.Code(err) == codes.NotFound {
+			return nil
+		}
 		return err
 	}
 }

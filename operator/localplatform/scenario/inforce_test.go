@@ -5,6 +5,7 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -37,6 +38,16 @@ func TestInForce(t *testing.T) {
 		RetryOn: []v1alpha1.RetryCondition{"unavailable", "connect-failure", "503"}}
 	p.Spec.MTLS = &v1alpha1.MTLS{Mode: v1alpha1.MTLSStrict}
 	p.Spec.Allow = []v1alpha1.Caller{{ServiceAccount: "orders"}}
+	// Routes per method: Charge by service/method, never retried, with a fault that aborts nothing (0%);
+	// GetCharge by name, with its own timeout and retries. Retrying on 503 splits off the default
+	// route's POST and PATCH requests, which gRPC calls never take.
+	p.Spec.Routes = []v1alpha1.Route{
+		{Name: "charge", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: paymentService + "/Charge"}},
+			Retries: &v1alpha1.Retries{Attempts: ptr.To[int32](0)},
+			Fault:   &v1alpha1.Fault{Abort: &v1alpha1.FaultAbort{Percentage: ptr.To[int32](0), Code: "UNAVAILABLE"}}},
+		{Name: "get-charge", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: "GetCharge"}}, Timeout: ptr.To(v1alpha1.Duration("500ms")),
+			Retries: &v1alpha1.Retries{Attempts: ptr.To[int32](3), RetryOn: []v1alpha1.RetryCondition{"unavailable"}}},
+	}
 	if _, err := mesh.ApplyAndWait(ctx, p); err != nil {
 		t.Fatal(err)
 	}
@@ -56,26 +67,40 @@ func TestInForce(t *testing.T) {
 		received[r.Field] = r.Received
 	}
 	want := map[string]inforce.Verdict{
-		"timeout":                            inforce.InForce,
-		"retries.attempts":                   inforce.InForce,
-		"retries.retryOn":                    inforce.Partly,
-		"retries.perTryTimeout":              inforce.Ignored,
-		"split":                              inforce.InForce,
-		"circuitBreaker.maxRequests":         inforce.InForce,
-		"circuitBreaker.maxConnections":      inforce.NotSent,
-		"circuitBreaker (outlier detection)": inforce.NotSent,
-		"mtls.mode":                          inforce.NotSent,
-		"allow":                              inforce.ServerSide,
+		"timeout":                             inforce.InForce,
+		"retries.attempts":                    inforce.InForce,
+		"retries.retryOn":                     inforce.Partly,
+		"retries.perTryTimeout":               inforce.Ignored,
+		"split":                               inforce.InForce,
+		"circuitBreaker.maxRequests":          inforce.InForce,
+		"circuitBreaker.maxConnections":       inforce.NotSent,
+		"circuitBreaker (outlier detection)":  inforce.NotSent,
+		"mtls.mode":                           inforce.NotSent,
+		"allow":                               inforce.ServerSide,
+		"routes[charge]":                      inforce.InForce,
+		"routes[charge].timeout":              inforce.InForce,
+		"routes[charge].retries.attempts":     inforce.InForce,
+		"routes[charge].fault":                inforce.InForce,
+		"routes[get-charge]":                  inforce.InForce,
+		"routes[get-charge].timeout":          inforce.InForce,
+		"routes[get-charge].retries.attempts": inforce.InForce,
+		"routes[get-charge].retries.retryOn":  inforce.InForce,
+		"routes[default.non-idempotent]":      inforce.HTTPOnly,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("verdicts (-want +got):\n%s", diff)
 	}
 	for field, value := range map[string]string{
-		"timeout":                    "route max_stream_duration=2s",
-		"retries.attempts":           "route num_retries=2",
-		"retries.retryOn":            "route retry_on=unavailable,connect-failure,retriable-status-codes retriable_status_codes=[503]",
-		"split":                      "route weighted_clusters v1=90 v2=10",
-		"circuitBreaker.maxRequests": "cluster circuit_breakers.max_requests=50,50",
+		"timeout":                             "route max_stream_duration=2s",
+		"retries.attempts":                    "route num_retries=2",
+		"retries.retryOn":                     "route retry_on=unavailable,connect-failure,retriable-status-codes retriable_status_codes=[503]",
+		"split":                               "route weighted_clusters v1=90 v2=10",
+		"circuitBreaker.maxRequests":          "cluster circuit_breakers.max_requests=50,50",
+		"routes[charge]":                      "route #1 path=/" + paymentService + "/Charge",
+		"routes[charge].fault":                "route typed_per_filter_config fault: abort UNAVAILABLE to 0%",
+		"routes[get-charge]":                  "route #2 regex=/[^/]+/GetCharge",
+		"routes[get-charge].timeout":          "route max_stream_duration=500ms",
+		"routes[get-charge].retries.attempts": "route num_retries=3",
 	} {
 		if received[field] != value {
 			t.Errorf("%s: received %q, want %q", field, received[field], value)
@@ -98,6 +123,7 @@ func TestInForce(t *testing.T) {
 		"payments.shop.svc.cluster.local:9030 — TrafficPolicy shop/payments",
 		"client " + mesh.CallerID + " (ACKed its last push)",
 		"retries.perTryTimeout",
+		"routes[get-charge].retries.attempts",
 	} {
 		if !strings.Contains(stdout.String(), line) {
 			t.Errorf("output lacks %q", line)
@@ -162,5 +188,55 @@ func TestShopInXDSMode(t *testing.T) {
 	}
 	if !slices.Contains(clients, "orders-0."+ns) {
 		t.Errorf("payments' clients in istiod: %v, want orders-0.%s among them", clients, ns)
+	}
+}
+
+// A route nobody's calls take — here a misspelt method — is valid to the API server and in force in
+// every client; only the servers know. inforce counts each gRPC route's calls from the servers' own
+// grpc_server_handled_total and marks the one that took none UNUSED.
+func TestUnusedRoute(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	typo := v1alpha1.Route{Name: "lookup", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: "GetCharges"}},
+		Timeout: ptr.To(v1alpha1.Duration("300ms"))}
+	charge := v1alpha1.Route{Name: "charge", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: paymentService + "/Charge"}},
+		Retries: &v1alpha1.Retries{Attempts: ptr.To[int32](0)}}
+	if _, err := mesh.ApplyAndWait(ctx, mesh.Policy(scenario.WithRoutes(charge, typo))); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := mesh.Call(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var metrics []string
+	for _, in := range mesh.Instances {
+		metrics = append(metrics, "http://"+in.Admin+"/metrics")
+	}
+	report, err := inforce.Build(ctx, inforce.Options{Istiod: mesh.Istiod, Kube: env.Client, Namespace: ns, Service: "payments",
+		Proxy: mesh.CallerID, Calls: inforce.Scrape{URLs: metrics}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uses := map[string]float64{}
+	for _, u := range report.Uses {
+		uses[u.Name] = u.Calls
+	}
+	if uses["charge"] < 5 || uses["lookup"] != 0 || len(uses) != 2 {
+		t.Errorf("calls by route %v, want charge ≥ 5 (this test's calls) and lookup 0", uses)
+	}
+
+	bin := filepath.Join(t.TempDir(), "meshplane")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/meshplane").CombinedOutput(); err != nil {
+		t.Fatalf("build meshplane: %v\n%s", err, out)
+	}
+	out, err := exec.CommandContext(ctx, bin, "inforce", "--istiod", istiod.URL(), "--kubeconfig", env.Kubeconfig, "-n", ns,
+		"--proxy", mesh.CallerID, "--metrics", strings.Join(metrics, ","), "payments").CombinedOutput()
+	if err != nil {
+		t.Fatalf("meshplane inforce: %v\n%s", err, out)
+	}
+	t.Logf("meshplane inforce --metrics …:\n%s", out)
+	if !regexp.MustCompile(`lookup +gRPC /\*/GetCharges +0 +UNUSED`).Match(out) {
+		t.Errorf("output does not mark route lookup UNUSED")
 	}
 }

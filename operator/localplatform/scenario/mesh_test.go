@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -184,6 +185,7 @@ func startPayments(ctx context.Context, dir string) (*scenario.Mesh, error) {
 	return &scenario.Mesh{
 		Namespace: ns, Service: "payments", Port: 9030, Method: "Charge", Instances: observed,
 		Istiod: inforce.Istiod{URL: istiod.URL()}, CallerID: caller.Node.ProxyID(), Call: scenario.Charge(conn),
+		Calls: map[string]func(context.Context) error{"GetCharge": scenario.GetCharge(conn)},
 		Apply: func(ctx context.Context, manifest []byte) error {
 			_, err := env.Kubectl(ctx, bytes.NewReader(manifest), "apply", "-f", "-")
 			return err
@@ -336,4 +338,32 @@ func TestMaxRequests(t *testing.T) {
 // traffic. Marking v2 unhealthy (as a failed health check does) moves all traffic to v1.
 func TestOutlierDetection(t *testing.T) {
 	runScenario(t, mesh.OutlierDetection("payments-v2", 5, 100))
+}
+
+// paymentService is payments' gRPC service, which the route scenarios match Charge in.
+const paymentService = "meshplane.payments.v1.PaymentService"
+
+// Two methods, two timeouts: payments answers Charge and GetCharge after 600ms; the top-level
+// timeout (1.6s) lets both through, a route cuts GetCharge at 200ms while Charge still succeeds.
+func TestRouteTimeouts(t *testing.T) {
+	runScenario(t, mesh.RouteTimeouts("GetCharge", 600*time.Millisecond, 200*time.Millisecond, 10))
+}
+
+// Per-method retries: payments fails half of Charge and GetCharge calls with UNAVAILABLE. The
+// platform default retries Charge (1 - 0.5^3 = 87.5 %, 1.75 attempts a call); a route with attempts 0
+// leaves it at 50 % with exactly one attempt a call; GetCharge's route retries 3 times: 93.75 %.
+func TestRouteRetries(t *testing.T) {
+	runScenario(t, mesh.RouteRetries(paymentService, "GetCharge", 0.5, 3, 400))
+}
+
+// An abort of 25 % of GetCharge calls with UNAVAILABLE: that share fails (± 0.087 over 400 calls) and
+// the servers handle exactly the calls that succeeded.
+func TestFaultAbort(t *testing.T) {
+	runScenario(t, mesh.FaultAbort("GetCharge", 25, codes.Unavailable, 400))
+}
+
+// A delay of 400ms on 50 % of GetCharge calls: that share (± 0.2 over 100 calls) takes at least
+// 400ms in the caller; none does without the fault.
+func TestFaultDelay(t *testing.T) {
+	runScenario(t, mesh.FaultDelay("GetCharge", 400*time.Millisecond, 50, 100))
 }

@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -50,8 +51,11 @@ type Mesh struct {
 	Istiod inforce.Istiod
 	// CallerID is the caller's proxy id in istiod (name.namespace, proxyless.Node.ProxyID).
 	CallerID string
-	// Call makes one call to the service through the caller's xDS client.
+	// Call makes one call of Method through the caller's xDS client.
 	Call func(ctx context.Context) error
+	// Calls makes one call of another method of the service by name (e.g. GetCharge), for scenarios
+	// that set two methods side by side; nil when there is none.
+	Calls map[string]func(ctx context.Context) error
 	// Apply applies a manifest (e.g. kubectl apply -f -).
 	Apply func(ctx context.Context, manifest []byte) error
 	// Client reads the live TrafficPolicy (its Ready condition and status.effective).
@@ -75,6 +79,8 @@ type Step struct {
 	Faults map[string]string
 	// Unhealthy instances are marked unhealthy for the step (and healthy again after it).
 	Unhealthy []string
+	// Method is the method the step calls and counts on the servers; empty means Mesh.Method.
+	Method string
 	// Calls bounds the calls made; Concurrency of them are in flight at once (at least 1).
 	Calls, Concurrency int
 	// Deadline is each call's own deadline, as the caller's application would set it.
@@ -88,6 +94,9 @@ type Step struct {
 type Prediction struct {
 	// Expected is the prediction in words, e.g. "v1 share 0.80 ± 0.08".
 	Expected string
+	// Measured is what the prediction was checked against, when the table's other columns do not show
+	// it, e.g. "v1 share 0.79".
+	Measured string
 	// Err is nil when the observation matches.
 	Err error
 }
@@ -95,6 +104,8 @@ type Prediction struct {
 // Observed summarises a step's calls.
 type Observed struct {
 	Step string
+	// Method is the method called.
+	Method string
 	// Calls made and how many succeeded.
 	Calls, OK int
 	// Codes counts the calls' gRPC codes.
@@ -113,6 +124,15 @@ func (o Observed) SuccessRate() float64 {
 		return 0
 	}
 	return float64(o.OK) / float64(o.Calls)
+}
+
+// Attempts is the number of calls every instance handled together: each attempt of each call.
+func (o Observed) Attempts() int {
+	n := 0
+	for _, v := range o.Served {
+		n += v
+	}
+	return n
 }
 
 // Share is the fraction of the attempts served by the instances of subset.
@@ -201,12 +221,16 @@ func (m *Mesh) runStep(ctx context.Context, st Step) (Outcome, error) {
 			}
 		}
 	}
-	before, err := m.served(ctx)
+	method := cmp.Or(st.Method, m.Method)
+	before, err := m.served(ctx, method)
 	if err != nil {
 		return Outcome{}, err
 	}
-	obs := m.drive(ctx, st)
-	after, err := m.served(ctx)
+	obs, err := m.drive(ctx, st)
+	if err != nil {
+		return Outcome{}, err
+	}
+	after, err := m.served(ctx, method)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -279,12 +303,14 @@ func (m *Mesh) waitEndpoints(ctx context.Context, unhealthy []string) error {
 	wctx, cancel := context.WithTimeout(ctx, settle)
 	defer cancel()
 	return wait.Until(wctx, 100*time.Millisecond, func(ctx context.Context) error {
-		before, err := m.served(ctx)
+		before, err := m.served(ctx, m.Method)
 		if err != nil {
 			return err
 		}
-		m.drive(ctx, Step{Calls: 20, Concurrency: 1, Deadline: 2 * time.Second})
-		after, err := m.served(ctx)
+		if _, err := m.drive(ctx, Step{Calls: 20, Concurrency: 1, Deadline: 2 * time.Second}); err != nil {
+			return err
+		}
+		after, err := m.served(ctx, m.Method)
 		if err != nil {
 			return err
 		}
@@ -297,14 +323,20 @@ func (m *Mesh) waitEndpoints(ctx context.Context, unhealthy []string) error {
 	})
 }
 
-// drive makes st.Calls calls, st.Concurrency at a time.
-func (m *Mesh) drive(ctx context.Context, st Step) Observed {
+// drive makes st.Calls calls of st.Method, st.Concurrency at a time.
+func (m *Mesh) drive(ctx context.Context, st Step) (Observed, error) {
 	conc := max(st.Concurrency, 1)
 	deadline := st.Deadline
 	if deadline == 0 {
 		deadline = 5 * time.Second
 	}
-	obs := Observed{Step: st.Label, Calls: st.Calls, Codes: map[codes.Code]int{}}
+	call := m.Call
+	if st.Method != "" && st.Method != m.Method {
+		if call = m.Calls[st.Method]; call == nil {
+			return Observed{}, fmt.Errorf("the mesh cannot call %s", st.Method)
+		}
+	}
+	obs := Observed{Step: st.Label, Method: cmp.Or(st.Method, m.Method), Calls: st.Calls, Codes: map[codes.Code]int{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	next := make(chan struct{})
@@ -314,7 +346,7 @@ func (m *Mesh) drive(ctx context.Context, st Step) Observed {
 			for range next {
 				cctx, cancel := context.WithTimeout(ctx, deadline)
 				t0 := time.Now()
-				err := m.Call(cctx)
+				err := call(cctx)
 				d := time.Since(t0)
 				cancel()
 				mu.Lock()
@@ -334,7 +366,7 @@ func (m *Mesh) drive(ctx context.Context, st Step) Observed {
 	wg.Wait()
 	obs.Elapsed = time.Since(start)
 	slices.Sort(obs.Latency)
-	return obs
+	return obs, nil
 }
 
 func (m *Mesh) httpClient() *http.Client {
@@ -373,8 +405,8 @@ func (m *Mesh) clearFaults(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// served reads how many calls of Method each instance has handled, from grpc_server_handled_total.
-func (m *Mesh) served(ctx context.Context) (map[string]int, error) {
+// served reads how many calls of method each instance has handled, from grpc_server_handled_total.
+func (m *Mesh) served(ctx context.Context, method string) (map[string]int, error) {
 	out := map[string]int{}
 	for _, inst := range m.Instances {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+inst.Admin+"/metrics", nil)
@@ -395,7 +427,7 @@ func (m *Mesh) served(ctx context.Context) (map[string]int, error) {
 		n := 0.0
 		for _, metric := range mfs["grpc_server_handled_total"].GetMetric() {
 			for _, l := range metric.GetLabel() {
-				if l.GetName() == "grpc_method" && l.GetValue() == m.Method {
+				if l.GetName() == "grpc_method" && l.GetValue() == method {
 					n += metric.GetCounter().GetValue()
 				}
 			}

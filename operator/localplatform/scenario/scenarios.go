@@ -77,7 +77,7 @@ func Tolerance(p float64, n int) float64 {
 }
 
 func within(field, what string, got, want, tol float64) Prediction {
-	p := Prediction{Expected: fmt.Sprintf("%s %.3f ± %.3f", what, want, tol)}
+	p := Prediction{Expected: fmt.Sprintf("%s %.3f ± %.3f", what, want, tol), Measured: fmt.Sprintf("%s %.3f", what, got)}
 	if math.Abs(got-want) > tol {
 		p.Err = fmt.Errorf("%s: %s %.3f, want %.3f ± %.3f", field, what, got, want, tol)
 	}

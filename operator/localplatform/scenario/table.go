@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -19,14 +20,14 @@ func WriteTable(w io.Writer, s Scenario, outcomes []Outcome, instances []Instanc
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STEP\tCALLS\tOK\tCODES\tP50\tMAX\tSERVED\tPREDICTED\tHELD")
+	fmt.Fprintln(tw, "STEP\tCALLS\tOK\tCODES\tP50\tMAX\tSERVED\tMEASURED\tPREDICTED\tHELD")
 	for _, o := range outcomes {
 		held := "yes"
 		if o.Err != nil {
 			held = "NO: " + o.Err.Error()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t%s\t%s\t%s\t%s\t%s\t%s\n", o.Step, o.Calls, 100*o.SuccessRate(), codeCounts(o.Codes),
-			round(o.Quantile(0.5)), round(o.Quantile(1)), served(o.Served, instances), o.Expected, held)
+		fmt.Fprintf(tw, "%s\t%d\t%.1f%%\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.Step, o.Calls, 100*o.SuccessRate(), codeCounts(o.Codes),
+			round(o.Quantile(0.5)), round(o.Quantile(1)), served(o.Served, instances), cmp.Or(o.Measured, "-"), o.Expected, held)
 	}
 	return tw.Flush()
 }

@@ -102,6 +102,23 @@ func (s *Server) Charge(ctx context.Context, req *paymentsv1.ChargeRequest) (*pa
 	return c, nil
 }
 
+// GetCharge implements PaymentService.GetCharge: the charge made for a key, changing nothing.
+func (s *Server) GetCharge(_ context.Context, req *paymentsv1.GetChargeRequest) (*paymentsv1.ChargeResponse, error) {
+	switch {
+	case req.GetIdempotencyKey() == "":
+		return nil, rpc.InvalidField("idempotency_key", "required")
+	case len(req.GetIdempotencyKey()) > 255:
+		return nil, rpc.InvalidField("idempotency_key", "longer than 255 characters")
+	}
+	s.mu.Lock()
+	c, ok := s.byKey[req.GetIdempotencyKey()]
+	s.mu.Unlock()
+	if !ok {
+		return nil, status.Error(codes.NotFound, "no charge for this idempotency key")
+	}
+	return &paymentsv1.ChargeResponse{ChargeId: c.GetChargeId(), AmountCents: c.GetAmountCents(), Currency: c.GetCurrency()}, nil
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

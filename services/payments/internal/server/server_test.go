@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/testing/protocmp"
 
 	"meshplane.dev/mesh/devkit/metricstest"
 	"meshplane.dev/mesh/rpc"
@@ -123,5 +124,32 @@ func TestDeclinedCardIsNotStored(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[string]float64{"charged": 0, "duplicate": 0, "declined": 2, "failed": 0}, charges(t, reg)); diff != "" {
 		t.Errorf("charges (-want +got):\n%s", diff)
+	}
+}
+
+// GetCharge finds a charge by its key without charging, and says NOT_FOUND for a key never charged.
+func TestGetChargeLooksUpWithoutCharging(t *testing.T) {
+	s, reg := newServer(t)
+	ctx := context.Background()
+	if _, err := s.GetCharge(ctx, &paymentsv1.GetChargeRequest{IdempotencyKey: "k1"}); status.Code(err) != codes.NotFound {
+		t.Errorf("before the charge: got %v, want NotFound", err)
+	}
+	charged, err := s.Charge(ctx, req("k1", 1250))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetCharge(ctx, &paymentsv1.GetChargeRequest{IdempotencyKey: "k1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &paymentsv1.ChargeResponse{ChargeId: charged.GetChargeId(), AmountCents: 1250, Currency: "EUR"}
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("GetCharge (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]float64{"charged": 1, "duplicate": 0, "declined": 0, "failed": 0}, charges(t, reg)); diff != "" {
+		t.Errorf("charges after a lookup (-want +got):\n%s", diff)
+	}
+	if _, err := s.GetCharge(ctx, &paymentsv1.GetChargeRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("no key: got %v, want InvalidArgument", err)
 	}
 }

@@ -102,6 +102,51 @@ func (x *ChargeRequest) GetReference() string {
 	return ""
 }
 
+type GetChargeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// idempotency_key of the charge; required.
+	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GetChargeRequest) Reset() {
+	*x = GetChargeRequest{}
+	mi := &file_payments_v1_payments_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetChargeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetChargeRequest) ProtoMessage() {}
+
+func (x *GetChargeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_payments_v1_payments_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetChargeRequest.ProtoReflect.Descriptor instead.
+func (*GetChargeRequest) Descriptor() ([]byte, []int) {
+	return file_payments_v1_payments_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetChargeRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 type ChargeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// charge_id identifies the charge, e.g. "ch_...".
@@ -116,7 +161,7 @@ type ChargeResponse struct {
 
 func (x *ChargeResponse) Reset() {
 	*x = ChargeResponse{}
-	mi := &file_payments_v1_payments_proto_msgTypes[1]
+	mi := &file_payments_v1_payments_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +173,7 @@ func (x *ChargeResponse) String() string {
 func (*ChargeResponse) ProtoMessage() {}
 
 func (x *ChargeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_payments_v1_payments_proto_msgTypes[1]
+	mi := &file_payments_v1_payments_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +186,7 @@ func (x *ChargeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChargeResponse.ProtoReflect.Descriptor instead.
 func (*ChargeResponse) Descriptor() ([]byte, []int) {
-	return file_payments_v1_payments_proto_rawDescGZIP(), []int{1}
+	return file_payments_v1_payments_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ChargeResponse) GetChargeId() string {
@@ -183,14 +228,17 @@ const file_payments_v1_payments_proto_rawDesc = "" +
 	"\bcurrency\x18\x03 \x01(\tR\bcurrency\x12\x1d\n" +
 	"\n" +
 	"card_token\x18\x04 \x01(\tR\tcardToken\x12\x1c\n" +
-	"\treference\x18\x05 \x01(\tR\treference\"\x8a\x01\n" +
+	"\treference\x18\x05 \x01(\tR\treference\";\n" +
+	"\x10GetChargeRequest\x12'\n" +
+	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\"\x8a\x01\n" +
 	"\x0eChargeResponse\x12\x1b\n" +
 	"\tcharge_id\x18\x01 \x01(\tR\bchargeId\x12!\n" +
 	"\famount_cents\x18\x02 \x01(\x03R\vamountCents\x12\x1a\n" +
 	"\bcurrency\x18\x03 \x01(\tR\bcurrency\x12\x1c\n" +
-	"\tduplicate\x18\x04 \x01(\bR\tduplicate2g\n" +
+	"\tduplicate\x18\x04 \x01(\bR\tduplicate2\xc4\x01\n" +
 	"\x0ePaymentService\x12U\n" +
-	"\x06Charge\x12$.meshplane.payments.v1.ChargeRequest\x1a%.meshplane.payments.v1.ChargeResponseB5Z3meshplane.dev/services/proto/payments/v1;paymentsv1b\x06proto3"
+	"\x06Charge\x12$.meshplane.payments.v1.ChargeRequest\x1a%.meshplane.payments.v1.ChargeResponse\x12[\n" +
+	"\tGetCharge\x12'.meshplane.payments.v1.GetChargeRequest\x1a%.meshplane.payments.v1.ChargeResponseB5Z3meshplane.dev/services/proto/payments/v1;paymentsv1b\x06proto3"
 
 var (
 	file_payments_v1_payments_proto_rawDescOnce sync.Once
@@ -204,16 +252,19 @@ func file_payments_v1_payments_proto_rawDescGZIP() []byte {
 	return file_payments_v1_payments_proto_rawDescData
 }
 
-var file_payments_v1_payments_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_payments_v1_payments_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_payments_v1_payments_proto_goTypes = []any{
-	(*ChargeRequest)(nil),  // 0: meshplane.payments.v1.ChargeRequest
-	(*ChargeResponse)(nil), // 1: meshplane.payments.v1.ChargeResponse
+	(*ChargeRequest)(nil),    // 0: meshplane.payments.v1.ChargeRequest
+	(*GetChargeRequest)(nil), // 1: meshplane.payments.v1.GetChargeRequest
+	(*ChargeResponse)(nil),   // 2: meshplane.payments.v1.ChargeResponse
 }
 var file_payments_v1_payments_proto_depIdxs = []int32{
 	0, // 0: meshplane.payments.v1.PaymentService.Charge:input_type -> meshplane.payments.v1.ChargeRequest
-	1, // 1: meshplane.payments.v1.PaymentService.Charge:output_type -> meshplane.payments.v1.ChargeResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	1, // 1: meshplane.payments.v1.PaymentService.GetCharge:input_type -> meshplane.payments.v1.GetChargeRequest
+	2, // 2: meshplane.payments.v1.PaymentService.Charge:output_type -> meshplane.payments.v1.ChargeResponse
+	2, // 3: meshplane.payments.v1.PaymentService.GetCharge:output_type -> meshplane.payments.v1.ChargeResponse
+	2, // [2:4] is the sub-list for method output_type
+	0, // [0:2] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -230,7 +281,7 @@ func file_payments_v1_payments_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_payments_v1_payments_proto_rawDesc), len(file_payments_v1_payments_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,7 +21,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PaymentService_Charge_FullMethodName = "/meshplane.payments.v1.PaymentService/Charge"
+	PaymentService_Charge_FullMethodName    = "/meshplane.payments.v1.PaymentService/Charge"
+	PaymentService_GetCharge_FullMethodName = "/meshplane.payments.v1.PaymentService/GetCharge"
 )
 
 // PaymentServiceClient is the client API for PaymentService service.
@@ -35,6 +36,10 @@ type PaymentServiceClient interface {
 	// different amount or currency is ALREADY_EXISTS. A declined card is FAILED_PRECONDITION with
 	// ErrorInfo reason CARD_DECLINED.
 	Charge(ctx context.Context, in *ChargeRequest, opts ...grpc.CallOption) (*ChargeResponse, error)
+	// GetCharge returns the charge this instance made for an idempotency key (duplicate is false);
+	// NOT_FOUND when it made none. A lookup without side effects, so safe to retry: a caller whose Charge
+	// timed out asks whether it went through instead of charging again.
+	GetCharge(ctx context.Context, in *GetChargeRequest, opts ...grpc.CallOption) (*ChargeResponse, error)
 }
 
 type paymentServiceClient struct {
@@ -55,6 +60,16 @@ func (c *paymentServiceClient) Charge(ctx context.Context, in *ChargeRequest, op
 	return out, nil
 }
 
+func (c *paymentServiceClient) GetCharge(ctx context.Context, in *GetChargeRequest, opts ...grpc.CallOption) (*ChargeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ChargeResponse)
+	err := c.cc.Invoke(ctx, PaymentService_GetCharge_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PaymentServiceServer is the server API for PaymentService service.
 // All implementations must embed UnimplementedPaymentServiceServer
 // for forward compatibility.
@@ -66,6 +81,10 @@ type PaymentServiceServer interface {
 	// different amount or currency is ALREADY_EXISTS. A declined card is FAILED_PRECONDITION with
 	// ErrorInfo reason CARD_DECLINED.
 	Charge(context.Context, *ChargeRequest) (*ChargeResponse, error)
+	// GetCharge returns the charge this instance made for an idempotency key (duplicate is false);
+	// NOT_FOUND when it made none. A lookup without side effects, so safe to retry: a caller whose Charge
+	// timed out asks whether it went through instead of charging again.
+	GetCharge(context.Context, *GetChargeRequest) (*ChargeResponse, error)
 	mustEmbedUnimplementedPaymentServiceServer()
 }
 
@@ -78,6 +97,9 @@ type UnimplementedPaymentServiceServer struct{}
 
 func (UnimplementedPaymentServiceServer) Charge(context.Context, *ChargeRequest) (*ChargeResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Charge not implemented")
+}
+func (UnimplementedPaymentServiceServer) GetCharge(context.Context, *GetChargeRequest) (*ChargeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetCharge not implemented")
 }
 func (UnimplementedPaymentServiceServer) mustEmbedUnimplementedPaymentServiceServer() {}
 func (UnimplementedPaymentServiceServer) testEmbeddedByValue()                        {}
@@ -118,6 +140,24 @@ func _PaymentService_Charge_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PaymentService_GetCharge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetChargeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PaymentServiceServer).GetCharge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PaymentService_GetCharge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PaymentServiceServer).GetCharge(ctx, req.(*GetChargeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PaymentService_ServiceDesc is the grpc.ServiceDesc for PaymentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -128,6 +168,10 @@ var PaymentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Charge",
 			Handler:    _PaymentService_Charge_Handler,
+		},
+		{
+			MethodName: "GetCharge",
+			Handler:    _PaymentService_GetCharge_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
