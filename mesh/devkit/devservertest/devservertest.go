@@ -1,4 +1,4 @@
-// Package devservertest starts real Consul, Prometheus, Loki and istiod servers, and the shop's own
+// Package devservertest starts real Consul, Prometheus, Loki, PostgreSQL and istiod servers, and the shop's own
 // binaries, for a test: on 127.0.0.1, free ports, a temporary data directory, stopped in t.Cleanup. A missing binary fails the
 // test with the command that builds it.
 package devservertest
@@ -96,4 +96,28 @@ func startT(t testing.TB, start func(context.Context, devserver.Options) (*devse
 		}
 	})
 	return s
+}
+
+// Postgres starts a PostgreSQL dev server for the test, with databases dbs created; Close (stop and
+// remove its data) runs at cleanup.
+func Postgres(t testing.TB, dbs ...string) *devserver.Postgres {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	p, err := devserver.StartPostgres(ctx, devserver.Options{Dir: t.TempDir(), ReadyTimeout: 90 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- postgres log tail ---\n%s", p.LogTail(4000))
+		}
+		_ = p.Close()
+	})
+	for _, db := range dbs {
+		if err := p.CreateDatabase(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
 }
