@@ -124,9 +124,9 @@ type Server struct {
 	cmd        *exec.Cmd
 	stopSignal os.Signal
 	done       chan struct{}
-	waitErr error
-	stop    sync.Once
-	stopErr error
+	waitErr    error
+	stop       sync.Once
+	stopErr    error
 }
 
 // URL is the base URL of the server's HTTP API.
