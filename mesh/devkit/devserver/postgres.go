@@ -63,7 +63,8 @@ type Postgres struct {
 
 // StartPostgres creates a database cluster with initdb (superuser PostgresSuperuser, a random password,
 // password authentication) and runs postgres on 127.0.0.1:o.Port (0 picks a free port) until it accepts
-// connections. PostgreSQL refuses to run as root, so as root both run as the user "postgres" (which
+// connections. A session whose client died is ended within a second (client_connection_check_interval),
+// as a production server should be configured. PostgreSQL refuses to run as root, so as root both run as the user "postgres" (which
 // Debian's package creates) or else "nobody". The server listens on TCP only (no Unix socket) and runs
 // with fsync off: a dev server loses nothing when postgres alone stops or crashes, only on a machine
 // crash. Stop ends it with a fast shutdown (SIGINT: sessions are closed, not waited for); Start runs it
@@ -135,7 +136,10 @@ func (p *Postgres) Start(ctx context.Context) error {
 	args := []string{"-D", p.DataDir, "-p", strconv.Itoa(p.opts.Port),
 		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=200", "-c", "log_min_messages=warning"}
+		"-c", "max_connections=200", "-c", "log_min_messages=warning",
+		// End the session of a client that died mid-query (a killed replica waiting on a lock) within a
+		// second, rather than when the query finishes.
+		"-c", "client_connection_check_interval=1s"}
 	s, err := Run(ctx, p.opts, Program{Name: "postgres", Bin: filepath.Join(p.binDir, "postgres"), Args: args, Addr: addr,
 		Credential: p.credential, WorkDir: filepath.Dir(p.DataDir), StopSignal: syscall.SIGINT,
 		Ready: func(ctx context.Context) error {
