@@ -290,16 +290,30 @@ func scalar(ctx context.Context, prom promv1.API, q string) float64 {
 	return float64(vec[0].Value)
 }
 
-// breakerState is the state whose gauge is 1, as orders last reported it.
+// breakerState is the state whose gauge is 1, as orders last reported it. Each orders replica has its
+// own breaker: when they differ it names each state with its count of replicas, most severe first
+// ("open×1 closed×1"); "closed" means every replica's is closed.
 func breakerState(ctx context.Context, prom promv1.API) string {
-	v, _, _, err := prom.Query(ctx, `meshplane_circuit_breaker_state{service="orders",name="payments"} == 1`, time.Now())
+	v, _, _, err := prom.Query(ctx, `count by (state) (meshplane_circuit_breaker_state{service="orders",name="payments"} == 1)`, time.Now())
 	if err != nil {
 		return "?"
 	}
-	if vec, ok := v.(model.Vector); ok && len(vec) == 1 {
+	vec, ok := v.(model.Vector)
+	if !ok || len(vec) == 0 {
+		return "?"
+	}
+	if len(vec) == 1 {
 		return string(vec[0].Metric["state"])
 	}
-	return "?"
+	var parts []string
+	for _, st := range []string{"open", "half_open", "closed"} {
+		for _, sample := range vec {
+			if string(sample.Metric["state"]) == st {
+				parts = append(parts, fmt.Sprintf("%s×%d", st, int(sample.Value)))
+			}
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func pct(f float64) string {

@@ -42,7 +42,7 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 	for _, c := range st.Components {
 		health := "ok"
 		if c.Health != "" {
-			if err := httpGetOK(ctx, c.Health); err != nil {
+			if err := healthy(ctx, c.Health); err != nil {
 				health, unhealthy = "DOWN", unhealthy+1
 			}
 		} else if c.PID != 0 && !alive(c.PID) {
@@ -63,8 +63,10 @@ Try:
   %s get tp -n %s                 # TrafficPolicies and their Ready state
   curl -s http://%s/v1/products
   curl -s http://%s/v1/catalog/services    # what the sync registered in Consul
+  PGPASSFILE=%s psql postgres://%s@%s/orders -c 'SELECT id, status, charge_id FROM orders'
   open http://%s/ui/  http://%s/alerts
 `, rel(cfg.Repo, st.Kubeconfig), kubectl, ShopNamespace, st.Ports.Addr("gateway"), st.Ports.Addr("consul"),
+		rel(cfg.Repo, cfg.pgpassPath()), devserver.PostgresSuperuser, st.Ports.Addr("postgres"),
 		st.Ports.Addr("consul"), st.Ports.Addr("prometheus"))
 	if st.XDSAddr != "" {
 		fmt.Fprintf(out, `  go run ./operator/cmd/meshplane inforce --istiod http://%s --kubeconfig %s -n %s payments

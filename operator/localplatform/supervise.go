@@ -13,6 +13,7 @@ import (
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+	"github.com/jackc/pgx/v5/pgconn"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,6 +40,8 @@ type supervisor struct {
 	stops    []func()
 	env      *controlplane.Env
 	consul   *consulapi.Client
+	// postgres holds orders' and payments' databases.
+	postgres *devserver.Postgres
 	// xdsAddr is istiod's plaintext xDS address, the shop's bootstraps' server (mesh on).
 	xdsAddr string
 	// istiodMetrics is istiod's own /metrics address, for Prometheus.
@@ -97,6 +100,7 @@ func (s *supervisor) startAll(ctx context.Context) error {
 		{"istiod", s.startIstiod},
 		{"consul", s.startConsul},
 		{"loki", s.startLoki},
+		{"postgres", s.startPostgres},
 		{"operator", s.startOperator},
 		{"shop", s.startShop},
 		{"prometheus", s.startPrometheus},
@@ -216,6 +220,41 @@ func (s *supervisor) startLoki(ctx context.Context) error {
 	return err
 }
 
+// postgresDatabases are the databases the shop keeps its state in, one per service that has state.
+var postgresDatabases = []string{"orders", "payments"}
+
+// startPostgres runs PostgreSQL from Debian's package (initdb into a fresh data directory, as an
+// unprivileged user when run as root) with a database per stateful service; the services apply their
+// own migrations when they start.
+func (s *supervisor) startPostgres(ctx context.Context) error {
+	s.say("postgres", "starting PostgreSQL on %s with databases %s (initdb, then waits for connections)",
+		s.cfg.Ports.Addr("postgres"), strings.Join(postgresDatabases, ", "))
+	t := time.Now()
+	pg, err := devserver.StartPostgres(ctx, s.opts("postgres", s.cfg.Ports["postgres"]))
+	if err != nil {
+		return err
+	}
+	s.postgres = pg
+	url := pg.URL("postgres")
+	s.record(Component{Name: "postgres", URL: url, Health: url, PID: pg.Pid(), Log: pg.LogPath}, func() {
+		s.say("postgres", "stopping (fast shutdown) and removing its data")
+		_ = pg.Close()
+	})
+	for _, db := range postgresDatabases {
+		if err := pg.CreateDatabase(ctx, db); err != nil {
+			return err
+		}
+	}
+	// For psql: PGPASSFILE=<dir>/postgres.pgpass psql postgres://meshplane@127.0.0.1:5432/orders
+	pgpass := fmt.Sprintf("%s:%d:*:%s:%s\n", "127.0.0.1", pg.Port(), devserver.PostgresSuperuser, pg.Password)
+	if err := os.WriteFile(s.cfg.pgpassPath(), []byte(pgpass), 0o600); err != nil {
+		return err
+	}
+	s.say("postgres", "ready on %s, user %s, password in %s (%s)", pg.Addr, devserver.PostgresSuperuser, s.cfg.pgpassPath(),
+		time.Since(t).Round(100*time.Millisecond))
+	return nil
+}
+
 func (s *supervisor) startOperator(ctx context.Context) error {
 	probes := "http://" + s.cfg.Ports.Addr("operator-probes")
 	_, err := s.server(ctx, "operator", "the Meshplane operator with the Consul catalog sync (waits for /readyz)", func(ctx context.Context) (*devserver.Server, error) {
@@ -300,6 +339,30 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 	_, err = s.server(ctx, "prometheus", fmt.Sprintf("Prometheus with %d generated rule files, targets from Consul (waits for /-/ready)", len(rules)), func(ctx context.Context) (*devserver.Server, error) {
 		return devserver.StartPrometheus(ctx, s.opts("prometheus", s.cfg.Ports["prometheus"]), cfg, files)
 	}, url, url+"/-/ready")
+	return err
+}
+
+// healthy is a one-shot health probe of a component's Health URL: an HTTP GET that wants 200, or for
+// a postgres:// URL a connection attempt that wants the server to answer it (pg_isready's test: a
+// server that asks for a password accepts connections, so no password is needed here).
+func healthy(ctx context.Context, url string) error {
+	if strings.HasPrefix(url, "postgres://") {
+		return postgresAnswers(ctx, url)
+	}
+	return httpGetOK(ctx, url)
+}
+
+func postgresAnswers(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, url)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28") { // invalid_authorization_specification, invalid_password
+		return nil
+	}
 	return err
 }
 
