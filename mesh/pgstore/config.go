@@ -22,10 +22,10 @@ type DatabaseConfig struct {
 	DatabaseProbeInterval  time.Duration `env:"DATABASE_PROBE_INTERVAL" help:"How often the database is probed on a connection of its own; readiness (/readyz) follows the probe."`
 }
 
-// DefaultDatabaseConfig returns the defaults, with url as DATABASE_URL.
-func DefaultDatabaseConfig(url string) DatabaseConfig {
+// DefaultDatabaseConfig returns the defaults, with databaseURL as DATABASE_URL.
+func DefaultDatabaseConfig(databaseURL string) DatabaseConfig {
 	return DatabaseConfig{
-		DatabaseURL:            url,
+		DatabaseURL:            databaseURL,
 		DatabaseMaxConns:       10,
 		DatabaseQueryTimeout:   2 * time.Second,
 		DatabaseConnectTimeout: 2 * time.Second,

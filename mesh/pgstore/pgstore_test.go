@@ -105,7 +105,7 @@ func appliedMigrations(t *testing.T, pg *devserver.Postgres, db string) []string
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	rows, err := conn.Query(ctx, "SELECT component || ' ' || version || ' ' || name FROM meshplane_schema_migrations ORDER BY component, version")
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func TestOpenRefusesNewerSchemaAndFailedMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var half *string
 	if err := conn.QueryRow(ctx, "SELECT to_regclass('half')::text").Scan(&half); err != nil || half != nil {
 		t.Errorf("table from the failed migration: got %v %v, want none (rolled back)", half, err)

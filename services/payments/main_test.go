@@ -58,7 +58,7 @@ func TestRunRefusesANewerSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	addrs := runtest.Addrs(t, 2)
 	env := runtest.Env{"GRPC_ADDR": addrs[0], "ADMIN_ADDR": addrs[1], "LOG_LEVEL": "warn",
 		"DATABASE_URL": pg.URL("payments"), "DATABASE_PASSWORD": pg.Password}

@@ -92,12 +92,12 @@ func (s *replicatedShop) waitServing(t *testing.T) {
 		for name, want := range map[string]int{"catalog": 1, "payments": 2, "orders": 2, "gateway": 3} {
 			entries, _, err := health.Service(name, "", true, nil)
 			if err != nil || len(entries) != want {
-				return fmt.Errorf("%s: %d instances passing in Consul, want %d %v", name, len(entries), want, err)
+				return fmt.Errorf("%s: %d instances passing in Consul, want %d %w", name, len(entries), want, err)
 			}
 		}
 		for _, u := range s.urls {
 			if code, body, err := request(http.MethodGet, u+"/v1/orders/ord_none", "", nil); err != nil || code != http.StatusNotFound {
-				return fmt.Errorf("GET %s/v1/orders/ord_none: %d %s %v, want 404 from orders", u, code, body, err)
+				return fmt.Errorf("GET %s/v1/orders/ord_none: %d %s, want 404 from orders: %w", u, code, body, err)
 			}
 		}
 		return nil
@@ -159,12 +159,12 @@ func (s *replicatedShop) ledger(t *testing.T) ledger {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer oc.Close(ctx)
+	defer func() { _ = oc.Close(ctx) }()
 	pc, err := s.postgres.Connect(ctx, "payments")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close(ctx)
+	defer func() { _ = pc.Close(ctx) }()
 	orders := map[string]string{} // paid order id → charge id
 	var l ledger
 	rows, err := oc.Query(ctx, "SELECT id, status, coalesce(charge_id, '') FROM orders")
@@ -226,7 +226,7 @@ func (s *replicatedShop) count(ctx context.Context, db, query string) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	defer conn.Close(ctx)
+	defer func() { _ = conn.Close(ctx) }()
 	var n int
 	err = conn.QueryRow(ctx, query).Scan(&n)
 	return n, err
@@ -308,7 +308,7 @@ func TestReplicasKeepOnePromise(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close(ctx)
+		defer func() { _ = conn.Close(ctx) }()
 		done := make(chan int, 1)
 		go func() {
 			code, _, _, _, _ := place(s.urls[1], "killed-in-flight", orderBody)
@@ -330,7 +330,7 @@ func TestReplicasKeepOnePromise(t *testing.T) {
 				n, err := s.count(ctx, "orders", `SELECT count(*) FROM pg_stat_activity
 					WHERE application_name = 'orders' AND wait_event_type = 'Lock' AND query LIKE 'UPDATE orders SET status%'`)
 				if err != nil || n != want {
-					return fmt.Errorf("sessions waiting to mark %s paid: %d, want %d %v", orderID, n, want, err)
+					return fmt.Errorf("sessions waiting to mark %s paid: %d, want %d %w", orderID, n, want, err)
 				}
 				return nil
 			}
@@ -422,7 +422,7 @@ func TestReplicasKeepOnePromise(t *testing.T) {
 		wait.For(t, 10*time.Second, func() error {
 			code, body, err := request(http.MethodGet, "http://"+s.orders[1].admin+"/readyz", "", nil)
 			if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "postgres") {
-				return fmt.Errorf("orders[1] /readyz with PostgreSQL down: %d %q %v, want 503 naming postgres", code, body, err)
+				return fmt.Errorf("orders[1] /readyz with PostgreSQL down: %d %q, want 503 naming postgres: %w", code, body, err)
 			}
 			return nil
 		})
@@ -439,7 +439,7 @@ func TestReplicasKeepOnePromise(t *testing.T) {
 			key := fmt.Sprintf("after-outage-%d", time.Now().UnixNano())
 			code, r, _, _, err := place(s.urls[0], key, orderBody)
 			if err != nil || code != http.StatusCreated {
-				return fmt.Errorf("POST after PostgreSQL returned: %d %+v %v", code, r, err)
+				return fmt.Errorf("POST after PostgreSQL returned: %d %+v: %w", code, r, err)
 			}
 			mu.Lock()
 			loadKeys[key] = r.ID
