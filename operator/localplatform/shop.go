@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -217,17 +218,26 @@ func (s *supervisor) startInstance(ctx context.Context, in shopInstance) error {
 		what += fmt.Sprintf(", calling %s by %s", strings.Join(in.svc.calls, " and "), how)
 	}
 	admin := "http://" + s.cfg.Ports.Addr(in.key+"-admin")
-	_, err := s.server(ctx, in.key, what+" (waits for /readyz)", func(ctx context.Context) (*devserver.Server, error) {
+	run := func(ctx context.Context) (*devserver.Server, error) {
 		return devserver.Run(ctx, s.opts(in.key, 0), devserver.Program{
 			Name: in.key, Bin: filepath.Join(s.cfg.binDir(), in.svc.name),
 			Env:   env,
 			Addr:  s.cfg.Ports.Addr(in.key),
 			Ready: devserver.HTTPReady(admin + "/readyz"),
 		})
-	}, url(in, s.cfg.Ports), admin+"/readyz")
+	}
+	srv, err := s.server(ctx, in.key, what+" (waits for /readyz)", run, url(in, s.cfg.Ports), admin+"/readyz")
 	if err != nil {
 		return err
 	}
+	// A process that exits (the database drill kills one) comes back, as a Deployment's pod would.
+	var current atomic.Pointer[devserver.Server]
+	current.Store(srv)
+	s.replaceStop(func() {
+		s.say(in.key, "stopping")
+		_ = current.Load().Stop()
+	})
+	s.keepRunning(in.key, &current, run)
 	if err := s.setReady(ctx, in, true); err != nil {
 		return err
 	}

@@ -48,6 +48,9 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 		} else if c.PID != 0 && !alive(c.PID) {
 			health, unhealthy = "DOWN", unhealthy+1
 		}
+		if c.Restarts > 0 {
+			health += fmt.Sprintf(" (restarted %d×)", c.Restarts)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, health, c.URL, rel(cfg.Repo, c.Log))
 	}
 	tw.Flush()

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
@@ -33,7 +35,13 @@ const (
 
 // supervisor starts the components in order and stops them in reverse.
 type supervisor struct {
-	cfg      Config
+	cfg Config
+	// run is the platform's lifetime: restarts of a component happen within it.
+	run context.Context
+	// stopping is set once the platform stops: a component exiting then is not restarted.
+	stopping atomic.Bool
+	// stateMu guards state, which restarts update from their own goroutines.
+	stateMu  sync.Mutex
 	state    *State
 	progress io.Writer
 	began    time.Time
@@ -52,7 +60,7 @@ type supervisor struct {
 // marks the run ready, and on cancellation stops them in reverse order. progress receives one line per
 // step with the elapsed time.
 func Supervise(ctx context.Context, cfg Config, runID string, progress io.Writer) (err error) {
-	s := &supervisor{cfg: cfg, progress: progress, began: time.Now(), state: &State{
+	s := &supervisor{cfg: cfg, run: ctx, progress: progress, began: time.Now(), state: &State{
 		RunID: runID, SupervisorPID: os.Getpid(), Phase: PhaseStarting, Started: time.Now(),
 		Ports: cfg.Ports, Kubeconfig: cfg.Kubeconfig(),
 	}}
@@ -60,30 +68,28 @@ func Supervise(ctx context.Context, cfg Config, runID string, progress io.Writer
 		return err
 	}
 	defer func() {
-		s.state.Phase = PhaseStopping
-		_ = s.save()
+		s.stopping.Store(true)
+		_ = s.setPhase(PhaseStopping, "")
 		s.say("platform", "stopping %d components", len(s.stops))
 		for _, stop := range slices.Backward(s.stops) {
 			stop()
 		}
-		s.state.Phase = PhaseStopped
 		if err != nil {
-			s.state.Phase, s.state.Error = PhaseFailed, err.Error()
+			_ = s.setPhase(PhaseFailed, err.Error())
+		} else {
+			_ = s.setPhase(PhaseStopped, "")
 		}
-		_ = s.save()
 		s.say("platform", "stopped")
 	}()
 
 	startCtx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	defer cancel()
 	if err := s.startAll(startCtx); err != nil {
-		s.state.Phase, s.state.Error = PhaseFailed, err.Error()
-		_ = s.save()
+		_ = s.setPhase(PhaseFailed, err.Error())
 		s.say("platform", "FAILED: %v", err)
 		return err
 	}
-	s.state.Phase, s.state.Ready = PhaseReady, time.Now()
-	if err := s.save(); err != nil {
+	if err := s.setPhase(PhaseReady, ""); err != nil {
 		return err
 	}
 	s.say("platform", "ready in %s", time.Since(s.began).Round(100*time.Millisecond))
@@ -119,13 +125,97 @@ func (s *supervisor) say(component, format string, args ...any) {
 	fmt.Fprintf(s.progress, "[%6.1fs] %-15s %s\n", time.Since(s.began).Seconds(), component, fmt.Sprintf(format, args...))
 }
 
-func (s *supervisor) save() error { return writeState(s.cfg.statePath(), s.state) }
+func (s *supervisor) save() error {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	return writeState(s.cfg.statePath(), s.state)
+}
+
+// setPhase records the run's phase (and, failed, its error).
+func (s *supervisor) setPhase(phase, errText string) error {
+	s.stateMu.Lock()
+	s.state.Phase = phase
+	if errText != "" {
+		s.state.Error = errText
+	}
+	if phase == PhaseReady {
+		s.state.Ready = time.Now()
+	}
+	s.stateMu.Unlock()
+	return s.save()
+}
 
 func (s *supervisor) record(c Component, stop func()) {
+	s.stateMu.Lock()
 	s.state.Components = append(s.state.Components, c)
 	if stop != nil {
 		s.stops = append(s.stops, stop)
 	}
+	s.stateMu.Unlock()
+	_ = s.save()
+}
+
+// replaceStop replaces the stop function of the component recorded last.
+func (s *supervisor) replaceStop(stop func()) {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	s.stops[len(s.stops)-1] = stop
+}
+
+// restartDelay is how long a component that exited stays down before the supervisor starts it again.
+const restartDelay = 2 * time.Second
+
+// keepRunning restarts component name whenever its process exits while the platform runs — killed or
+// crashed, as a kubelet restarts a container — with start, recording the new process's pid and the
+// restart count in the state file. current is updated with the running server, for the stop function.
+func (s *supervisor) keepRunning(name string, current *atomic.Pointer[devserver.Server], start func(context.Context) (*devserver.Server, error)) {
+	go func() {
+		for {
+			srv := current.Load()
+			select {
+			case <-srv.Done():
+			case <-s.run.Done():
+				return
+			}
+			if s.stopping.Load() || s.run.Err() != nil {
+				return
+			}
+			_, exitErr := srv.Exited()
+			s.say(name, "exited (%v); starting it again in %s", exitErr, restartDelay)
+			for {
+				select {
+				case <-time.After(restartDelay):
+				case <-s.run.Done():
+					return
+				}
+				if s.stopping.Load() {
+					return
+				}
+				ctx, cancel := context.WithTimeout(s.run, 2*time.Minute)
+				next, err := start(ctx)
+				cancel()
+				if err == nil {
+					current.Store(next)
+					s.restarted(name, next.Pid())
+					s.say(name, "running again (pid %d)", next.Pid())
+					break
+				}
+				s.say(name, "restart failed: %v", err)
+			}
+		}
+	}()
+}
+
+// restarted records a component's new pid and counts the restart.
+func (s *supervisor) restarted(name string, pid int) {
+	s.stateMu.Lock()
+	for i := range s.state.Components {
+		if s.state.Components[i].Name == name {
+			s.state.Components[i].PID = pid
+			s.state.Components[i].Restarts++
+		}
+	}
+	s.stateMu.Unlock()
 	_ = s.save()
 }
 
@@ -236,9 +326,18 @@ func (s *supervisor) startPostgres(ctx context.Context) error {
 	}
 	s.postgres = pg
 	url := pg.URL("postgres")
+	var current atomic.Pointer[devserver.Server]
+	current.Store(pg.Server)
 	s.record(Component{Name: "postgres", URL: url, Health: url, PID: pg.Pid(), Log: pg.LogPath}, func() {
 		s.say("postgres", "stopping (fast shutdown) and removing its data")
 		_ = pg.Close()
+	})
+	// Started again on the same port and data after it stops (the drill stops it).
+	s.keepRunning("postgres", &current, func(ctx context.Context) (*devserver.Server, error) {
+		if err := pg.Start(ctx); err != nil {
+			return nil, err
+		}
+		return pg.Server, nil
 	})
 	for _, db := range postgresDatabases {
 		if err := pg.CreateDatabase(ctx, db); err != nil {
