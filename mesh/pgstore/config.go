@@ -11,7 +11,7 @@ import (
 
 // DatabaseConfig holds a service's database settings. Services embed it in their own Config.
 type DatabaseConfig struct {
-	DatabaseURL string `env:"DATABASE_URL" help:"PostgreSQL connection URL without the password, e.g. postgres://orders@postgres.shop.svc:5432/orders?sslmode=require; libpq parameters (sslmode, sslrootcert, application_name...) go in the query string."`
+	DatabaseURL string `env:"DATABASE_URL" help:"PostgreSQL connection URL without the password, e.g. postgres://orders@postgres.shop-db.svc.cluster.local:5432/orders?sslmode=require; libpq parameters (sslmode, sslrootcert, application_name...) go in the query string."`
 	// DatabasePassword is a secret: read from the environment only (a Kubernetes Secret), never a flag
 	// (visible in ps) nor part of DATABASE_URL (which is logged and shown in errors).
 	DatabasePassword       string        `env:"DATABASE_PASSWORD" flag:"-" help:"Password of DATABASE_URL's user; from the environment only (in a cluster, a Secret), never a flag or part of the URL."`
