@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -27,6 +28,11 @@ import (
 	"meshplane.dev/mesh/health"
 	"meshplane.dev/mesh/pgstore"
 )
+
+// shared is the PostgreSQL of the tests that do not stop theirs (TestMain); each has a database of its own.
+var shared *devserver.Postgres
+
+func TestMain(m *testing.M) { os.Exit(devservertest.MainWithPostgres(m, &shared)) }
 
 var migrations = fstest.MapFS{
 	"0001_notes.sql":  {Data: []byte("CREATE TABLE notes (id text PRIMARY KEY, body text NOT NULL)")},
@@ -78,8 +84,8 @@ func (o *opened) readyz() (int, string) {
 
 // Replicas starting at once apply each migration once; a replica started later applies none.
 func TestMigrationsApplyOnceAcrossReplicasStartingTogether(t *testing.T) {
-	pg := devservertest.Postgres(t, "shop")
-	cfg := config(pg, "shop")
+	pg, db := shared, devservertest.PostgresDatabase(t, shared)
+	cfg := config(pg, db)
 	errs := make([]error, 4)
 	var wg sync.WaitGroup
 	for i := range errs {
@@ -93,7 +99,7 @@ func TestMigrationsApplyOnceAcrossReplicasStartingTogether(t *testing.T) {
 	if err != nil || late.SchemaVersion() != 2 {
 		t.Fatalf("a later replica: version %v, %v; want 2", late, err)
 	}
-	if diff := cmp.Diff([]string{"notes 1 notes", "notes 2 author"}, appliedMigrations(t, pg, "shop")); diff != "" {
+	if diff := cmp.Diff([]string{"notes 1 notes", "notes 2 author"}, appliedMigrations(t, pg, db)); diff != "" {
 		t.Errorf("meshplane_schema_migrations (-want +got):\n%s", diff)
 	}
 }
@@ -120,8 +126,8 @@ func appliedMigrations(t *testing.T, pg *devserver.Postgres, db string) []string
 // A binary older than the schema refuses to start, saying so; a migration the database refuses stops
 // the start at once and leaves nothing of itself behind.
 func TestOpenRefusesNewerSchemaAndFailedMigration(t *testing.T) {
-	pg := devservertest.Postgres(t, "shop")
-	cfg := config(pg, "shop")
+	pg, db := shared, devservertest.PostgresDatabase(t, shared)
+	cfg := config(pg, db)
 	if _, err := open(t, cfg, migrations); err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +153,7 @@ func TestOpenRefusesNewerSchemaAndFailedMigration(t *testing.T) {
 		t.Errorf("broken migration failed after %s, want at once (no retry)", d)
 	}
 	ctx := context.Background()
-	conn, err := pg.Connect(ctx, "shop")
+	conn, err := pg.Connect(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +162,7 @@ func TestOpenRefusesNewerSchemaAndFailedMigration(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT to_regclass('half')::text").Scan(&half); err != nil || half != nil {
 		t.Errorf("table from the failed migration: got %v %v, want none (rolled back)", half, err)
 	}
-	if diff := cmp.Diff([]string{"notes 1 notes", "notes 2 author"}, appliedMigrations(t, pg, "shop")); diff != "" {
+	if diff := cmp.Diff([]string{"notes 1 notes", "notes 2 author"}, appliedMigrations(t, pg, db)); diff != "" {
 		t.Errorf("meshplane_schema_migrations after the failures (-want +got):\n%s", diff)
 	}
 }
@@ -289,8 +295,7 @@ func TestDatabaseDownFailsFastNamingItAndRecovers(t *testing.T) {
 // Answers pass through unchanged and count as ok; a query the database refuses is Internal, not a
 // dependency outage.
 func TestErrorsOfTheServiceAndOfTheQuery(t *testing.T) {
-	pg := devservertest.Postgres(t, "shop")
-	s, err := open(t, config(pg, "shop"), migrations)
+	s, err := open(t, config(shared, devservertest.PostgresDatabase(t, shared)), migrations)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,8 +330,7 @@ func TestErrorsOfTheServiceAndOfTheQuery(t *testing.T) {
 
 // With one connection and two operations, the second waits, and the pool metrics show it.
 func TestPoolSaturationIsVisible(t *testing.T) {
-	pg := devservertest.Postgres(t, "shop")
-	cfg := config(pg, "shop")
+	cfg := config(shared, devservertest.PostgresDatabase(t, shared))
 	cfg.DatabaseMaxConns = 1
 	s, err := open(t, cfg, migrations)
 	if err != nil {

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -105,26 +106,32 @@ type replica struct {
 	store *store.Store
 }
 
-// newReplica starts an orders replica on database orders of pg, calling p.
-func newReplica(t *testing.T, pg *devserver.Postgres, p *payments, lease time.Duration) replica {
+// shared is the PostgreSQL of the package's tests (TestMain); a test that stops its database runs one of
+// its own.
+var shared *devserver.Postgres
+
+func TestMain(m *testing.M) { os.Exit(devservertest.MainWithPostgres(m, &shared)) }
+
+// newReplica starts an orders replica on database db of pg, calling p.
+func newReplica(t *testing.T, pg *devserver.Postgres, db string, p *payments, lease time.Duration) replica {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	cfg := pgstore.DefaultDatabaseConfig(pg.URL("orders"))
+	cfg := pgstore.DefaultDatabaseConfig(pg.URL(db))
 	cfg.DatabasePassword = pg.Password
-	db, err := pgstore.Open(context.Background(), cfg, pgstore.Options{Component: store.Component, Migrations: store.Migrations(),
+	pool, err := pgstore.Open(context.Background(), cfg, pgstore.Options{Component: store.Component, Migrations: store.Migrations(),
 		Operations: store.Operations, Logger: slog.New(slog.DiscardHandler), Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(db.Close)
-	st := store.New(db)
+	t.Cleanup(pool.Close)
+	st := store.New(pool)
 	return replica{Server: server.New(slog.New(slog.DiscardHandler), reg, catalog{}, p, st, lease), reg: reg, store: st}
 }
 
 func setup(t *testing.T) (*server.Server, *payments, *prometheus.Registry) {
 	t.Helper()
 	p := &payments{}
-	r := newReplica(t, devservertest.Postgres(t, "orders"), p, 5*time.Second)
+	r := newReplica(t, shared, devservertest.PostgresDatabase(t, shared), p, 5*time.Second)
 	return r.Server, p, r.reg
 }
 
@@ -189,9 +196,9 @@ func TestPlaceOrderPricesChargesAndReplays(t *testing.T) {
 // Eight concurrent requests with one key, spread over two replicas while the charge is held: one order,
 // one charge call, one placed; every request answers with that order.
 func TestConcurrentRetriesOverReplicasPlaceOneOrder(t *testing.T) {
-	pg := devservertest.Postgres(t, "orders")
+	db := devservertest.PostgresDatabase(t, shared)
 	p := &payments{}
-	a, b := newReplica(t, pg, p, 5*time.Second), newReplica(t, pg, p, 5*time.Second)
+	a, b := newReplica(t, shared, db, p, 5*time.Second), newReplica(t, shared, db, p, 5*time.Second)
 	release := make(chan struct{})
 	p.set(nil, release)
 	ids := make([]string, 8)
@@ -286,9 +293,9 @@ func TestDeclinedOrderIsForgotten(t *testing.T) {
 // replica resumes it with the same payment key: one order, one charge, even if the crashed replica's
 // charge went through.
 func TestRetryResumesAnOrderLeftPendingByACrashedReplica(t *testing.T) {
-	pg := devservertest.Postgres(t, "orders")
+	db := devservertest.PostgresDatabase(t, shared)
 	p := &payments{}
-	crashed, survivor := newReplica(t, pg, p, 300*time.Millisecond), newReplica(t, pg, p, 5*time.Second)
+	crashed, survivor := newReplica(t, shared, db, p, 300*time.Millisecond), newReplica(t, shared, db, p, 5*time.Second)
 	ctx := context.Background()
 	// The crashed replica recorded the order, charged it, and died before marking it paid: its charge
 	// call is in payments' requests, its order pending with a lease that is about to pass.
@@ -350,7 +357,7 @@ func TestKeyReusedOrTooLongIsRefused(t *testing.T) {
 func TestDatabaseDownFailsFastChargingNothing(t *testing.T) {
 	pg := devservertest.Postgres(t, "orders")
 	p := &payments{}
-	s := newReplica(t, pg, p, 5*time.Second)
+	s := newReplica(t, pg, "orders", p, 5*time.Second)
 	if err := pg.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -25,17 +26,23 @@ import (
 	"meshplane.dev/services/payments/internal/store"
 )
 
+// shared is the PostgreSQL of the package's tests (TestMain); a test that stops its database runs one of
+// its own.
+var shared *devserver.Postgres
+
+func TestMain(m *testing.M) { os.Exit(devservertest.MainWithPostgres(m, &shared)) }
+
 // newServer returns payments over a database of its own on a real PostgreSQL.
 func newServer(t *testing.T) (*server.Server, *prometheus.Registry) {
 	t.Helper()
-	s, reg, _ := newServerOn(t, devservertest.Postgres(t, "payments"))
+	s, reg, _ := newServerOn(t, shared, devservertest.PostgresDatabase(t, shared))
 	return s, reg
 }
 
-func newServerOn(t *testing.T, pg *devserver.Postgres) (*server.Server, *prometheus.Registry, *pgstore.Store) {
+func newServerOn(t *testing.T, pg *devserver.Postgres, database string) (*server.Server, *prometheus.Registry, *pgstore.Store) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	cfg := pgstore.DefaultDatabaseConfig(pg.URL("payments"))
+	cfg := pgstore.DefaultDatabaseConfig(pg.URL(database))
 	cfg.DatabasePassword = pg.Password
 	db, err := pgstore.Open(context.Background(), cfg, pgstore.Options{Component: store.Component, Migrations: store.Migrations(),
 		Operations: store.Operations, Logger: slog.New(slog.DiscardHandler), Registry: reg})
@@ -152,9 +159,9 @@ func TestDeclinedCardIsNotStored(t *testing.T) {
 
 // Two payments replicas over one database charge a key once, however the requests are spread.
 func TestReplicasShareCharges(t *testing.T) {
-	pg := devservertest.Postgres(t, "payments")
-	a, regA, _ := newServerOn(t, pg)
-	b, regB, _ := newServerOn(t, pg)
+	db := devservertest.PostgresDatabase(t, shared)
+	a, regA, _ := newServerOn(t, shared, db)
+	b, regB, _ := newServerOn(t, shared, db)
 	ids := make([]string, 8)
 	var wg sync.WaitGroup
 	for i := range ids {
@@ -187,7 +194,7 @@ func TestReplicasShareCharges(t *testing.T) {
 // same key charges once it is back.
 func TestChargeWithTheDatabaseDownFailsNamingIt(t *testing.T) {
 	pg := devservertest.Postgres(t, "payments")
-	s, reg, _ := newServerOn(t, pg)
+	s, reg, _ := newServerOn(t, pg, "payments")
 	if err := pg.Stop(); err != nil {
 		t.Fatal(err)
 	}
