@@ -6,12 +6,13 @@
 // "host:port", or — with gRPC's xDS package linked in — "xds:///payments.shop.svc.cluster.local:9030",
 // where istiod drives routing and balancing.
 //
-// When no instance of a service passes its check, the Consul resolver keeps every instance Consul still
-// lists instead of none (Envoy's panic routing, at a threshold of zero). Every instance failing at once
-// most likely shares a failing dependency — orders' database — and calling them gets that dependency's
-// named error (503 {"dependency":"postgres"}) rather than a bare "no passing instances", and traffic
-// returns the moment they recover instead of a check interval later. A draining instance deregisters
-// first, so it is never called this way.
+// When no instance of a service passes its check, the Consul resolver hands gRPC every instance Consul
+// still lists (Envoy's panic routing, at a threshold of zero). Every instance failing at once most likely
+// shares a failing dependency — orders' database — and calling them gets that dependency's named error
+// (503 {"dependency":"postgres"}), spread over all of them, and each takes traffic again the moment it
+// recovers. Reporting "no passing instances" instead left gRPC on its last good set — the last instance to
+// fail took every call — and failed a client that had never resolved any. A draining instance
+// deregisters first, so it is never called this way.
 package discovery
 
 import (
