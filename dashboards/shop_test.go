@@ -46,7 +46,8 @@ scrape_configs:
 `
 
 // TestAppPanelsOnRealShop starts the shop's four services as real processes (discovery through a real
-// Consul, logs to a real Loki), a real Prometheus scraping them with the generated rules loaded, and
+// Consul, logs to a real Loki, orders and payments keeping their state in a real PostgreSQL), a real
+// Prometheus scraping them with the generated rules loaded, and
 // loadgen driving traffic while payments fails half its charges, so errors, 5xx and an opening and
 // closing breaker are real. Every panel query that reads the services' own metrics (or the SLO series
 // recorded from them) must return data — each operand of an "or" on its own — and so must every LogQL
@@ -61,6 +62,7 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 
 	consul := devservertest.Consul(t)
 	loki := devservertest.Loki(t)
+	pg := devservertest.Postgres(t, "orders", "payments")
 	ports, err := devserver.FreePorts(9)
 	if err != nil {
 		t.Fatal(err)
@@ -84,9 +86,11 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 		// Half of all charges fail with Unavailable: orders' breaker opens and closes, orders fail, the
 		// gateway answers 503.
 		devservertest.Service(t, filepath.Join(bin, "payments"), env(addr(3), "GRPC_ADDR", addr(2),
-			"FAULTS", `[{"target":"Charge","errorRate":0.5}]`)),
+			"FAULTS", `[{"target":"Charge","errorRate":0.5}]`,
+			"DATABASE_URL", pg.URL("payments"), "DATABASE_PASSWORD", pg.Password)),
 		devservertest.Service(t, filepath.Join(bin, "orders"), env(addr(5), "GRPC_ADDR", addr(4),
-			"CATALOG_TARGET", "consul:///catalog", "PAYMENTS_TARGET", "consul:///payments")),
+			"CATALOG_TARGET", "consul:///catalog", "PAYMENTS_TARGET", "consul:///payments",
+			"DATABASE_URL", pg.URL("orders"), "DATABASE_PASSWORD", pg.Password)),
 		devservertest.Service(t, filepath.Join(bin, "gateway"), env(addr(7), "HTTP_ADDR", addr(6),
 			"CATALOG_TARGET", "consul:///catalog", "ORDERS_TARGET", "consul:///orders")),
 	}

@@ -311,6 +311,31 @@ func syntheticMesh(start, end time.Time) *dashboardtest.OpenMetrics {
 		om.Counter("meshplane_payments_charges_total", with(target("payments"), "result", r.result), r.rate)
 	}
 
+	// orders' and payments' databases (mesh/pgstore).
+	for _, db := range []struct {
+		service    string
+		operations []string
+	}{{"orders", []string{"create_order", "order_by_key", "mark_paid"}}, {"payments", []string{"insert_charge"}}} {
+		t := target(db.service)
+		for _, op := range db.operations {
+			for _, r := range []struct {
+				result string
+				rate   float64
+			}{{"ok", 3.5}, {"error", 0.05}, {"timeout", 0.01}} {
+				om.Histogram("meshplane_db_query_duration_seconds", with(t, "operation", op, "result", r.result), r.rate,
+					secondsBuckets, latencyShares(secondsBuckets, 0.002))
+			}
+		}
+		for state, n := range map[string]float64{"in_use": 2, "idle": 6, "opening": 0} {
+			om.Gauge("meshplane_db_pool_connections", with(t, "state", state), func(float64) float64 { return n })
+		}
+		om.Gauge("meshplane_db_pool_max_connections", t, func(float64) float64 { return 10 })
+		om.Gauge("meshplane_db_pool_waiting", t, func(t float64) float64 { return float64(int(t/60) % 2) })
+		om.Counter("meshplane_db_pool_waits_total", t, 0.1)
+		om.Counter("meshplane_db_pool_wait_seconds_total", t, 0.002)
+		om.Gauge("meshplane_db_up", t, func(float64) float64 { return 1 })
+	}
+
 	// The operator.
 	op := target("meshplane-operator")
 	for _, ctrl := range []string{"trafficpolicy", "consulsync-to-consul"} {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: builds the real binaries and runs bench/cmd/bench, which measures the service hot path,
+# order placement over a real PostgreSQL (beside the same SQL from a bare client),
 # `meshplane render`, the operator at 1,000 and 5,000 TrafficPolicies and the Consul sync of 2,000
 # Services, each against a floor measured in the same run, and prints one table. The table also goes to
 # bench/out/<UTC date and time>.md (git-ignored) and bench/results/latest.md (committed: the results of
@@ -15,9 +16,12 @@ go build -o "$bin/manager" ./operator/cmd/manager
 go build -o "$bin/meshplane" ./operator/cmd/meshplane
 go build -o "$bin/operator-bench" ./operator/test/bench
 go build -o "$bin/bench" ./bench/cmd/bench
+for svc in catalog payments orders; do
+  go build -o "$bin/$svc" "./services/$svc"
+done
 
 out="bench/out/$(date -u +%Y-%m-%dT%H%MZ).md"
-"$bin/bench" -operator-bench "$bin/operator-bench" -manager "$bin/manager" -meshplane "$bin/meshplane" -out "$out" "$@"
+"$bin/bench" -operator-bench "$bin/operator-bench" -manager "$bin/manager" -meshplane "$bin/meshplane" -services "$bin" -out "$out" "$@"
 # The results of record (docs/benchmarks.md links them): a full run's table as it printed it. A run with
 # arguments (a quick one, a section) leaves them alone.
 if [[ $# == 0 ]]; then

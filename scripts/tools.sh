@@ -271,13 +271,20 @@ tool_debian() {
     cmd=${pkg#*:}
     command -v "$cmd" >/dev/null || want+=("${pkg%%:*}")
   done
+  # PostgreSQL (orders' and payments' store; mesh/devkit/devserver runs it): Debian keeps the server's
+  # binaries off PATH, in /usr/lib/postgresql/<major>/bin.
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || want+=(postgresql)
   if [[ ${#want[@]} == 0 ]]; then
-    log "debian: protoc and shellcheck present"
+    log "debian: protoc, shellcheck and postgresql present"
     return 0
   fi
   log "debian: installing ${want[*]} with apt-get"
   local sudo=()
   [[ $(id -u) == 0 ]] || sudo=(sudo)
+  # Debian's package would create and start a cluster of its own on port 5432, where `make up` runs its
+  # PostgreSQL: the dev servers initdb their own, so ask for none.
+  "${sudo[@]}" mkdir -p /etc/postgresql-common/createcluster.d
+  echo 'create_main_cluster = false' | "${sudo[@]}" tee /etc/postgresql-common/createcluster.d/meshplane.conf >/dev/null
   "${sudo[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
 }

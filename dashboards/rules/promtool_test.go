@@ -298,6 +298,49 @@ func allScenarios() []scenario {
 			},
 		},
 		scenario{
+			name: "every instance of a service failing its database probe for 2 minutes alerts; one instance cut off does not",
+			series: []inputSeries{
+				{`meshplane_db_up{service="orders", instance="a"}`, "1x5 0x10 1x5"},
+				{`meshplane_db_up{service="orders", instance="b"}`, "1x5 0x10 1x5"},
+				{`meshplane_db_up{service="payments", instance="a"}`, "1x5 0x10 1x5"},
+				{`meshplane_db_up{service="payments", instance="b"}`, "1x20"},
+			},
+			checks: []check{
+				{at: "6m", alert: rules.AlertDBUnreachable},
+				{at: "9m", alert: rules.AlertDBUnreachable, firing: []firing{alert(map[string]string{"service": "orders"})}},
+				{at: "18m", alert: rules.AlertDBUnreachable},
+			},
+		},
+		scenario{
+			name: "a service with 10% of its database operations failing alerts after 5 minutes; one with 1% does not",
+			series: []inputSeries{
+				{`meshplane_db_query_duration_seconds_count{service="orders", operation="create_order", result="ok"}`, "0+90x30"},
+				{`meshplane_db_query_duration_seconds_count{service="orders", operation="create_order", result="error"}`, "0+5x30"},
+				{`meshplane_db_query_duration_seconds_count{service="orders", operation="create_order", result="timeout"}`, "0+5x30"},
+				{`meshplane_db_query_duration_seconds_count{service="payments", operation="insert_charge", result="ok"}`, "0+99x30"},
+				{`meshplane_db_query_duration_seconds_count{service="payments", operation="insert_charge", result="error"}`, "0+1x30"},
+			},
+			checks: []check{
+				{at: "4m", alert: rules.AlertDBQueriesFailing},
+				{at: "15m", alert: rules.AlertDBQueriesFailing, firing: []firing{alert(map[string]string{"service": "orders"})}},
+			},
+		},
+		scenario{
+			name: "a pool with every connection in use and operations waiting alerts after 10 minutes; a busy pool nobody waits on does not",
+			series: []inputSeries{
+				{`meshplane_db_pool_connections{service="orders", instance="a", state="in_use"}`, "10x30"},
+				{`meshplane_db_pool_max_connections{service="orders", instance="a"}`, "10x30"},
+				{`meshplane_db_pool_waits_total{service="orders", instance="a"}`, "0+20x30"},
+				{`meshplane_db_pool_connections{service="payments", instance="a", state="in_use"}`, "10x30"},
+				{`meshplane_db_pool_max_connections{service="payments", instance="a"}`, "10x30"},
+				{`meshplane_db_pool_waits_total{service="payments", instance="a"}`, "3x30"},
+			},
+			checks: []check{
+				{at: "8m", alert: rules.AlertDBPoolSaturated},
+				{at: "20m", alert: rules.AlertDBPoolSaturated, firing: []firing{alert(map[string]string{"service": "orders"})}},
+			},
+		},
+		scenario{
 			name: "log lines dropped on a full queue or a failed push alert; lines dropped at shutdown do not",
 			series: []inputSeries{
 				{`meshplane_log_lines_dropped_total{service="gateway", reason="queue_full"}`, "0+5x30"},

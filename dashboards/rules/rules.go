@@ -1,7 +1,8 @@
 // Package rules generates Meshplane's Prometheus rules from the same Go model as its dashboards: the SLO
 // recording rules and multi-window, multi-burn-rate alerts of package slo, and alerts for what the SLOs
 // do not cover — a breaker that stays open, an operator that fails or finds conflicts, policies that are
-// wrong together along the call graph, a Consul sync that lags, logs that never reach Loki.
+// wrong together along the call graph, a Consul sync that lags, logs that never reach Loki, a database that
+// is unreachable, failing or short of connections.
 package rules
 
 import (
@@ -58,6 +59,9 @@ const (
 	AlertSyncLag           = "ConsulSyncLagHigh"
 	AlertSyncErrors        = "ConsulSyncErrors"
 	AlertLogLinesDropped   = "LogLinesDropped"
+	AlertDBUnreachable     = "DatabaseUnreachable"
+	AlertDBQueriesFailing  = "DatabaseQueriesFailing"
+	AlertDBPoolSaturated   = "DatabasePoolSaturated"
 	severityCritical       = "critical"
 	severityWarning        = "warning"
 	absentFor              = 10 * time.Minute
@@ -259,6 +263,46 @@ func componentGroups() []Group {
 				Annotations: annotations(AlertSyncErrors,
 					"Consul sync {{ $labels.direction }} keeps failing",
 					"Sync operations {{ $labels.direction }} have failed continuously for 15 minutes."),
+			},
+		}},
+		{Name: "meshplane-database", Rules: []Rule{
+			{
+				Alert: AlertDBUnreachable,
+				// Every instance of the service: one instance cut off is a network or node problem its
+				// readiness already handles.
+				Expr:   promql.Max(signal.DBUp.Sel().String(), "service") + " == 0",
+				For:    "2m",
+				Labels: map[string]string{"severity": severityCritical},
+				Annotations: annotations(AlertDBUnreachable,
+					"No instance of {{ $labels.service }} reaches its database",
+					"For 2 minutes every instance of {{ $labels.service }} failed its probe of PostgreSQL: none is ready, and "+
+						"its requests are answered 503 naming postgres. Orders placed before are safe in the database."),
+			},
+			{
+				Alert: AlertDBQueriesFailing,
+				Expr: promql.Div(
+					promql.SumRate(signal.DBQueryDuration.Count(promql.Neq("result", "ok")), "5m", "service"),
+					promql.SumRate(signal.DBQueryDuration.Count(), "5m", "service"),
+				) + " > 0.05",
+				For:    "5m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertDBQueriesFailing,
+					"More than 5% of {{ $labels.service }}'s database operations fail",
+					"For 5 minutes more than 5% of {{ $labels.service }}'s database operations failed or timed out; "+
+						"the requests behind them were answered 503 or 504 naming postgres."),
+			},
+			{
+				Alert: AlertDBPoolSaturated,
+				// Every connection lent and operations still waiting: more would queue behind them.
+				Expr: "(" + promql.Sum(signal.DBPoolConnections.Sel(promql.Eq("state", "in_use")).String(), "service") +
+					" / " + promql.Sum(signal.DBPoolMax.Sel().String(), "service") + " >= 0.9) and (" +
+					promql.SumRate(signal.DBPoolWaits.Sel(), "5m", "service") + " > 0)",
+				For:    "10m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertDBPoolSaturated,
+					"{{ $labels.service }}'s database pools are saturated",
+					"For 10 minutes at least 90% of {{ $labels.service }}'s pooled connections were in use and operations "+
+						"waited for one: its latency grows with the queue, and requests start timing out."),
 			},
 		}},
 		{Name: "meshplane-logs", Rules: []Rule{{

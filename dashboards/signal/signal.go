@@ -127,6 +127,22 @@ var (
 		Labels: []string{"result"}, Help: "Orders by result: placed, rejected, payment_failed."}
 	PaymentCharges = Metric{Name: "meshplane_payments_charges_total", Type: Counter, Origin: App,
 		Labels: []string{"result"}, Help: "Charges by result: charged, duplicate, declined, failed."}
+	// The database metrics of orders and payments (mesh/pgstore), by the service's own label.
+	DBQueryDuration = Metric{Name: "meshplane_db_query_duration_seconds", Type: Histogram, Origin: App,
+		Labels: []string{"operation", "result"},
+		Help:   "Database operations (a query or a transaction, waiting for a connection included) by operation and result: ok, error, timeout."}
+	DBPoolConnections = Metric{Name: "meshplane_db_pool_connections", Type: Gauge, Origin: App,
+		Labels: []string{"state"}, Help: "Open connections of the pool by state: in_use, idle, opening."}
+	DBPoolMax = Metric{Name: "meshplane_db_pool_max_connections", Type: Gauge, Origin: App,
+		Help: "Most connections the pool may open (DATABASE_MAX_CONNS)."}
+	DBPoolWaiting = Metric{Name: "meshplane_db_pool_waiting", Type: Gauge, Origin: App,
+		Help: "Operations waiting for a connection right now."}
+	DBPoolWaits = Metric{Name: "meshplane_db_pool_waits_total", Type: Counter, Origin: App,
+		Help: "Connection requests that found no idle connection and had to wait."}
+	DBPoolWaitSeconds = Metric{Name: "meshplane_db_pool_wait_seconds_total", Type: Counter, Origin: App,
+		Help: "Time spent waiting for a connection."}
+	DBUp = Metric{Name: "meshplane_db_up", Type: Gauge, Origin: App,
+		Help: "1 while the database answers the periodic probe, 0 while it does not (the instance is then not ready)."}
 	// CatalogCacheLookups is beyond the metric contract: catalog's read cache.
 	CatalogCacheLookups = Metric{Name: "meshplane_catalog_cache_lookups_total", Type: Counter, Origin: App,
 		Labels: []string{"result"}, Help: "Catalog read-cache lookups by result: hit or miss."}
@@ -220,6 +236,7 @@ var All = []Metric{
 	GRPCClientStarted, GRPCClientHandled, GRPCClientHandling,
 	BreakerState, BreakerTransitions, BreakerRequests,
 	LogLines, LogLinesDropped, LogQueueLength, BuildInfo, Orders, PaymentCharges, CatalogCacheLookups,
+	DBQueryDuration, DBPoolConnections, DBPoolMax, DBPoolWaiting, DBPoolWaits, DBPoolWaitSeconds, DBUp,
 	Up,
 	ReconcileTotal, ReconcileErrors, ReconcileTime, WorkqueueDepth,
 	TrafficPolicies, OperatorConflicts, OperatorApplyErrors, ReconcileToReady, OperatorWrites, CallGraphFindings,

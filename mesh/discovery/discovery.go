@@ -5,6 +5,14 @@
 // over the Consul health API, passing instances only, kept current with blocking queries), a plain
 // "host:port", or — with gRPC's xDS package linked in — "xds:///payments.shop.svc.cluster.local:9030",
 // where istiod drives routing and balancing.
+//
+// When no instance of a service passes its check, the Consul resolver hands gRPC every instance Consul
+// still lists (Envoy's panic routing, at a threshold of zero). Every instance failing at once most likely
+// shares a failing dependency — orders' database — and calling them gets that dependency's named error
+// (503 {"dependency":"postgres"}), spread over all of them, and each takes traffic again the moment it
+// recovers. Reporting "no passing instances" instead left gRPC on its last good set — the last instance to
+// fail took every call — and failed a client that had never resolved any. A draining instance
+// deregisters first, so it is never called this way.
 package discovery
 
 import (
@@ -113,7 +121,7 @@ func (r *consulResolver) watch(ctx context.Context) {
 	for {
 		start := time.Now()
 		q := (&consul.QueryOptions{WaitIndex: index, WaitTime: blockingWait}).WithContext(ctx)
-		entries, meta, err := r.client.Health().Service(r.service, r.tag, true, q)
+		entries, meta, err := r.client.Health().Service(r.service, r.tag, false, q)
 		if ctx.Err() != nil {
 			return
 		}
@@ -133,13 +141,20 @@ func (r *consulResolver) watch(ctx context.Context) {
 		default:
 			index = max(meta.LastIndex, 1)
 		}
-		addrs := addresses(entries)
+		addrs, panicking := addresses(passing(entries)), false
+		if len(addrs) == 0 && len(entries) > 0 {
+			addrs, panicking = addresses(entries), true
+		}
 		if first || !slices.Equal(addrs, last) {
 			first = false
 			last = addrs
-			r.logger.Info("consul discovery update", slog.Int("instances", len(addrs)), slog.Any("addresses", addrs))
+			if panicking {
+				r.logger.Warn("no instance passes its check: calling every registered instance", slog.Int("instances", len(addrs)), slog.Any("addresses", addrs))
+			} else {
+				r.logger.Info("consul discovery update", slog.Int("instances", len(addrs)), slog.Any("addresses", addrs))
+			}
 			if len(addrs) == 0 {
-				r.cc.ReportError(fmt.Errorf("no passing instances of %s in consul", r.service))
+				r.cc.ReportError(fmt.Errorf("no instances of %s in consul", r.service))
 			} else {
 				eps := make([]resolver.Endpoint, len(addrs))
 				for i, a := range addrs {
@@ -154,6 +169,17 @@ func (r *consulResolver) watch(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// passing keeps the entries whose every check passes.
+func passing(entries []*consul.ServiceEntry) []*consul.ServiceEntry {
+	var out []*consul.ServiceEntry
+	for _, e := range entries {
+		if e.Checks.AggregatedStatus() == consul.HealthPassing {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // addresses returns the sorted host:port of each entry; a service without its own address uses the

@@ -57,7 +57,7 @@ func startInstance(t *testing.T) *instance {
 	return in
 }
 
-func TestConsulResolverBalancesOverPassingInstancesOnly(t *testing.T) {
+func TestConsulResolverBalancesOverPassingInstances(t *testing.T) {
 	srv := devservertest.Consul(t)
 	cfg := consul.DefaultConfig()
 	cfg.Address = srv.Addr
@@ -119,6 +119,35 @@ func TestConsulResolverBalancesOverPassingInstancesOnly(t *testing.T) {
 		}
 		if a.calls.Load() != before {
 			return fmt.Errorf("draining instance still got calls")
+		}
+		return nil
+	})
+
+	// b fails too (its database is down, say): with no instance passing, both are called again — they
+	// answer with their own, named, error — until b recovers and takes every call.
+	b.health.SetDependency("postgres", fmt.Errorf("connection refused"))
+	wait.For(t, 20*time.Second, func() error {
+		beforeA, beforeB := a.calls.Load(), b.calls.Load()
+		for range 10 {
+			if err := call(); err != nil {
+				return err
+			}
+		}
+		if a.calls.Load() == beforeA || b.calls.Load() == beforeB {
+			return fmt.Errorf("with no instance passing: calls a+%d b+%d, want both called", a.calls.Load()-beforeA, b.calls.Load()-beforeB)
+		}
+		return nil
+	})
+	b.health.SetDependency("postgres", nil)
+	wait.For(t, 20*time.Second, func() error {
+		before := a.calls.Load()
+		for range 10 {
+			if err := call(); err != nil {
+				return err
+			}
+		}
+		if a.calls.Load() != before {
+			return fmt.Errorf("failing instance still called once b passes again")
 		}
 		return nil
 	})

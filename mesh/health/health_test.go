@@ -2,6 +2,7 @@ package health_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -37,4 +38,42 @@ func TestReadinessFollowsLifecycle(t *testing.T) {
 	check("draining", 503, healthpb.HealthCheckResponse_NOT_SERVING)
 	h.SetReady()
 	check("ready after drain is ignored", 503, healthpb.HealthCheckResponse_NOT_SERVING)
+}
+
+// A process whose database is unreachable is not ready, says which dependency and why, and is ready
+// again once it returns, without anyone calling SetReady.
+func TestUnreachableDependencyFailsReadinessNamingIt(t *testing.T) {
+	h := health.New()
+	h.SetReady()
+	readyz := func() (int, string) {
+		rec := httptest.NewRecorder()
+		h.Readyz().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	grpcStatus := func() healthpb.HealthCheckResponse_ServingStatus {
+		resp, err := h.GRPC().Check(context.Background(), &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetStatus()
+	}
+	h.SetDependency("postgres", errors.New("dial tcp 127.0.0.1:5432: connection refused"))
+	if code, body := readyz(); code != http.StatusServiceUnavailable || body != "dependency unreachable: postgres: dial tcp 127.0.0.1:5432: connection refused\n" {
+		t.Errorf("postgres down: /readyz got %d %q, want 503 naming postgres and why", code, body)
+	}
+	if grpcStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("postgres down: gRPC health got %v, want NOT_SERVING", grpcStatus())
+	}
+	h.SetDependency("postgres", nil)
+	if code, body := readyz(); code != http.StatusOK {
+		t.Errorf("postgres back: /readyz got %d %q, want 200", code, body)
+	}
+	if grpcStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("postgres back: gRPC health got %v, want SERVING", grpcStatus())
+	}
+	h.Drain()
+	h.SetDependency("postgres", nil)
+	if code, body := readyz(); code != http.StatusServiceUnavailable || body != "draining\n" {
+		t.Errorf("draining with postgres up: /readyz got %d %q, want 503 draining", code, body)
+	}
 }

@@ -25,7 +25,7 @@ type Ports map[string]int
 // DefaultPorts are the services' own defaults plus the usual ports of the servers.
 func DefaultPorts() Ports {
 	return Ports{
-		"apiserver": 6443, "consul": 8500, "prometheus": 9090, "loki": 3100,
+		"apiserver": 6443, "consul": 8500, "prometheus": 9090, "loki": 3100, "postgres": 5432,
 		"operator-metrics": 8480, "operator-probes": 8481,
 		// istiod's HTTP port (/ready, /debug/*; 8080 in a cluster, taken here by the gateway). Its xDS
 		// and monitoring ports are internal.
@@ -34,6 +34,7 @@ func DefaultPorts() Ports {
 		"catalog": 9010, "catalog-admin": 9011,
 		"catalog-v2": 9012, "catalog-v2-admin": 9013,
 		"orders": 9020, "orders-admin": 9021,
+		"orders-2": 9022, "orders-2-admin": 9023,
 		"payments": 9030, "payments-admin": 9031,
 		"payments-v2": 9032, "payments-v2-admin": 9033,
 		"loadgen-admin": 8090,
@@ -134,6 +135,9 @@ func (c Config) statePath() string    { return filepath.Join(c.Dir, "state.json"
 func (c Config) progressPath() string { return filepath.Join(c.Dir, "progress.log") }
 func (c Config) logDir() string       { return filepath.Join(c.Dir, "logs") }
 func (c Config) binDir() string       { return filepath.Join(c.Dir, "bin") }
+
+// pgpassPath is the run's PostgreSQL password file (libpq's .pgpass format), for psql.
+func (c Config) pgpassPath() string { return filepath.Join(c.Dir, "postgres.pgpass") }
 func (c Config) dataDir(name string) string {
 	return filepath.Join(c.Dir, "data", name)
 }

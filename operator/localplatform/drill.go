@@ -27,23 +27,25 @@ type DrillOptions struct {
 	Every time.Duration
 	// OrderRate is the orders per second the drill places itself, on top of loadgen.
 	OrderRate float64
-	// Scenarios are run in order: ScenarioBreaker (the payments failure drill above) and the mesh
-	// scenarios (MeshScenarios), which need the platform's istiod.
+	// Scenarios are run in order: ScenarioBreaker (the payments failure drill above), ScenarioDatabase
+	// (an orders replica killed and PostgreSQL restarted under load) and the mesh scenarios
+	// (MeshScenarios), which need the platform's istiod.
 	Scenarios []string
 }
 
 // ScenarioBreaker is the payments failure drill: orders' client-side breaker opening and closing.
 const ScenarioBreaker = "breaker"
 
-// DefaultDrill is the breaker drill (about 90 seconds) and every mesh scenario (about a minute).
+// DefaultDrill is the breaker drill (about 90 seconds), the database drill (about 45 seconds) and every
+// mesh scenario (about a minute).
 func DefaultDrill() DrillOptions {
 	return DrillOptions{Baseline: 15 * time.Second, Fault: 30 * time.Second, Recovery: 45 * time.Second, Every: 5 * time.Second, OrderRate: 4,
-		Scenarios: append([]string{ScenarioBreaker}, MeshScenarios...)}
+		Scenarios: append([]string{ScenarioBreaker, ScenarioDatabase}, MeshScenarios...)}
 }
 
 // Validate names an unknown scenario.
 func (o DrillOptions) Validate() error {
-	known := append([]string{ScenarioBreaker}, MeshScenarios...)
+	known := append([]string{ScenarioBreaker, ScenarioDatabase}, MeshScenarios...)
 	if len(o.Scenarios) == 0 {
 		return fmt.Errorf("--scenarios: at least one of %s", strings.Join(known, ","))
 	}
@@ -81,9 +83,16 @@ func Drill(ctx context.Context, cfg Config, o DrillOptions, out io.Writer) error
 	var errs []error
 	var mesh []string
 	for _, sc := range o.Scenarios {
-		if sc == ScenarioBreaker {
+		switch sc {
+		case ScenarioBreaker:
 			if err := breakerDrill(ctx, st, o, out); err != nil {
 				errs = append(errs, fmt.Errorf("breaker drill: %w", err))
+			}
+			fmt.Fprintln(out)
+			continue
+		case ScenarioDatabase:
+			if err := databaseDrill(ctx, cfg, st, o, out); err != nil {
+				errs = append(errs, fmt.Errorf("database drill: %w", err))
 			}
 			fmt.Fprintln(out)
 			continue
@@ -241,7 +250,7 @@ func readCounters(ctx context.Context, metrics map[string][]string) counters {
 	}
 	if orders := read("orders"); orders != nil {
 		c.rejected = 0
-		var states []string
+		states := map[string]int{} // breaker state → orders replicas in it
 		for _, f := range orders {
 			for series, v := range f.Series("meshplane_circuit_breaker_requests_total") {
 				if strings.Contains(series, `name="payments"`) && strings.Contains(series, `result="rejected_`) {
@@ -252,15 +261,12 @@ func readCounters(ctx context.Context, metrics map[string][]string) counters {
 				if v == 1 && strings.Contains(series, `name="payments"`) {
 					if _, rest, ok := strings.Cut(series, `state="`); ok {
 						state, _, _ := strings.Cut(rest, `"`)
-						states = append(states, state)
+						states[state]++
 					}
 				}
 			}
 		}
-		slices.Sort(states)
-		if states = slices.Compact(states); len(states) > 0 {
-			c.breaker = strings.Join(states, "+")
-		}
+		c.breaker = breakerStates(states)
 	}
 	if payments := read("payments"); payments != nil {
 		c.charges = 0
@@ -269,6 +275,26 @@ func readCounters(ctx context.Context, metrics map[string][]string) counters {
 		}
 	}
 	return c
+}
+
+// breakerStates names the orders replicas' breaker states: one state when they agree, else each with its
+// count of replicas, most severe first ("open×1 closed×1").
+func breakerStates(states map[string]int) string {
+	switch len(states) {
+	case 0:
+		return "?"
+	case 1:
+		for st := range states {
+			return st
+		}
+	}
+	var parts []string
+	for _, st := range []string{"open", "half_open", "closed"} {
+		if n := states[st]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s×%d", st, n))
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 func ratio(part, whole float64) float64 {

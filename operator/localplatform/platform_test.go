@@ -140,7 +140,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for svc, want := range map[string]int{"gateway": 1, "catalog": 2, "orders": 1, "payments": 2} {
+	for svc, want := range map[string]int{"gateway": 1, "catalog": 2, "orders": 2, "payments": 2} {
 		entries, _, err := consul.Health().Service(svc, "k8s", true, nil)
 		if err != nil || len(entries) != want {
 			t.Errorf("consul %s: %d passing instances synced from Kubernetes (%v), want %d", svc, len(entries), err, want)

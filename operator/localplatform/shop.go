@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -36,18 +37,26 @@ type shopService struct {
 	// versions are its instances' version labels; each but the first has its own ports, keyed
 	// <name>-<version> (catalog-v2, catalog-v2-admin).
 	versions []string
+	// replicas is the number of instances of each version (0 means 1); each but the first has its own
+	// ports, keyed <name>[-<version>]-<n> (orders-2, orders-2-admin).
+	replicas int
+	// database is the PostgreSQL database the service keeps its state in, if any.
+	database string
 	// env of an instance beyond the common settings, by version.
 	env map[string][]string
 }
 
 // shop lists the services in dependency order: each starts after what it calls. catalog and payments
 // run a second version, so canary splits and per-instance scenarios have somewhere to go, as the
-// cluster's canary-catalog-v2 component does for catalog (v2 without the read cache).
+// cluster's canary-catalog-v2 component does for catalog (v2 without the read cache). orders runs two
+// replicas, so a retried order really can land on another process; it and payments keep their state
+// in PostgreSQL, shared by their instances.
 var shop = []shopService{
 	{name: "catalog", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1", "v2"},
 		env: map[string][]string{"v2": {"CACHE_TTL=0"}}},
-	{name: "payments", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1", "v2"}},
-	{name: "orders", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1"}, calls: []string{"catalog", "payments"}},
+	{name: "payments", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1", "v2"}, database: "payments"},
+	{name: "orders", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1"}, replicas: 2, database: "orders",
+		calls: []string{"catalog", "payments"}},
 	{name: "gateway", proto: "http", listen: "HTTP_ADDR", versions: []string{"v1"}, calls: []string{"catalog", "orders"}},
 }
 
@@ -55,8 +64,11 @@ var shop = []shopService{
 type shopInstance struct {
 	svc     shopService
 	version string
-	// key names the component and its ports: catalog (the first version), catalog-v2, ...
+	// key names the component and its ports: catalog (the first version), catalog-v2, orders-2 (the
+	// second replica), ...
 	key string
+	// replica is the instance's number within its version, from 1.
+	replica int
 	// meshIP is the address its WorkloadEntry carries: istiod tells instances apart by address, so
 	// each gets its own on the loopback interface (Linux routes all of 127/8 there).
 	meshIP string
@@ -70,11 +82,16 @@ func shopInstances() []shopInstance {
 	var out []shopInstance
 	for _, svc := range shop {
 		for i, v := range svc.versions {
-			key := svc.name
-			if i > 0 {
-				key += "-" + v
+			for r := 1; r <= max(svc.replicas, 1); r++ {
+				key := svc.name
+				if i > 0 {
+					key += "-" + v
+				}
+				if r > 1 {
+					key += "-" + strconv.Itoa(r)
+				}
+				out = append(out, shopInstance{svc: svc, version: v, key: key, replica: r, meshIP: meshIPPrefix + strconv.Itoa(len(out)+1)})
 			}
-			out = append(out, shopInstance{svc: svc, version: v, key: key, meshIP: meshIPPrefix + strconv.Itoa(len(out)+1)})
 		}
 	}
 	return out
@@ -92,8 +109,12 @@ func (svc shopService) instances(p Ports) []workload.Instance {
 }
 
 func (in shopInstance) workload(p Ports) workload.Instance {
+	name := in.svc.name + "-" + in.version
+	if in.replica > 1 {
+		name += "-" + strconv.Itoa(in.replica)
+	}
 	return workload.Instance{
-		Name: in.svc.name + "-" + in.version, IP: in.meshIP, Labels: map[string]string{"version": in.version},
+		Name: name, IP: in.meshIP, Labels: map[string]string{"version": in.version},
 		Ports: map[string]uint32{in.svc.proto: uint32(p[in.key]), "http-metrics": uint32(p[in.key+"-admin"])},
 	}
 }
@@ -170,6 +191,9 @@ func (s *supervisor) startInstance(ctx context.Context, in shopInstance) error {
 	for _, dep := range in.svc.calls {
 		env = append(env, strings.ToUpper(dep)+"_TARGET="+s.target(dep))
 	}
+	if in.svc.database != "" {
+		env = append(env, "DATABASE_URL="+s.postgres.URL(in.svc.database), "DATABASE_PASSWORD="+s.postgres.Password)
+	}
 	env = append(env, in.svc.env[in.version]...)
 	how := "Consul discovery"
 	if s.cfg.Mesh() {
@@ -184,21 +208,36 @@ func (s *supervisor) startInstance(ctx context.Context, in shopInstance) error {
 		how = "proxyless gRPC through istiod as " + node.ProxyID()
 	}
 	what := fmt.Sprintf("%s %s", in.svc.name, in.version)
+	if in.replica > 1 {
+		what += fmt.Sprintf(" replica %d", in.replica)
+	}
+	if in.svc.database != "" {
+		what += fmt.Sprintf(", state in PostgreSQL database %s", in.svc.database)
+	}
 	if len(in.svc.calls) > 0 {
 		what += fmt.Sprintf(", calling %s by %s", strings.Join(in.svc.calls, " and "), how)
 	}
 	admin := "http://" + s.cfg.Ports.Addr(in.key+"-admin")
-	_, err := s.server(ctx, in.key, what+" (waits for /readyz)", func(ctx context.Context) (*devserver.Server, error) {
+	run := func(ctx context.Context) (*devserver.Server, error) {
 		return devserver.Run(ctx, s.opts(in.key, 0), devserver.Program{
 			Name: in.key, Bin: filepath.Join(s.cfg.binDir(), in.svc.name),
 			Env:   env,
 			Addr:  s.cfg.Ports.Addr(in.key),
 			Ready: devserver.HTTPReady(admin + "/readyz"),
 		})
-	}, url(in, s.cfg.Ports), admin+"/readyz")
+	}
+	srv, err := s.server(ctx, in.key, what+" (waits for /readyz)", run, url(in, s.cfg.Ports), admin+"/readyz")
 	if err != nil {
 		return err
 	}
+	// A process that exits (the database drill kills one) comes back, as a Deployment's pod would.
+	var current atomic.Pointer[devserver.Server]
+	current.Store(srv)
+	s.replaceStop(func() {
+		s.say(in.key, "stopping")
+		_ = current.Load().Stop()
+	})
+	s.keepRunning(in.key, &current, run)
 	if err := s.setReady(ctx, in, true); err != nil {
 		return err
 	}

@@ -34,6 +34,8 @@ type Component struct {
 	Health string `json:"health,omitempty"`
 	PID    int    `json:"pid,omitempty"`
 	Log    string `json:"log,omitempty"`
+	// Restarts counts the times the supervisor started it again after its process exited.
+	Restarts int `json:"restarts,omitempty"`
 }
 
 // State is the supervisor's record of a run (Dir/state.json).

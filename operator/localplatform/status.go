@@ -48,11 +48,14 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 				health, unhealthy = "DOWN", unhealthy+1
 			}
 		} else if c.Health != "" {
-			if err := httpGetOK(ctx, c.Health); err != nil {
+			if err := healthy(ctx, c.Health); err != nil {
 				health, unhealthy = "DOWN", unhealthy+1
 			}
 		} else if c.PID != 0 && !alive(c.PID) {
 			health, unhealthy = "DOWN", unhealthy+1
+		}
+		if c.Restarts > 0 {
+			health += fmt.Sprintf(" (restarted %d×)", c.Restarts)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, health, c.URL, rel(cfg.Repo, c.Log))
 	}
@@ -73,8 +76,10 @@ Try:
   %s get tp -n %s                 # TrafficPolicies and their Ready state
   curl -s http://%s/v1/products
   curl -s http://%s/v1/catalog/services    # what the sync registered in Consul
+  PGPASSFILE=%s psql postgres://%s@%s/orders -c 'SELECT id, status, charge_id FROM orders'
 `, st.Ports.Addr("consul"), st.Ports.Addr("prometheus"), rel(cfg.Repo, st.Kubeconfig), kubectl, ShopNamespace,
-		st.Ports.Addr("gateway"), st.Ports.Addr("consul"))
+		st.Ports.Addr("gateway"), st.Ports.Addr("consul"),
+		rel(cfg.Repo, cfg.pgpassPath()), devserver.PostgresSuperuser, st.Ports.Addr("postgres"))
 	if st.XDSAddr != "" {
 		fmt.Fprintf(out, `  %s inforce --istiod http://%s --kubeconfig %s -n %s payments
                                          # what payments' callers hold from istiod vs. its TrafficPolicy

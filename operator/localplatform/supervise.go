@@ -10,9 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
+	"github.com/jackc/pgx/v5/pgconn"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,13 +35,21 @@ const (
 
 // supervisor starts the components in order and stops them in reverse.
 type supervisor struct {
-	cfg      Config
+	cfg Config
+	// run is the platform's lifetime: restarts of a component happen within it.
+	run context.Context
+	// stopping is set once the platform stops: a component exiting then is not restarted.
+	stopping atomic.Bool
+	// stateMu guards state, which restarts update from their own goroutines.
+	stateMu  sync.Mutex
 	state    *State
 	progress io.Writer
 	began    time.Time
 	stops    []func()
 	env      *controlplane.Env
 	consul   *consulapi.Client
+	// postgres holds orders' and payments' databases.
+	postgres *devserver.Postgres
 	// xdsAddr is istiod's plaintext xDS address, the shop's bootstraps' server (mesh on).
 	xdsAddr string
 	// istiodMetrics is istiod's own /metrics address, for Prometheus.
@@ -49,7 +60,7 @@ type supervisor struct {
 // marks the run ready, and on cancellation stops them in reverse order. progress receives one line per
 // step with the elapsed time.
 func Supervise(ctx context.Context, cfg Config, runID string, progress io.Writer) (err error) {
-	s := &supervisor{cfg: cfg, progress: progress, began: time.Now(), state: &State{
+	s := &supervisor{cfg: cfg, run: ctx, progress: progress, began: time.Now(), state: &State{
 		RunID: runID, SupervisorPID: os.Getpid(), Phase: PhaseStarting, Started: time.Now(),
 		Ports: cfg.Ports, Kubeconfig: cfg.Kubeconfig(),
 	}}
@@ -57,30 +68,28 @@ func Supervise(ctx context.Context, cfg Config, runID string, progress io.Writer
 		return err
 	}
 	defer func() {
-		s.state.Phase = PhaseStopping
-		_ = s.save()
+		s.stopping.Store(true)
+		_ = s.setPhase(PhaseStopping, "")
 		s.say("platform", "stopping %d components", len(s.stops))
 		for _, stop := range slices.Backward(s.stops) {
 			stop()
 		}
-		s.state.Phase = PhaseStopped
 		if err != nil {
-			s.state.Phase, s.state.Error = PhaseFailed, err.Error()
+			_ = s.setPhase(PhaseFailed, err.Error())
+		} else {
+			_ = s.setPhase(PhaseStopped, "")
 		}
-		_ = s.save()
 		s.say("platform", "stopped")
 	}()
 
 	startCtx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	defer cancel()
 	if err := s.startAll(startCtx); err != nil {
-		s.state.Phase, s.state.Error = PhaseFailed, err.Error()
-		_ = s.save()
+		_ = s.setPhase(PhaseFailed, err.Error())
 		s.say("platform", "FAILED: %v", err)
 		return err
 	}
-	s.state.Phase, s.state.Ready = PhaseReady, time.Now()
-	if err := s.save(); err != nil {
+	if err := s.setPhase(PhaseReady, ""); err != nil {
 		return err
 	}
 	s.say("platform", "ready")
@@ -97,6 +106,7 @@ func (s *supervisor) startAll(ctx context.Context) error {
 		{"istiod", s.startIstiod},
 		{"consul", s.startConsul},
 		{"loki", s.startLoki},
+		{"postgres", s.startPostgres},
 		{"operator", s.startOperator},
 		{"shop", s.startShop},
 		{"prometheus", s.startPrometheus},
@@ -115,13 +125,97 @@ func (s *supervisor) say(component, format string, args ...any) {
 	fmt.Fprintf(s.progress, "[%6.1fs] %-15s %s\n", time.Since(s.began).Seconds(), component, fmt.Sprintf(format, args...))
 }
 
-func (s *supervisor) save() error { return writeState(s.cfg.statePath(), s.state) }
+func (s *supervisor) save() error {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	return writeState(s.cfg.statePath(), s.state)
+}
+
+// setPhase records the run's phase (and, failed, its error).
+func (s *supervisor) setPhase(phase, errText string) error {
+	s.stateMu.Lock()
+	s.state.Phase = phase
+	if errText != "" {
+		s.state.Error = errText
+	}
+	if phase == PhaseReady {
+		s.state.Ready = time.Now()
+	}
+	s.stateMu.Unlock()
+	return s.save()
+}
 
 func (s *supervisor) record(c Component, stop func()) {
+	s.stateMu.Lock()
 	s.state.Components = append(s.state.Components, c)
 	if stop != nil {
 		s.stops = append(s.stops, stop)
 	}
+	s.stateMu.Unlock()
+	_ = s.save()
+}
+
+// replaceStop replaces the stop function of the component recorded last.
+func (s *supervisor) replaceStop(stop func()) {
+	s.stateMu.Lock()
+	defer s.stateMu.Unlock()
+	s.stops[len(s.stops)-1] = stop
+}
+
+// restartDelay is how long a component that exited stays down before the supervisor starts it again.
+const restartDelay = 2 * time.Second
+
+// keepRunning restarts component name whenever its process exits while the platform runs — killed or
+// crashed, as a kubelet restarts a container — with start, recording the new process's pid and the
+// restart count in the state file. current is updated with the running server, for the stop function.
+func (s *supervisor) keepRunning(name string, current *atomic.Pointer[devserver.Server], start func(context.Context) (*devserver.Server, error)) {
+	go func() {
+		for {
+			srv := current.Load()
+			select {
+			case <-srv.Done():
+			case <-s.run.Done():
+				return
+			}
+			if s.stopping.Load() || s.run.Err() != nil {
+				return
+			}
+			_, exitErr := srv.Exited()
+			s.say(name, "exited (%v); starting it again in %s", exitErr, restartDelay)
+			for {
+				select {
+				case <-time.After(restartDelay):
+				case <-s.run.Done():
+					return
+				}
+				if s.stopping.Load() {
+					return
+				}
+				ctx, cancel := context.WithTimeout(s.run, 2*time.Minute)
+				next, err := start(ctx)
+				cancel()
+				if err == nil {
+					current.Store(next)
+					s.restarted(name, next.Pid())
+					s.say(name, "running again (pid %d)", next.Pid())
+					break
+				}
+				s.say(name, "restart failed: %v", err)
+			}
+		}
+	}()
+}
+
+// restarted records a component's new pid and counts the restart.
+func (s *supervisor) restarted(name string, pid int) {
+	s.stateMu.Lock()
+	for i := range s.state.Components {
+		if s.state.Components[i].Name == name {
+			s.state.Components[i].PID = pid
+			s.state.Components[i].Restarts++
+		}
+	}
+	s.stateMu.Unlock()
 	_ = s.save()
 }
 
@@ -218,6 +312,50 @@ func (s *supervisor) startLoki(ctx context.Context) error {
 	return err
 }
 
+// postgresDatabases are the databases the shop keeps its state in, one per service that has state.
+var postgresDatabases = []string{"orders", "payments"}
+
+// startPostgres runs PostgreSQL from Debian's package (initdb into a fresh data directory, as an
+// unprivileged user when run as root) with a database per stateful service; the services apply their
+// own migrations when they start.
+func (s *supervisor) startPostgres(ctx context.Context) error {
+	s.say("postgres", "starting PostgreSQL on %s with databases %s (initdb, then waits for connections)",
+		s.cfg.Ports.Addr("postgres"), strings.Join(postgresDatabases, ", "))
+	t := time.Now()
+	pg, err := devserver.StartPostgres(ctx, s.opts("postgres", s.cfg.Ports["postgres"]))
+	if err != nil {
+		return err
+	}
+	s.postgres = pg
+	url := pg.URL("postgres")
+	var current atomic.Pointer[devserver.Server]
+	current.Store(pg.Server)
+	s.record(Component{Name: "postgres", URL: url, Health: url, PID: pg.Pid(), Log: pg.LogPath}, func() {
+		s.say("postgres", "stopping (fast shutdown) and removing its data")
+		_ = pg.Close()
+	})
+	// Started again on the same port and data after it stops (the drill stops it).
+	s.keepRunning("postgres", &current, func(ctx context.Context) (*devserver.Server, error) {
+		if err := pg.Start(ctx); err != nil {
+			return nil, err
+		}
+		return pg.Server, nil
+	})
+	for _, db := range postgresDatabases {
+		if err := pg.CreateDatabase(ctx, db); err != nil {
+			return err
+		}
+	}
+	// For psql: PGPASSFILE=<dir>/postgres.pgpass psql postgres://meshplane@127.0.0.1:5432/orders
+	pgpass := fmt.Sprintf("%s:%d:*:%s:%s\n", "127.0.0.1", pg.Port(), devserver.PostgresSuperuser, pg.Password)
+	if err := os.WriteFile(s.cfg.pgpassPath(), []byte(pgpass), 0o600); err != nil {
+		return err
+	}
+	s.say("postgres", "ready on %s, user %s, password in %s (%s)", pg.Addr, devserver.PostgresSuperuser, s.cfg.pgpassPath(),
+		time.Since(t).Round(100*time.Millisecond))
+	return nil
+}
+
 func (s *supervisor) startOperator(ctx context.Context) error {
 	probes := "http://" + s.cfg.Ports.Addr("operator-probes")
 	_, err := s.server(ctx, "operator", "the Meshplane operator with the Consul catalog sync (waits for /readyz)", func(ctx context.Context) (*devserver.Server, error) {
@@ -302,6 +440,30 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 	_, err = s.server(ctx, "prometheus", fmt.Sprintf("Prometheus with %s, targets from Consul (waits for /-/ready)", count(len(rules), "generated rule file")), func(ctx context.Context) (*devserver.Server, error) {
 		return devserver.StartPrometheus(ctx, s.opts("prometheus", s.cfg.Ports["prometheus"]), cfg, files)
 	}, url, url+"/-/ready")
+	return err
+}
+
+// healthy is a one-shot health probe of a component's Health URL: an HTTP GET that wants 200, or for
+// a postgres:// URL a connection attempt that wants the server to answer it (pg_isready's test: a
+// server that asks for a password accepts connections, so no password is needed here).
+func healthy(ctx context.Context, url string) error {
+	if strings.HasPrefix(url, "postgres://") {
+		return postgresAnswers(ctx, url)
+	}
+	return httpGetOK(ctx, url)
+}
+
+func postgresAnswers(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, url)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && strings.HasPrefix(pgErr.Code, "28") { // invalid_authorization_specification, invalid_password
+		return nil
+	}
 	return err
 }
 

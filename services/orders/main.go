@@ -1,6 +1,6 @@
 // Command orders places and reads the shop's orders over gRPC (meshplane.orders.v1.OrderService):
-// it validates items against catalog, charges through payments and stores an order only once paid,
-// once per idempotency key.
+// it validates items against catalog, records the order in PostgreSQL, charges through payments, and
+// places one order per idempotency key across all its replicas.
 package main
 
 import (
@@ -14,12 +14,14 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"meshplane.dev/mesh/config"
+	"meshplane.dev/mesh/pgstore"
 	"meshplane.dev/mesh/service"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 	paymentsv1 "meshplane.dev/services/proto/payments/v1"
 
 	"meshplane.dev/services/orders/internal/server"
+	"meshplane.dev/services/orders/internal/store"
 )
 
 func main() {
@@ -43,6 +45,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer rt.Close()
+	db, err := pgstore.Open(ctx, cfg.DatabaseConfig, pgstore.Options{Component: store.Component, Migrations: store.Migrations(),
+		Operations: store.Operations, Logger: rt.Logger, Registry: rt.Registry, Health: rt.Health})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	catalogConn, err := rt.Dial("catalog", cfg.CatalogTarget, cfg.ClientConfig)
 	if err != nil {
 		return err
@@ -63,7 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	ordersv1.RegisterOrderServiceServer(srv, server.New(rt.Logger, rt.Registry,
-		catalogv1.NewCatalogServiceClient(catalogConn), paymentsv1.NewPaymentServiceClient(paymentsConn)))
+		catalogv1.NewCatalogServiceClient(catalogConn), paymentsv1.NewPaymentServiceClient(paymentsConn), store.New(db), cfg.OrderLease))
 	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())
 	return rt.Serve(ctx, service.Traffic{Server: service.GRPC(srv), Listener: lis, Tags: []string{"grpc"}})
 }

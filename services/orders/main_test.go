@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"meshplane.dev/mesh/breaker"
+	"meshplane.dev/mesh/devkit/devservertest"
 	"meshplane.dev/mesh/devkit/runtest"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 )
@@ -19,9 +20,10 @@ import (
 // as Unavailable naming catalog (not a hang, not a generic error), and run returns nil when its context
 // ends.
 func TestRunServesAndDrains(t *testing.T) {
+	pg := devservertest.Postgres(t, "orders")
 	addrs := runtest.Addrs(t, 4) // orders, its admin, and nothing listening at catalog's and payments'
 	p := runtest.Start(t, run, runtest.Env{"GRPC_ADDR": addrs[0], "ADMIN_ADDR": addrs[1], "LOG_LEVEL": "warn",
-		"CATALOG_TARGET": addrs[2], "PAYMENTS_TARGET": addrs[3]})
+		"CATALOG_TARGET": addrs[2], "PAYMENTS_TARGET": addrs[3], "DATABASE_URL": pg.URL("orders"), "DATABASE_PASSWORD": pg.Password})
 	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +48,8 @@ func TestRunRejectsBadSettingsNamingThem(t *testing.T) {
 		"CATALOG_TARGET":   {"CATALOG_TARGET": "http://catalog"},
 		"BREAKER_INTERVAL": {"BREAKER_INTERVAL": "soon"},
 		"GRPC_ADDR":        {"GRPC_ADDR": "no-port"},
+		"ORDER_LEASE":      {"ORDER_LEASE": "0s"},
+		"DATABASE_URL":     {"DATABASE_URL": "postgres://orders:pw@db/orders"},
 	} {
 		err := run(context.Background(), nil, env.Getenv, &strings.Builder{}, &strings.Builder{})
 		if err == nil || !strings.Contains(err.Error(), name) {

@@ -1,5 +1,5 @@
 // Command payments charges cards for the shop over gRPC (meshplane.payments.v1.PaymentService),
-// exactly once per idempotency key.
+// exactly once per idempotency key, keeping its charges in PostgreSQL.
 package main
 
 import (
@@ -13,10 +13,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"meshplane.dev/mesh/config"
+	"meshplane.dev/mesh/pgstore"
 	"meshplane.dev/mesh/service"
 	paymentsv1 "meshplane.dev/services/proto/payments/v1"
 
 	"meshplane.dev/services/payments/internal/server"
+	"meshplane.dev/services/payments/internal/store"
 )
 
 func main() {
@@ -40,6 +42,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer rt.Close()
+	db, err := pgstore.Open(ctx, cfg.DatabaseConfig, pgstore.Options{Component: store.Component, Migrations: store.Migrations(),
+		Operations: store.Operations, Logger: rt.Logger, Registry: rt.Registry, Health: rt.Health})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	lis, err := service.Listen("grpc", cfg.GRPCAddr)
 	if err != nil {
 		return err
@@ -48,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	paymentsv1.RegisterPaymentServiceServer(srv, server.New(rt.Logger, rt.Registry))
+	paymentsv1.RegisterPaymentServiceServer(srv, server.New(rt.Logger, rt.Registry, store.New(db)))
 	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())
 	return rt.Serve(ctx, service.Traffic{Server: service.GRPC(srv), Listener: lis, Tags: []string{"grpc"}})
 }

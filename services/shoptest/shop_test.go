@@ -3,6 +3,7 @@ package shoptest
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -20,16 +21,30 @@ import (
 	"meshplane.dev/mesh/devkit/wait"
 )
 
-// shop is the four services running against one Consul and one Loki.
+// shop is the four services running against one Consul, one Loki and one PostgreSQL.
 type shop struct {
 	consul, loki                       *devserver.Server
+	postgres                           *devserver.Postgres
 	catalog, payments, orders, gateway *proc
 	gatewayURL                         string
 }
 
+// databaseEnv is the settings of a service keeping its state in database db of pg.
+func databaseEnv(pg *devserver.Postgres, db string) map[string]string {
+	return map[string]string{"DATABASE_URL": pg.URL(db), "DATABASE_PASSWORD": pg.Password, "DATABASE_PROBE_INTERVAL": "200ms"}
+}
+
+func with(env map[string]string, more ...map[string]string) map[string]string {
+	out := maps.Clone(env)
+	for _, m := range more {
+		maps.Copy(out, m)
+	}
+	return out
+}
+
 func startShop(t *testing.T) *shop {
 	t.Helper()
-	s := &shop{consul: devservertest.Consul(t), loki: devservertest.Loki(t)}
+	s := &shop{consul: devservertest.Consul(t), loki: devservertest.Loki(t), postgres: devservertest.Postgres(t, "orders", "payments")}
 	ports, err := devserver.FreePorts(8)
 	if err != nil {
 		t.Fatal(err)
@@ -49,10 +64,10 @@ func startShop(t *testing.T) *shop {
 		return env
 	}
 	s.catalog = start(t, "catalog", common(addr(1), map[string]string{"GRPC_ADDR": addr(0)}))
-	s.payments = start(t, "payments", common(addr(3), map[string]string{"GRPC_ADDR": addr(2)}))
-	s.orders = start(t, "orders", common(addr(5), map[string]string{
+	s.payments = start(t, "payments", common(addr(3), with(map[string]string{"GRPC_ADDR": addr(2)}, databaseEnv(s.postgres, "payments"))))
+	s.orders = start(t, "orders", common(addr(5), with(map[string]string{
 		"GRPC_ADDR": addr(4), "CATALOG_TARGET": "consul:///catalog", "PAYMENTS_TARGET": "consul:///payments",
-	}))
+	}, databaseEnv(s.postgres, "orders"))))
 	s.gateway = start(t, "gateway", common(addr(7), map[string]string{
 		"HTTP_ADDR": addr(6), "CATALOG_TARGET": "consul:///catalog", "ORDERS_TARGET": "consul:///orders",
 		"CALL_TIMEOUT": "10s",

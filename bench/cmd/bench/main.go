@@ -1,4 +1,5 @@
-// Command bench is `make bench`: it measures the service hot path in-process, runs operator/test/bench
+// Command bench is `make bench`: it measures the service hot path in-process, order placement over a
+// real PostgreSQL against the database's own floor, runs operator/test/bench
 // for the operator at scale, `meshplane render` and the Consul sync, and prints every figure beside its
 // floor and target as one Markdown table, which it also writes to -out.
 //
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"meshplane.dev/bench/internal/hotpath"
+	"meshplane.dev/bench/internal/orderbench"
 	"meshplane.dev/bench/internal/report"
 	"meshplane.dev/mesh/devkit/devserver"
 )
@@ -46,7 +48,8 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	fs.SetOutput(stderr)
 	out := fs.String("out", "", "also write the table to this Markdown file (directories are created)")
 	dir := fs.String("dir", "", "directory for logs, inputs and profiles (default: a new temporary directory, kept)")
-	sections := fs.String("sections", "render,hotpath,xds,operator,consul", "comma-separated sections: render, hotpath, xds, operator, consul")
+	sections := fs.String("sections", "render,hotpath,orders,xds,operator,consul", "comma-separated sections: render, hotpath, orders, xds, operator, consul")
+	services := fs.String("services", "", "directory holding the catalog, payments and orders binaries, for the orders section")
 	operatorBench := fs.String("operator-bench", "", "path of operator/test/bench, which runs the render, operator and consul sections")
 	manager := fs.String("manager", "", "path of the manager binary, for the operator section")
 	meshplane := fs.String("meshplane", "", "path of the meshplane binary, for the render section")
@@ -68,12 +71,15 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	var opSections []string
 	for _, s := range want {
 		switch s {
-		case "hotpath":
+		case "hotpath", "orders":
 		case "render", "xds", "operator", "consul":
 			opSections = append(opSections, s)
 		default:
-			return fmt.Errorf("-sections: unknown section %q (want render, hotpath, xds, operator, consul)", s)
+			return fmt.Errorf("-sections: unknown section %q (want render, hotpath, orders, xds, operator, consul)", s)
 		}
+	}
+	if slices.Contains(want, "orders") && *services == "" {
+		return errors.New("-services: required for the orders section")
 	}
 	if len(opSections) > 0 && *operatorBench == "" {
 		return errors.New("-operator-bench: required for the render, xds, operator and consul sections")
@@ -99,6 +105,14 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	if slices.Contains(want, "hotpath") {
 		r, err := hotPath(ctx, hotpath.Options{Dir: *dir, Duration: *hotDuration, Warmup: 2 * time.Second,
 			Rounds: *hotRounds, Concurrency: *concurrency, Log: stderr}, *profile)
+		rows = append(rows, r...)
+		if err != nil {
+			return err
+		}
+	}
+	if slices.Contains(want, "orders") {
+		r, err := orderbench.Run(ctx, orderbench.Options{Services: *services, Dir: filepath.Join(*dir, "orders"), Duration: *hotDuration,
+			Warmup: 2 * time.Second, Rounds: *hotRounds, Concurrency: *concurrency, Log: stderr})
 		rows = append(rows, r...)
 		if err != nil {
 			return err

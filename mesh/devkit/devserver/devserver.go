@@ -1,4 +1,4 @@
-// Package devserver starts real Consul, Prometheus, Loki and istiod processes on loopback, each with its
+// Package devserver starts real Consul, Prometheus, Loki, PostgreSQL and istiod processes on loopback, each with its
 // own data directory and free ports, and waits until they answer. Tests use it through devservertest;
 // the local platform (`make up`) uses it directly. The binaries come from `make tools`.
 package devserver
@@ -121,11 +121,12 @@ type Server struct {
 	// LogPath is the file holding the server's stdout and stderr.
 	LogPath string
 
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	stop    sync.Once
-	stopErr error
+	cmd        *exec.Cmd
+	stopSignal os.Signal
+	done       chan struct{}
+	waitErr    error
+	stop       sync.Once
+	stopErr    error
 }
 
 // URL is the base URL of the server's HTTP API.
@@ -151,11 +152,12 @@ func (s *Server) Stop() error {
 	return nil
 }
 
-// StopWithin sends SIGTERM, waits up to d, then kills. It returns the exit error, or an error saying the
-// process had to be killed; a later call returns the same and signals nothing.
+// StopWithin sends SIGTERM (or the program's StopSignal), waits up to d, then kills. It returns the exit
+// error, or an error saying the process had to be killed; a later call returns the same and signals
+// nothing.
 func (s *Server) StopWithin(d time.Duration) error {
 	s.stop.Do(func() {
-		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+		_ = s.cmd.Process.Signal(s.stopSignal)
 		select {
 		case <-s.done:
 		case <-time.After(d):
@@ -212,6 +214,13 @@ type Program struct {
 	Addr string
 	// Ready returns nil once the program serves; HTTPReady builds the usual probe. Nil does not wait.
 	Ready func(context.Context) error
+	// Credential, when set, runs the program as that user (PostgreSQL refuses to run as root).
+	Credential *syscall.Credential
+	// WorkDir is the program's working directory; empty means Options.Dir. A program run as another user
+	// needs one that user may enter.
+	WorkDir string
+	// StopSignal is what Stop sends first; nil means SIGTERM.
+	StopSignal os.Signal
 }
 
 // HTTPReady is a readiness probe that wants 200 from url.
@@ -240,6 +249,9 @@ func Run(ctx context.Context, o Options, p Program) (*Server, error) {
 	// Not CommandContext: the server outlives ctx, which only bounds the start; Stop ends it.
 	cmd := exec.Command(p.Bin, p.Args...)
 	cmd.Dir = o.Dir
+	if p.WorkDir != "" {
+		cmd.Dir = p.WorkDir
+	}
 	switch {
 	case p.OnlyEnv:
 		cmd.Env = append([]string{}, p.Env...)
@@ -249,12 +261,16 @@ func Run(ctx context.Context, o Options, p Program) (*Server, error) {
 	cmd.Stdout = out
 	cmd.Stderr = out
 	// Own process group, so a Ctrl-C meant for the parent reaches the server only through Stop.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: p.Credential}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", p.Name, err)
 	}
-	s := &Server{Name: p.Name, Addr: p.Addr, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	stopSignal := p.StopSignal
+	if stopSignal == nil {
+		stopSignal = syscall.SIGTERM
+	}
+	s := &Server{Name: p.Name, Addr: p.Addr, LogPath: logPath, cmd: cmd, stopSignal: stopSignal, done: make(chan struct{})}
 	go func() {
 		s.waitErr = cmd.Wait()
 		logFile.Close()

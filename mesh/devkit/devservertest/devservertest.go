@@ -1,13 +1,16 @@
-// Package devservertest starts real Consul, Prometheus, Loki and istiod servers, and the shop's own
+// Package devservertest starts real Consul, Prometheus, Loki, PostgreSQL and istiod servers, and the shop's own
 // binaries, for a test: on 127.0.0.1, free ports, a temporary data directory, stopped in t.Cleanup. A missing binary fails the
 // test with the command that builds it.
 package devservertest
 
 import (
 	"context"
+	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,4 +99,72 @@ func startT(t testing.TB, start func(context.Context, devserver.Options) (*devse
 		}
 	})
 	return s
+}
+
+// Postgres starts a PostgreSQL dev server for the test, with databases dbs created; Close (stop and
+// remove its data) runs at cleanup.
+func Postgres(t testing.TB, dbs ...string) *devserver.Postgres {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	p, err := devserver.StartPostgres(ctx, devserver.Options{Dir: t.TempDir(), ReadyTimeout: 90 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- postgres log tail ---\n%s", p.LogTail(4000))
+		}
+		_ = p.Close()
+	})
+	for _, db := range dbs {
+		if err := p.CreateDatabase(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// MainWithPostgres runs a package's tests with one PostgreSQL dev server started first and stored in
+// *pg, and stops it (removing its data) after them: call it from TestMain, and give each test a database
+// of its own with PostgresDatabase. Starting a server per test costs an initdb each.
+func MainWithPostgres(m *testing.M, pg **devserver.Postgres) int {
+	dir, err := os.MkdirTemp("", "meshplane-postgres-tests-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "postgres for the tests:", err)
+		return 1
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	*pg, err = devserver.StartPostgres(ctx, devserver.Options{Dir: dir, ReadyTimeout: 90 * time.Second})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "postgres for the tests:", err)
+		return 1
+	}
+	defer func() { _ = (*pg).Close() }()
+	return m.Run()
+}
+
+var databases atomic.Int64
+
+// PostgresDatabase creates a database of the test's own on pg and returns its name; it is dropped when
+// the test ends.
+func PostgresDatabase(t testing.TB, pg *devserver.Postgres) string {
+	t.Helper()
+	name := fmt.Sprintf("test_%d", databases.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pg.CreateDatabase(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if conn, err := pg.Connect(ctx, "postgres"); err == nil {
+			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			_ = conn.Close(ctx)
+		}
+	})
+	return name
 }

@@ -159,7 +159,9 @@ func runDrill(ctx context.Context, s streams, args []string) error {
 	fs.DurationVar(&o.Every, "every", o.Every, "interval between table rows")
 	fs.Float64Var(&o.OrderRate, "order-rate", o.OrderRate, "orders per second the drill places itself")
 	scenarios := fs.String("scenarios", strings.Join(o.Scenarios, ","), "comma-separated scenarios to run, in order: "+
-		localplatform.ScenarioBreaker+" (payments failing, orders' breaker) and the mesh scenarios on payments through istiod ("+strings.Join(localplatform.MeshScenarios, ", ")+")")
+		localplatform.ScenarioBreaker+" (payments failing, orders' breaker), "+localplatform.ScenarioDatabase+
+		" (an orders replica killed and PostgreSQL restarted under load; duplicates counted) and the mesh scenarios on payments through istiod ("+
+		strings.Join(localplatform.MeshScenarios, ", ")+")")
 	if ok, err := parse(fs, args); !ok {
 		return err
 	}

@@ -37,7 +37,10 @@ var (
 		"shop/payments -> monitoring/loki:3100/TCP",
 	}
 	// The dev overlay's canary is called like catalog; loadgen calls the gateway; both log and are scraped.
+	// Its PostgreSQL (prod runs its own, outside the manifests) is reached by orders and payments only.
 	devExtras = []string{
+		"shop/orders -> shop-db/postgres:5432/TCP",
+		"shop/payments -> shop-db/postgres:5432/TCP",
 		"monitoring/prometheus -> shop/catalog-v2:9011/TCP",
 		"monitoring/prometheus -> shop/loadgen:8090/TCP",
 		"shop/catalog-v2 -> monitoring/loki:3100/TCP",
@@ -97,11 +100,11 @@ func TestEdgesFollowPolicyChanges(t *testing.T) {
 		change        func(objs []*unstructured.Unstructured, find func(kind, ns, name string) *unstructured.Unstructured) []*unstructured.Unstructured
 		gone, appears []string
 	}{{
-		name: "payments' own policy removed: only the namespace-wide rules select it, orders is cut off",
+		name: "payments' own policy removed: only the namespace-wide rules select it, orders is cut off, and so is its database",
 		change: func(objs []*unstructured.Unstructured, find func(string, string, string) *unstructured.Unstructured) []*unstructured.Unstructured {
 			return without(objs, find("NetworkPolicy", "shop", "payments"))
 		},
-		gone: []string{"shop/orders -> shop/payments:9030/TCP"},
+		gone: []string{"shop/orders -> shop/payments:9030/TCP", "shop/payments -> shop-db/postgres:5432/TCP"},
 	}, {
 		name: "no policy selects Grafana any more: it may call anything that accepts it",
 		change: func(objs []*unstructured.Unstructured, find func(string, string, string) *unstructured.Unstructured) []*unstructured.Unstructured {

@@ -1,5 +1,6 @@
-// Package server implements meshplane.orders.v1.OrderService: validate against catalog, charge
-// through payments, store once paid; one order per idempotency key, even under concurrent retries.
+// Package server implements meshplane.orders.v1.OrderService: validate against catalog, record in
+// PostgreSQL, charge through payments; one order and one charge per idempotency key, across replicas,
+// concurrent retries and a replica's crash.
 package server
 
 import (
@@ -7,10 +8,12 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -23,6 +26,8 @@ import (
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 	paymentsv1 "meshplane.dev/services/proto/payments/v1"
+
+	"meshplane.dev/services/orders/internal/store"
 )
 
 // Limits of an order.
@@ -48,30 +53,23 @@ type Server struct {
 	logger   *slog.Logger
 	catalog  Catalog
 	payments Payments
+	store    *store.Store
+	lease    time.Duration
 	orders   *prometheus.CounterVec
-	now      func() time.Time
-
-	mu       sync.Mutex
-	byID     map[string]*ordersv1.Order
-	byKey    map[string]placed
-	inflight map[string]chan struct{}
 }
 
-// placed remembers which order a key produced and the request it came from.
-type placed struct {
-	fingerprint string
-	orderID     string
-}
+// pollInterval is how often a request waiting for another placement of its key looks again.
+const pollInterval = 50 * time.Millisecond
 
-// New returns the service, registering meshplane_orders_total{result} in reg.
-func New(logger *slog.Logger, reg prometheus.Registerer, catalog Catalog, payments Payments) *Server {
+// New returns the service over st, registering meshplane_orders_total{result} in reg. lease is how long
+// a placement may charge an order before a retry of its key may resume it (ORDER_LEASE).
+func New(logger *slog.Logger, reg prometheus.Registerer, catalog Catalog, payments Payments, st *store.Store, lease time.Duration) *Server {
 	s := &Server{
-		logger: logger, catalog: catalog, payments: payments, now: time.Now,
+		logger: logger, catalog: catalog, payments: payments, store: st, lease: lease,
 		orders: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshplane_orders_total",
-			Help: "Orders by result: placed, rejected (invalid request), payment_failed (declined, or payments unavailable).",
+			Help: "Orders by result: placed (paid, once per order across replicas), rejected (invalid request), payment_failed (declined, or payments unavailable).",
 		}, []string{"result"}),
-		byID: map[string]*ordersv1.Order{}, byKey: map[string]placed{}, inflight: map[string]chan struct{}{},
 	}
 	for _, r := range []string{"placed", "rejected", "payment_failed"} {
 		s.orders.WithLabelValues(r)
@@ -85,7 +83,9 @@ func validate(req *ordersv1.PlaceOrderRequest) error {
 	case req.GetIdempotencyKey() == "":
 		return rpc.InvalidField("idempotency_key", "required")
 	case len(req.GetIdempotencyKey()) > MaxKeyLen:
-		return rpc.InvalidField("idempotency_key", fmt.Sprintf("longer than %d characters", MaxKeyLen))
+		return rpc.InvalidField("idempotency_key", fmt.Sprintf("longer than %d bytes", MaxKeyLen))
+	case strings.ContainsFunc(req.GetIdempotencyKey(), unicode.IsControl):
+		return rpc.InvalidField("idempotency_key", "contains control characters")
 	case len(req.GetItems()) == 0:
 		return rpc.InvalidField("items", "at least one item is required")
 	case len(req.GetItems()) > MaxItems:
@@ -111,96 +111,146 @@ func fingerprint(req *ordersv1.PlaceOrderRequest) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// PlaceOrder implements OrderService.PlaceOrder.
+// PlaceOrder implements OrderService.PlaceOrder. The database decides what a key places, so this holds
+// across replicas: the first request records the order as pending (committed) with its key, charges
+// payments with a key derived from the order, and marks it paid. A request with the same key replays a
+// paid order; finds a pending one being charged and waits for it; or finds one whose placement died
+// (its lease passed, or it failed to reach payments) and resumes it with the same payment key, which
+// payments deduplicates — one order, one charge, whichever replica a retry reaches and whenever the
+// first one crashed.
 func (s *Server) PlaceOrder(ctx context.Context, req *ordersv1.PlaceOrderRequest) (*ordersv1.PlaceOrderResponse, error) {
 	if err := validate(req); err != nil {
 		s.orders.WithLabelValues("rejected").Inc()
 		return nil, err
 	}
 	key, fp := req.GetIdempotencyKey(), fingerprint(req)
-	// One attempt per key at a time: a concurrent retry waits for the first and then sees its result.
 	for {
-		s.mu.Lock()
-		if p, ok := s.byKey[key]; ok {
-			order := s.byID[p.orderID]
-			s.mu.Unlock()
-			if p.fingerprint != fp {
-				return nil, status.Error(codes.AlreadyExists, "idempotency key already used for a different order")
+		o, err := s.store.ByKey(ctx, key)
+		if errors.Is(err, store.ErrNotFound) {
+			var created bool
+			if o, created, err = s.create(ctx, req, fp); err != nil {
+				return nil, err
 			}
-			s.logger.InfoContext(ctx, "order replayed", slog.String("order_id", order.GetId()))
-			return &ordersv1.PlaceOrderResponse{Order: order, Replayed: true}, nil
+			if created {
+				return s.charge(ctx, req, o)
+			}
 		}
-		busy, ok := s.inflight[key]
-		if !ok {
-			done := make(chan struct{})
-			s.inflight[key] = done
-			s.mu.Unlock()
-			defer func() {
-				s.mu.Lock()
-				delete(s.inflight, key)
-				s.mu.Unlock()
-				close(done)
-			}()
-			break
+		if err != nil {
+			return nil, err
 		}
-		s.mu.Unlock()
+		if o.Fingerprint != fp {
+			return nil, status.Errorf(codes.AlreadyExists, "idempotency key already used for a different order (%s)", o.ID)
+		}
+		if o.Status == store.StatusPaid {
+			s.logger.InfoContext(ctx, "order replayed", slog.String("order_id", o.ID))
+			return &ordersv1.PlaceOrderResponse{Order: toProto(o), Replayed: true}, nil
+		}
+		if !o.Leased {
+			claimed, err := s.store.Claim(ctx, o.ID, s.lease)
+			if err != nil {
+				return nil, err
+			}
+			if claimed {
+				s.logger.InfoContext(ctx, "resuming a pending order", slog.String("order_id", o.ID))
+				return s.charge(ctx, req, o)
+			}
+		}
+		// Another request is charging it: look again shortly (it is paid, released, or deleted by then).
+		t := time.NewTimer(pollInterval)
 		select {
-		case <-busy:
+		case <-t.C:
 		case <-ctx.Done():
-			return nil, status.FromContextError(ctx.Err()).Err()
+			t.Stop()
+			return nil, status.Errorf(status.FromContextError(ctx.Err()).Code(),
+				"order %s with this idempotency key is still being placed by another request: retry with the same key", o.ID)
 		}
 	}
-
-	order, err := s.place(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	s.byID[order.GetId()] = order
-	s.byKey[key] = placed{fingerprint: fp, orderID: order.GetId()}
-	s.mu.Unlock()
-	s.orders.WithLabelValues("placed").Inc()
-	s.logger.InfoContext(ctx, "order placed", slog.String("order_id", order.GetId()),
-		slog.String("charge_id", order.GetChargeId()), slog.Int64("total_cents", order.GetTotalCents()))
-	return &ordersv1.PlaceOrderResponse{Order: order}, nil
 }
 
-// place prices the items, charges the total and returns the paid order; it stores nothing.
-func (s *Server) place(ctx context.Context, req *ordersv1.PlaceOrderRequest) (*ordersv1.Order, error) {
-	order := &ordersv1.Order{Id: "ord_" + randomHex(10), Status: "paid"}
+// create prices the items through catalog and records the order as pending, leased to this request.
+// When another request recorded one with the same key first, it returns that one and false.
+func (s *Server) create(ctx context.Context, req *ordersv1.PlaceOrderRequest, fp string) (store.Order, bool, error) {
+	o := store.Order{ID: "ord_" + randomHex(10), IdempotencyKey: req.GetIdempotencyKey(), Fingerprint: fp}
 	for i, it := range req.GetItems() {
 		p, err := s.catalog.GetProduct(ctx, &catalogv1.GetProductRequest{Id: it.GetProductId()})
 		switch {
 		case status.Code(err) == codes.NotFound:
 			s.orders.WithLabelValues("rejected").Inc()
-			return nil, rpc.InvalidField(fmt.Sprintf("items[%d].product_id", i), fmt.Sprintf("unknown product %q", it.GetProductId()))
+			return o, false, rpc.InvalidField(fmt.Sprintf("items[%d].product_id", i), fmt.Sprintf("unknown product %q", it.GetProductId()))
 		case err != nil:
-			return nil, dependencyError("catalog", err)
+			return o, false, dependencyError("catalog", err)
 		}
-		if order.Currency == "" {
-			order.Currency = p.GetCurrency()
-		} else if order.Currency != p.GetCurrency() {
+		if o.Currency == "" {
+			o.Currency = p.GetCurrency()
+		} else if o.Currency != p.GetCurrency() {
 			s.orders.WithLabelValues("rejected").Inc()
-			return nil, rpc.InvalidField(fmt.Sprintf("items[%d].product_id", i), "priced in another currency than the other items")
+			return o, false, rpc.InvalidField(fmt.Sprintf("items[%d].product_id", i), "priced in another currency than the other items")
 		}
-		order.Items = append(order.Items, &ordersv1.LineItem{ProductId: p.GetId(), Quantity: it.GetQuantity(), UnitPriceCents: p.GetPriceCents()})
-		order.TotalCents += p.GetPriceCents() * int64(it.GetQuantity())
+		o.Items = append(o.Items, store.Item{ProductID: p.GetId(), Quantity: it.GetQuantity(), UnitPriceCents: p.GetPriceCents()})
+		o.TotalCents += p.GetPriceCents() * int64(it.GetQuantity())
 	}
+	return s.store.Create(ctx, o, s.lease)
+}
+
+// PaymentKey is the idempotency key orders charges order id with: derived from the order, so every
+// attempt at that order — the first, or a retry resuming it on another replica — charges it once.
+func PaymentKey(orderID string) string { return "order/" + orderID }
+
+// charge charges pending order o, whose lease this request holds, and marks it paid.
+func (s *Server) charge(ctx context.Context, req *ordersv1.PlaceOrderRequest, o store.Order) (*ordersv1.PlaceOrderResponse, error) {
 	charge, err := s.payments.Charge(ctx, &paymentsv1.ChargeRequest{
-		IdempotencyKey: req.GetIdempotencyKey(), AmountCents: order.GetTotalCents(), Currency: order.GetCurrency(),
-		CardToken: req.GetCardToken(), Reference: req.GetIdempotencyKey(),
+		IdempotencyKey: PaymentKey(o.ID), AmountCents: o.TotalCents, Currency: o.Currency,
+		CardToken: req.GetCardToken(), Reference: o.ID,
 	})
+	// The request may have run out of time: what follows must still happen.
+	after := context.WithoutCancel(ctx)
 	if err != nil {
 		s.orders.WithLabelValues("payment_failed").Inc()
 		switch status.Code(err) {
-		case codes.FailedPrecondition, codes.AlreadyExists, codes.InvalidArgument:
+		case codes.FailedPrecondition, codes.InvalidArgument:
+			// Payments refused the charge, so nothing was charged: forget the order, and a retry with
+			// the key starts afresh. Should the delete fail, the order stays pending and a retry resumes
+			// it, to be refused again.
+			if derr := s.store.Delete(after, o.ID); derr != nil {
+				s.logger.WarnContext(ctx, "refused order not deleted", slog.String("order_id", o.ID), slog.String("error", derr.Error()))
+			}
 			return nil, err // payments' answer, passed on as is
+		case codes.AlreadyExists:
+			return nil, err
+		}
+		// The charge may or may not have happened: keep the order pending and let a retry resume it
+		// at once, charging with the same payment key.
+		if rerr := s.store.Release(after, o.ID); rerr != nil {
+			s.logger.WarnContext(ctx, "order lease not released", slog.String("order_id", o.ID), slog.String("error", rerr.Error()))
 		}
 		return nil, dependencyError("payments", err)
 	}
-	order.ChargeId = charge.GetChargeId()
-	order.CreatedUnixMs = s.now().UnixMilli()
-	return order, nil
+	paid, mine, err := s.store.MarkPaid(after, o.ID, charge.GetChargeId())
+	if err != nil {
+		// Charged but not recorded as paid: the order stays pending, and a retry with the key resumes
+		// it once the lease passes; payments answers that retry with this same charge.
+		s.logger.WarnContext(ctx, "charged order not yet marked paid", slog.String("order_id", o.ID),
+			slog.String("charge_id", charge.GetChargeId()), slog.String("error", err.Error()))
+		return nil, err
+	}
+	if paid.Status != store.StatusPaid || paid.ChargeID != charge.GetChargeId() {
+		return nil, status.Errorf(codes.Internal, "order %s: status %s with charge %q after charge %s", o.ID, paid.Status, paid.ChargeID, charge.GetChargeId())
+	}
+	if mine {
+		s.orders.WithLabelValues("placed").Inc()
+		s.logger.InfoContext(ctx, "order placed", slog.String("order_id", paid.ID),
+			slog.String("charge_id", paid.ChargeID), slog.Int64("total_cents", paid.TotalCents))
+	}
+	return &ordersv1.PlaceOrderResponse{Order: toProto(paid), Replayed: !mine}, nil
+}
+
+func toProto(o store.Order) *ordersv1.Order {
+	out := &ordersv1.Order{Id: o.ID, Status: o.Status, Currency: o.Currency, TotalCents: o.TotalCents, ChargeId: o.ChargeID,
+		CreatedUnixMs: o.CreatedAt.UnixMilli()}
+	for _, it := range o.Items {
+		out.Items = append(out.Items, &ordersv1.LineItem{ProductId: it.ProductID, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents})
+	}
+	return out
 }
 
 // dependencyError turns a failed call to dep into an error naming dep (or the dependency further
@@ -216,18 +266,19 @@ func dependencyError(dep string, err error) error {
 	return breaker.DependencyError(code, dep, breaker.ReasonUnavailable, fmt.Sprintf("%s: %s", dep, status.Convert(err).Message()))
 }
 
-// GetOrder implements OrderService.GetOrder.
-func (s *Server) GetOrder(_ context.Context, req *ordersv1.GetOrderRequest) (*ordersv1.Order, error) {
+// GetOrder implements OrderService.GetOrder: any replica answers for every order.
+func (s *Server) GetOrder(ctx context.Context, req *ordersv1.GetOrderRequest) (*ordersv1.Order, error) {
 	if req.GetId() == "" {
 		return nil, rpc.InvalidField("id", "required")
 	}
-	s.mu.Lock()
-	o, ok := s.byID[req.GetId()]
-	s.mu.Unlock()
-	if !ok {
+	o, err := s.store.Get(ctx, req.GetId())
+	if errors.Is(err, store.ErrNotFound) {
 		return nil, status.Errorf(codes.NotFound, "order %q not found", req.GetId())
 	}
-	return o, nil
+	if err != nil {
+		return nil, err
+	}
+	return toProto(o), nil
 }
 
 func randomHex(n int) string {
