@@ -38,7 +38,9 @@ const ns = "shop"
 var (
 	env    *controlplane.Env
 	istiod *devserver.Istiod
-	mesh   *scenario.Mesh
+	// postgres keeps the state of orders and payments (one database each, shared by their instances).
+	postgres *devserver.Postgres
+	mesh     *scenario.Mesh
 	// procs holds the service processes, by instance name.
 	procs = map[string]*devserver.Server{}
 	// bootstraps holds the instances' bootstrap files, by instance name.
@@ -50,8 +52,8 @@ var (
 )
 
 // TestMain brings up the local mesh once for the package: a real kube-apiserver and etcd with the
-// CRDs, the operator's reconciler, istiod against that apiserver, and two payments instances (v1,
-// v2) registered as WorkloadEntries behind the payments Service and joined to the mesh through their
+// CRDs, the operator's reconciler, istiod against that apiserver, PostgreSQL for orders and payments, and
+// two payments instances (v1, v2) registered as WorkloadEntries behind the payments Service and joined to the mesh through their
 // xDS bootstraps. The tests' caller is a proxyless gRPC client with its own node identity.
 func TestMain(m *testing.M) {
 	code, err := setup(m)
@@ -93,6 +95,15 @@ func setup(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer func() { _ = istiod.Stop() }()
+	if postgres, err = devserver.StartPostgres(ctx, devserver.Options{Dir: filepath.Join(dir, "postgres"), ReadyTimeout: 90 * time.Second}); err != nil {
+		return 0, err
+	}
+	defer func() { _ = postgres.Close() }()
+	for _, db := range []string{"orders", "payments"} {
+		if err := postgres.CreateDatabase(ctx, db); err != nil {
+			return 0, err
+		}
+	}
 	stopManager, err := startManager(ctx)
 	if err != nil {
 		return 0, err
@@ -238,7 +249,7 @@ func startService(ctx context.Context, dir, bin string, svc workload.Service, in
 			"NAMESPACE=" + ns,
 			"LOG_LEVEL=warn",
 			proxyless.BootstrapEnv + "=" + bootstrap,
-		}, extra...),
+		}, append(databaseEnv(bin), extra...)...),
 		Ready: devserver.HTTPReady("http://" + admin + "/readyz"),
 	})
 	if err != nil {
@@ -246,6 +257,16 @@ func startService(ctx context.Context, dir, bin string, svc workload.Service, in
 	}
 	procs[in.Name] = p
 	return p, nil
+}
+
+// databaseEnv is where the program keeps its state: orders and payments each in their database, shared
+// by their instances as replicas share it.
+func databaseEnv(bin string) []string {
+	switch bin {
+	case "orders", "payments":
+		return []string{"DATABASE_URL=" + postgres.URL(bin), "DATABASE_PASSWORD=" + postgres.Password}
+	}
+	return nil
 }
 
 // stopAll signals every service at once, so their drains overlap, then waits for each.
