@@ -58,6 +58,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	xdsRounds := fs.Int("xds-rounds", 2, "rounds alternating plain and xds channels")
 	xdsConcurrency := fs.Int("xds-concurrency", 16, "calls in flight for the xds section")
 	profile := fs.Bool("profile", false, "write CPU profiles (pprof) of the manager and of the Consul sync into -dir")
+	managerFlags := fs.String("manager-flags", "", "extra space-separated flags for the manager, e.g. --max-concurrent-reconciles=16")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,7 +114,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	if slices.Contains(want, "operator") {
 		if err := Scale(ctx, ScaleOptions{
 			Config: env.Config, Kubeconfig: env.Kubeconfig, Manager: *manager, Sizes: ns, Steady: *steady,
-			Workers: *workers, Timeout: *timeout, Dir: *dir, Profile: *profile, Log: stderr,
+			Workers: *workers, Timeout: *timeout, Dir: *dir, Profile: *profile, ManagerArgs: strings.Fields(*managerFlags), Log: stderr,
 		}, emit); err != nil {
 			return err
 		}
