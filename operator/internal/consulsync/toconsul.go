@@ -2,9 +2,11 @@ package consulsync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -44,6 +47,7 @@ type ToConsul struct {
 	ResyncPeriod time.Duration
 
 	state      nodeState
+	writer     *catalogWriter
 	reconciled atomic.Int64
 	events     chan event.TypedGenericEvent[*corev1.Service]
 	pending    sync.Map // Service key → time of the oldest change not yet written, for the lag metric
@@ -66,12 +70,18 @@ func (r *ToConsul) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(&nodeWatcher{r: r}); err != nil {
 		return err
 	}
+	r.writer = newCatalogWriter(r.Consul, r.Node, r.nodeMeta(), &r.state, r.Metrics)
+	if err := mgr.Add(r.writer); err != nil {
+		return err
+	}
 	noted := func(key types.NamespacedName) []reconcile.Request {
 		r.pending.LoadOrStore(key.String(), time.Now())
 		return []reconcile.Request{{NamespacedName: key}}
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("consul-sync-to-consul").
+		// A reconcile waits for its Service's transaction; many in flight fill each transaction.
+		WithOptions(crcontroller.Options{MaxConcurrentReconciles: concurrentServiceReconciles}).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return noted(client.ObjectKeyFromObject(o))
 		})).
@@ -137,26 +147,27 @@ func (r *ToConsul) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Re
 	}
 	actual := r.state.forService(req.NamespacedName)
 
-	writes := 0
+	change := &catalogChange{}
 	for _, d := range desired {
-		if a, ok := actual[d.ID]; ok && a.Equal(d) {
-			continue
+		if a, ok := actual[d.ID]; !ok || !a.Equal(d) {
+			change.register = append(change.register, d)
 		}
-		if err := r.register(ctx, d); err != nil {
-			r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
-			return ctrl.Result{}, fmt.Errorf("register consul instance %s: %w", d.ID, err)
-		}
-		writes++
 	}
-	for id := range actual {
-		if slices.ContainsFunc(desired, func(d Instance) bool { return d.ID == id }) {
-			continue
+	for id, a := range actual {
+		if !slices.ContainsFunc(desired, func(d Instance) bool { return d.ID == id }) {
+			change.deregister = append(change.deregister, a)
 		}
-		if err := r.deregister(ctx, id); err != nil {
+	}
+	slices.SortFunc(change.deregister, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+	writes := len(change.register) + len(change.deregister)
+	if writes > 0 {
+		if err := r.writer.write(ctx, change); err != nil {
 			r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
-			return ctrl.Result{}, fmt.Errorf("deregister consul instance %s: %w", id, err)
+			if refused, ok := errors.AsType[*refusedError](err); ok {
+				r.warnRefused(ctx, req.NamespacedName, refused.reasons)
+			}
+			return ctrl.Result{}, fmt.Errorf("sync service %s to consul: %w", req.NamespacedName, err)
 		}
-		writes++
 	}
 	if t, ok := r.pending.LoadAndDelete(req.String()); ok && writes > 0 {
 		r.Metrics.Lag.WithLabelValues(DirectionToConsul).Observe(time.Since(t.(time.Time)).Seconds())
@@ -207,44 +218,17 @@ func (r *ToConsul) warn(svc *corev1.Service, err error) {
 	}
 }
 
+// warnRefused tells the Service's owners what Consul refused to register.
+func (r *ToConsul) warnRefused(ctx context.Context, key types.NamespacedName, reasons []string) {
+	var svc corev1.Service
+	if r.Recorder == nil || r.Client.Get(ctx, key, &svc) != nil {
+		return
+	}
+	r.Recorder.Eventf(&svc, nil, corev1.EventTypeWarning, "ConsulRefused", "SyncToConsul", "%s", strings.Join(reasons, "; "))
+}
+
 func (r *ToConsul) nodeMeta() map[string]string {
 	return map[string]string{MetaExternalSource: "kubernetes", MetaOwner: r.Settings.Cluster, MetaCluster: r.Settings.Cluster}
-}
-
-func (r *ToConsul) register(ctx context.Context, in Instance) error {
-	output := "Kubernetes endpoint is ready"
-	if in.Status != consulapi.HealthPassing {
-		output = "Kubernetes endpoint is not ready"
-	}
-	_, err := r.Consul.Catalog().Register(&consulapi.CatalogRegistration{
-		Node:           r.Node,
-		Address:        "127.0.0.1",
-		NodeMeta:       r.nodeMeta(),
-		SkipNodeUpdate: true,
-		Service: &consulapi.AgentService{
-			ID: in.ID, Service: in.Service, Address: in.Address, Port: in.Port,
-			Tags: in.Tags, Meta: in.Meta,
-		},
-		Check: &consulapi.AgentCheck{
-			Node: r.Node, CheckID: checkID(in.ID), Name: "Kubernetes readiness", Type: "kubernetes-readiness",
-			ServiceID: in.ID, ServiceName: in.Service, Status: in.Status, Output: output,
-		},
-	}, (&consulapi.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	r.Metrics.Writes.WithLabelValues(DirectionToConsul, "register").Inc()
-	r.state.put(in)
-	return nil
-}
-
-func (r *ToConsul) deregister(ctx context.Context, id string) error {
-	if _, err := r.Consul.Catalog().Deregister(&consulapi.CatalogDeregistration{Node: r.Node, ServiceID: id}, (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
-		return err
-	}
-	r.Metrics.Writes.WithLabelValues(DirectionToConsul, "deregister").Inc()
-	r.state.remove(id)
-	return nil
 }
 
 func checkID(serviceID string) string { return serviceID + ":k8s-readiness" }
@@ -381,6 +365,11 @@ const nodeWait = 10 * time.Second
 // nodeReadInterval is the shortest time between two reads of the sync's node: how late a change made
 // to it by someone else (or a Consul that lost its data) may be noticed, at most.
 const nodeReadInterval = time.Second
+
+// concurrentServiceReconciles is how many Services are reconciled at once. Each waits for the transaction
+// holding its writes, so enough must be in flight to fill one transaction (63 single-instance Services)
+// while the one before it commits.
+const concurrentServiceReconciles = 128
 
 // indexServiceName indexes EndpointSlices by the Service they belong to.
 const indexServiceName = "consulsync.serviceName"
