@@ -215,15 +215,18 @@ func growthRows(runs []scaleRun) []Row {
 		sizes[i] = strconv.FormatFloat(n, 'f', -1, 64)
 	}
 	span := strings.Join(sizes, " → ")
-	grow := func(ys []float64) string {
-		b := fittedExponent(ns, ys)
-		return fmt.Sprintf("∝ N^%.2f (×%.2f per 2×)", b, math.Pow(2, b))
-	}
+	grow := func(ys []float64) string { return growth(ns, ys) }
 	return []Row{
 		{Section: scaleSection, Figure: fmt.Sprintf("growth over N = %s: time to all Ready", span), Value: grow(converged), Floor: grow(floors)},
 		{Section: scaleSection, Figure: fmt.Sprintf("growth over N = %s: manager peak RSS", span), Value: grow(rss)},
 		{Section: scaleSection, Figure: fmt.Sprintf("growth over N = %s: API writes per policy", span), Value: grow(writes), Target: "constant", Met: met(math.Abs(fittedExponent(ns, writes)) < 0.05)},
 	}
+}
+
+// growth describes how ys grow with xs: the fitted exponent and what it means per doubling.
+func growth(xs, ys []float64) string {
+	b := fittedExponent(xs, ys)
+	return fmt.Sprintf("∝ N^%.2f (×%.2f per 2×)", b, math.Pow(2, b))
 }
 
 // fittedExponent returns b of the least-squares fit of log y = log a + b·log x.
@@ -547,7 +550,9 @@ type readyWatcher struct {
 
 	mu    sync.Mutex
 	ready map[string]bool
-	once  sync.Once
+	// readyCount is how many of ready are true: counting them on every event took O(N) each.
+	readyCount int
+	once       sync.Once
 }
 
 func watchReady(ctx context.Context, cfg *rest.Config, ns string, n int) (*readyWatcher, error) {
@@ -586,26 +591,23 @@ func (w *readyWatcher) observe(obj any) {
 	ready := c != nil && c.Status == metav1.ConditionTrue && c.ObservedGeneration == p.Generation
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.ready[p.Name] = ready
-	if ready && w.countLocked() >= w.n {
-		w.once.Do(func() { w.at = time.Now(); close(w.done) })
-	}
-}
-
-func (w *readyWatcher) countLocked() int {
-	n := 0
-	for _, r := range w.ready {
-		if r {
-			n++
+	if was := w.ready[p.Name]; was != ready {
+		w.ready[p.Name] = ready
+		if ready {
+			w.readyCount++
+		} else {
+			w.readyCount--
 		}
 	}
-	return n
+	if ready && w.readyCount >= w.n {
+		w.once.Do(func() { w.at = time.Now(); close(w.done) })
+	}
 }
 
 func (w *readyWatcher) count() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.countLocked()
+	return w.readyCount
 }
 
 func (w *readyWatcher) stop() { w.cancel() }
