@@ -178,16 +178,23 @@ func scaleOnce(ctx context.Context, o ScaleOptions, cfg *rest.Config, c client.C
 	if err != nil {
 		return run, err
 	}
-	if run.floor, err = applyFloor(ctx, c, apiserver, cfg.Host, floorPolicies, o.Workers); err != nil {
+	// The floor's first half runs before the manager, its second half after: a machine that gets busier
+	// or quieter while the manager runs (other processes share it) weighs on both sides alike.
+	first, err := applyFloor(ctx, c, apiserver, cfg.Host, floorPolicies, 0, n/2, o.Workers)
+	if err != nil {
 		return run, err
 	}
-	run.objects = run.floor.objects
-	logf("floor: %d objects server-side-applied and %d statuses patched by %d workers in %s (%.0f API writes)",
-		run.floor.objects, n, o.Workers, seconds(run.floor.took), run.floor.writes)
-
 	if run.manager, err = runManager(ctx, o, cfg, opNS, n); err != nil {
 		return run, err
 	}
+	second, err := applyFloor(ctx, c, apiserver, cfg.Host, floorPolicies, n/2, n, o.Workers)
+	if err != nil {
+		return run, err
+	}
+	run.floor = floorResult{took: first.took + second.took, objects: first.objects + second.objects, writes: first.writes + second.writes}
+	run.objects = run.floor.objects
+	logf("floor: %d objects server-side-applied and %d statuses patched by %d workers in %s + %s (%.0f API writes)",
+		run.floor.objects, n, o.Workers, seconds(first.took), seconds(second.took), run.floor.writes)
 	run.done = true
 	return run, nil
 }
@@ -266,10 +273,10 @@ type floorResult struct {
 	writes float64
 }
 
-// applyFloor does the least any operator with a status must do for every policy: server-side-apply what
+// applyFloor does the least any operator with a status must do for policies[from:to]: server-side-apply what
 // desiredstate.Build generates, owned by the policy, and patch the policy's status once to say so (the
 // status the operator writes: conditions, observedGeneration, generated objects, effective policy).
-func applyFloor(ctx context.Context, c client.Client, apiserver *http.Client, host string, policies []*v1alpha1.TrafficPolicy, workers int) (floorResult, error) {
+func applyFloor(ctx context.Context, c client.Client, apiserver *http.Client, host string, policies []*v1alpha1.TrafficPolicy, from, to, workers int) (floorResult, error) {
 	var res floorResult
 	var mu sync.Mutex
 	before, err := apiRequests(ctx, apiserver, host)
@@ -277,7 +284,8 @@ func applyFloor(ctx context.Context, c client.Client, apiserver *http.Client, ho
 		return res, err
 	}
 	start := time.Now()
-	err = parallel(ctx, len(policies), workers, func(ctx context.Context, i int) error {
+	err = parallel(ctx, to-from, workers, func(ctx context.Context, i int) error {
+		i += from
 		p := policies[i]
 		state, err := desiredstate.Build(p, Service(p.Namespace, i), desiredstate.PlatformDefaults())
 		if err != nil {
