@@ -54,6 +54,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	steady := fs.Duration("steady", 30*time.Second, "how long the operator's steady-state writes are counted, per size")
 	renderN := fs.Int("render", 10000, "policies for meshplane render")
 	consulSizes := fs.String("consul", "2000", "Services for the Consul sync (comma-separated sizes)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "longest wait for every policy to be Ready, or every Service to be in Consul, per size")
 	profile := fs.Bool("profile", false, "write CPU profiles of the hot path, the manager and the Consul sync into -dir")
 	hotDuration := fs.Duration("hot-duration", 8*time.Second, "measured load per stack and round on the hot path and for proxyless gRPC")
 	hotRounds := fs.Int("hot-rounds", 2, "rounds alternating bare and mesh (plain and xDS) stacks")
@@ -118,7 +119,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	}
 	if len(rest) > 0 {
 		r, err := operatorRows(ctx, *operatorBench, stderr, "-sections="+strings.Join(rest, ","), "-manager="+*manager,
-			"-sizes="+*sizes, "-steady="+steady.String(), "-consul="+*consulSizes, "-dir="+*dir,
+			"-sizes="+*sizes, "-steady="+steady.String(), "-timeout="+timeout.String(), "-consul="+*consulSizes, "-dir="+*dir,
 			"-profile="+strconv.FormatBool(*profile), "-xds-duration="+hotDuration.String(), "-xds-rounds="+strconv.Itoa(*hotRounds),
 			"-xds-concurrency="+strconv.Itoa(*concurrency))
 		rows = append(rows, r...)
