@@ -22,9 +22,9 @@ help: ## Show this help.
 MESHPLANE := .local/bin/meshplane
 
 # The components `meshplane up` starts (etcd, kube-apiserver, kube-controller-manager, kubectl, istiod,
-# Consul, Loki, Prometheus), by their scripts/tools.sh names; not the linters and code generators, which
+# Consul, Loki, Prometheus, NATS), by their scripts/tools.sh names; not the linters and code generators, which
 # `make up` does not need and `make tools` still builds.
-UP_TOOLS := kube istio consul loki prometheus
+UP_TOOLS := kube istio consul loki prometheus nats
 
 .PHONY: up
 up: ## Start the whole platform locally: apiserver, operator + Consul sync, Consul, shop, Prometheus, Loki, load (UP_FLAGS=--port prometheus=19090 ...).
