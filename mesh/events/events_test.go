@@ -66,7 +66,7 @@ func TestConnectRidesOutTheBroker(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	n, err := devserver.StartNATS(ctx, devserver.Options{Dir: t.TempDir(), Port: ports[0]})
+	n, err := devserver.StartNATS(ctx, devserver.Options{Dir: t.TempDir(), Port: ports[0]}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

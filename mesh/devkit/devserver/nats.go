@@ -36,10 +36,10 @@ type NATS struct {
 }
 
 // StartNATS starts nats-server (built by `make tools`) with JetStream on file storage in o.Dir, clients
-// on 127.0.0.1:o.Port (0 picks a free port) and monitoring on another free port, and waits until
-// /healthz says JetStream is up. Stop ends it (SIGTERM: a clean shutdown that syncs the store); Start
+// on 127.0.0.1:o.Port and monitoring on 127.0.0.1:monitorPort (0 picks a free port for either), and
+// waits until /healthz says JetStream is up. Stop ends it (SIGTERM: a clean shutdown that syncs the store); Start
 // runs it again on the same ports and store, with every stream and durable consumer as they were.
-func StartNATS(ctx context.Context, o Options) (*NATS, error) {
+func StartNATS(ctx context.Context, o Options, monitorPort int) (*NATS, error) {
 	bin, err := Binary("nats-server", "nats")
 	if err != nil {
 		return nil, err
@@ -47,6 +47,9 @@ func StartNATS(ctx context.Context, o Options) (*NATS, error) {
 	p, err := ports(&o, 1)
 	if err != nil {
 		return nil, err
+	}
+	if monitorPort != 0 {
+		p[0] = monitorPort
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("start nats: %w", err)

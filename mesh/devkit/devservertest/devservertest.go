@@ -107,7 +107,7 @@ func NATS(t testing.TB) *devserver.NATS {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	n, err := devserver.StartNATS(ctx, devserver.Options{Dir: t.TempDir(), ReadyTimeout: 90 * time.Second})
+	n, err := devserver.StartNATS(ctx, devserver.Options{Dir: t.TempDir(), ReadyTimeout: 90 * time.Second}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,7 +177,7 @@ func (c *Consumer) Run(ctx context.Context) {
 	defer wg.Wait()
 	for {
 		msg, err := msgs.Next()
-		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, nats.ErrConnectionClosed) {
 			return
 		}
 		if err != nil {

@@ -105,11 +105,15 @@ func (r *Relay) Notify() {
 func (r *Relay) Run(ctx context.Context) {
 	tick := time.NewTicker(r.settings.Interval)
 	defer tick.Stop()
-	lastPrune := time.Time{}
+	var lastPrune, lastBacklog time.Time
 	streamReady := false
 	failing := false
 	for {
-		r.refreshBacklog(ctx)
+		// Woken by every order, the relay reads the backlog at most twice an interval.
+		if time.Since(lastBacklog) >= r.settings.Interval/2 {
+			lastBacklog = time.Now()
+			r.refreshBacklog(ctx)
+		}
 		if r.nc.IsConnected() {
 			if !streamReady {
 				if err := r.ensureStream(ctx); err != nil {
