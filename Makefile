@@ -86,7 +86,7 @@ bench-go: ## Go benchmarks (Validate, desiredstate.Build, render, HTTP and gRPC 
 IMAGE_REGISTRY ?= meshplane
 IMAGE_TAG ?= 0.1.0
 CONTAINER_TOOL ?= docker
-IMAGES ?= gateway catalog orders payments loadgen operator
+IMAGES ?= gateway catalog orders payments fulfillment loadgen operator
 
 .PHONY: images
 images: ## Build the container images: IMAGE_REGISTRY/<name>:IMAGE_TAG (meshplane/...:0.1.0, as the manifests reference); needs Docker or Podman (CONTAINER_TOOL).
