@@ -97,7 +97,7 @@ func eventsDrill(ctx context.Context, cfg Config, st *State, o DrillOptions, out
 	prefix := "evdrill-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	fmt.Fprintf(out, "Events drill: %d clients place orders through the gateway (each retried with its Idempotency-Key until placed); orders relays\n", dbDrillClients)
 	fmt.Fprintf(out, "each OrderPlaced event from its outbox to NATS, fulfillment's 2 replicas create a shipment per event. %s normal, then NATS\n", o.Baseline)
-	fmt.Fprintf(out, "frozen (SIGSTOP) for %s, then fulfillment slowed and fulfillment-2 killed holding events, then a poison event.\n", eventsFreeze)
+	fmt.Fprintf(out, "frozen (SIGSTOP) for %s, then fulfillment-2 slowed and killed holding events, then a poison event.\n", eventsFreeze)
 	fmt.Fprintf(out, "outbox: events not yet acknowledged by NATS; pending/in flight: the consumer's not yet delivered/not yet acknowledged.\n\n")
 
 	began := time.Now()
@@ -216,22 +216,15 @@ func eventsDrill(ctx context.Context, cfg Config, st *State, o DrillOptions, out
 		errs = append(errs, errors.New("the outbox did not grow while NATS was frozen"))
 	}
 
-	// fulfillment slowed, so each replica holds events, then fulfillment-2 killed holding them.
-	var faults []string
-	for _, in := range shopInstances() {
-		if in.svc.name == "fulfillment" {
-			faults = append(faults, "http://"+st.Ports.Addr(in.key+"-admin")+"/admin/faults")
-		}
+	// fulfillment-2 slowed (2s per event), so that it holds several events — the other replica, fast,
+	// holds next to none, so the consumer's in-flight count is fulfillment-2's — then killed holding them.
+	faults := "http://" + st.Ports.Addr("fulfillment-2-admin") + "/admin/faults"
+	defer func() { _ = send(context.Background(), http.MethodDelete, faults, nil) }()
+	if err := send(ctx, http.MethodPut, faults, []byte(`[{"target":"orders.placed","delay":"2s"}]`)); err != nil {
+		return fmt.Errorf("slow fulfillment-2: %w", err)
 	}
-	setFaults := func(method string, body []byte) {
-		for _, f := range faults {
-			_ = send(context.Background(), method, f, body)
-		}
-	}
-	defer setFaults(http.MethodDelete, nil)
-	setFaults(http.MethodPut, []byte(`[{"target":"orders.placed","delay":"500ms"}]`))
-	if err := phase("fulfillment slowed", o.Every); err != nil {
-		return err
+	if _, err := until("fulfillment-2 slowed", 30*time.Second, func(c eventCounters) bool { return c.inFlight >= 3 }); err != nil {
+		return fmt.Errorf("%w (fulfillment-2 never held 3 events)", err)
 	}
 	beforeKill := prev
 	if err := signalComponent(cfg, "fulfillment-2", syscall.SIGKILL); err != nil {
@@ -240,7 +233,6 @@ func eventsDrill(ctx context.Context, cfg Config, st *State, o DrillOptions, out
 	if err := phase("fulfillment-2 killed", o.Every); err != nil {
 		return err
 	}
-	setFaults(http.MethodDelete, nil)
 	if _, err := until("redelivery", time.Minute, func(c eventCounters) bool {
 		return c.since(beforeKill).redelivered > 0 && caughtUp(c)
 	}); err != nil {
@@ -280,7 +272,7 @@ func eventsDrill(ctx context.Context, cfg Config, st *State, o DrillOptions, out
 		eventsFreeze, whole(frozen.outbox), drain.Round(100*time.Millisecond))
 	fmt.Fprintf(out, "fulfillment-2 killed holding events: %s deliveries were redeliveries, %s of them found already processed (nothing done twice).\n",
 		whole(afterKill.redelivered), whole(afterKill.duplicate))
-	fmt.Fprintf(out, "Poison event %s dead-lettered: %q.\n", poisonID, reason)
+	fmt.Fprintf(out, "Poison event %s dead-lettered: \"%s\".\n", poisonID, reason)
 	fmt.Fprintf(out, "Orders the clients were told were placed: %d. Shipments for them: %d, each order at most one (unique); order → shipment p50 %s, p99 %s.\n",
 		len(placed), sh.shipments, sh.p50.Round(time.Millisecond), sh.p99.Round(time.Millisecond))
 	if sh.shipments != len(placed) {

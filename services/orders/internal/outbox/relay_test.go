@@ -82,22 +82,25 @@ func (r replica) metric(t *testing.T, name string, labels map[string]string) flo
 	return f.Value(name, labels)
 }
 
-// placeOrders records n orders as paid through st, each with its event in the outbox, as PlaceOrder does.
+// placeOrders records n orders as paid through st, each with its event in the outbox, as PlaceOrder does,
+// and returns their event ids. It may run in a goroutine of its own: a failure is reported, not fatal.
 func placeOrders(t *testing.T, st *store.Store, prefix string, n int) []string {
 	t.Helper()
 	ctx := context.Background()
-	ids := make([]string, n)
+	var ids []string
 	for i := range n {
 		o := store.Order{ID: fmt.Sprintf("ord_%s_%d", prefix, i), IdempotencyKey: fmt.Sprintf("%s-%d", prefix, i), Fingerprint: "f",
 			Currency: "EUR", TotalCents: 100, Items: []store.Item{{ProductID: "cup", Quantity: 1, UnitPriceCents: 100}}}
 		if _, _, err := st.Create(ctx, o, time.Minute); err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return ids
 		}
 		ev := store.Event{ID: "evt_" + o.ID, Subject: eventsv1.OrderPlacedSubject, Type: eventsv1.OrderPlacedType, Payload: []byte(o.ID)}
 		if _, paid, err := st.MarkPaid(ctx, o.ID, "ch_"+o.ID, ev); err != nil || !paid {
-			t.Fatalf("mark %s paid: %v %v", o.ID, paid, err)
+			t.Errorf("mark %s paid: %v %v", o.ID, paid, err)
+			return ids
 		}
-		ids[i] = ev.ID
+		ids = append(ids, ev.ID)
 	}
 	return ids
 }
