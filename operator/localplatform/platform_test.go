@@ -84,7 +84,8 @@ func TestUpStatusDown(t *testing.T) {
 	if out, err := run("status"); err != nil {
 		t.Errorf("meshplane status: %v\n%s", err, out)
 	} else {
-		for _, want := range []string{"kube-apiserver.log", "etcd.log", "kube-controller-manager.log", "/ui/"} {
+		// ... and NATS, with orders' stream and fulfillment's durable consumer on it.
+		for _, want := range []string{"kube-apiserver.log", "etcd.log", "kube-controller-manager.log", "/ui/", "nats.log", "ORDERS", "fulfillment"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("meshplane status does not show %s:\n%s", want, out)
 			}
@@ -111,6 +112,21 @@ func TestUpStatusDown(t *testing.T) {
 		t.Errorf("POST /v1/orders: %s %s", resp.Status, body)
 	}
 	traceID := resp.Header.Get("X-Trace-Id")
+	var placed struct{ ID string }
+	_ = json.Unmarshal(body, &placed)
+
+	// Its OrderPlaced event went from orders' outbox through NATS to fulfillment: the gateway shows the
+	// order's shipment.
+	wait.For(t, time.Minute, func() error {
+		var o struct{ Fulfillment struct{ Status string } }
+		if err := getJSON(gateway+"/v1/orders/"+placed.ID, &o); err != nil {
+			return err
+		}
+		if o.Fulfillment.Status != "preparing" {
+			return fmt.Errorf("order %s: fulfillment %q, want its shipment preparing", placed.ID, o.Fulfillment.Status)
+		}
+		return nil
+	})
 
 	// A TrafficPolicy applied with kubectl becomes Ready.
 	kubectl := filepath.Join(devserver.BinDir(), "kubectl")
@@ -140,7 +156,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for svc, want := range map[string]int{"gateway": 1, "catalog": 2, "orders": 2, "payments": 2} {
+	for svc, want := range map[string]int{"gateway": 1, "catalog": 2, "orders": 2, "payments": 2, "fulfillment": 2} {
 		entries, _, err := consul.Health().Service(svc, "k8s", true, nil)
 		if err != nil || len(entries) != want {
 			t.Errorf("consul %s: %d passing instances synced from Kubernetes (%v), want %d", svc, len(entries), err, want)

@@ -42,6 +42,8 @@ type shopService struct {
 	replicas int
 	// database is the PostgreSQL database the service keeps its state in, if any.
 	database string
+	// events is set for a service that publishes or consumes events: it gets NATS_URL.
+	events bool
 	// env of an instance beyond the common settings, by version.
 	env map[string][]string
 }
@@ -49,15 +51,20 @@ type shopService struct {
 // shop lists the services in dependency order: each starts after what it calls. catalog and payments
 // run a second version, so canary splits and per-instance scenarios have somewhere to go, as the
 // cluster's canary-catalog-v2 component does for catalog (v2 without the read cache). orders runs two
-// replicas, so a retried order really can land on another process; it and payments keep their state
-// in PostgreSQL, shared by their instances.
+// replicas, so a retried order really can land on another process; it, payments and fulfillment keep
+// their state in PostgreSQL, shared by their instances. orders relays its events to NATS from its
+// outbox; fulfillment's two replicas consume them.
 var shop = []shopService{
 	{name: "catalog", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1", "v2"},
 		env: map[string][]string{"v2": {"CACHE_TTL=0"}}},
 	{name: "payments", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1", "v2"}, database: "payments"},
 	{name: "orders", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1"}, replicas: 2, database: "orders",
-		calls: []string{"catalog", "payments"}},
-	{name: "gateway", proto: "http", listen: "HTTP_ADDR", versions: []string{"v1"}, calls: []string{"catalog", "orders"}},
+		calls: []string{"catalog", "payments"}, events: true},
+	// Two replicas share one durable consumer; a short ack wait, so the drill sees a killed replica's
+	// events delivered again within seconds (30s in a cluster).
+	{name: "fulfillment", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1"}, replicas: 2, database: "fulfillment",
+		events: true, env: map[string][]string{"v1": {"CONSUMER_ACK_WAIT=5s", "CONSUMER_LAG_INTERVAL=1s"}}},
+	{name: "gateway", proto: "http", listen: "HTTP_ADDR", versions: []string{"v1"}, calls: []string{"catalog", "orders", "fulfillment"}},
 }
 
 // shopInstance is one process of a shop service.
@@ -194,6 +201,9 @@ func (s *supervisor) startInstance(ctx context.Context, in shopInstance) error {
 	if in.svc.database != "" {
 		env = append(env, "DATABASE_URL="+s.postgres.URL(in.svc.database), "DATABASE_PASSWORD="+s.postgres.Password)
 	}
+	if in.svc.events {
+		env = append(env, "NATS_URL="+s.nats.ClientURL())
+	}
 	env = append(env, in.svc.env[in.version]...)
 	how := "Consul discovery"
 	if s.cfg.Mesh() {
@@ -214,8 +224,11 @@ func (s *supervisor) startInstance(ctx context.Context, in shopInstance) error {
 	if in.svc.database != "" {
 		what += fmt.Sprintf(", state in PostgreSQL database %s", in.svc.database)
 	}
+	if in.svc.events {
+		what += ", events through NATS"
+	}
 	if len(in.svc.calls) > 0 {
-		what += fmt.Sprintf(", calling %s by %s", strings.Join(in.svc.calls, " and "), how)
+		what += fmt.Sprintf(", calling %s by %s", strings.Join(in.svc.calls, ", "), how)
 	}
 	admin := "http://" + s.cfg.Ports.Addr(in.key+"-admin")
 	run := func(ctx context.Context) (*devserver.Server, error) {
