@@ -7,6 +7,7 @@
 package proxyless
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // BootstrapEnv is the environment variable gRPC reads the bootstrap file's path from.
@@ -76,11 +78,38 @@ func (n Node) Validate() error {
 // Bootstrap is what a process needs to join the mesh.
 type Bootstrap struct {
 	Node Node
-	// XDSAddr is host:port of istiod's plaintext xDS port (15010 in a cluster).
+	// XDSAddr is where gRPC's xDS client connects: host:port of istiod's plaintext xDS port (15010 in a
+	// cluster), or unix:///<absolute path> of an istio-agent's xDS proxy (AgentXDSAddr), which forwards
+	// the stream to istiod's TLS port authenticated as the workload — how Istio's proxyless pods connect.
 	XDSAddr string
 	// CertDir, if set, holds the workload's mTLS credentials as istio-agent writes them
 	// (cert-chain.pem, key.pem, root-cert.pem); gRPC's file_watcher provider reloads them.
 	CertDir string
+	// CertRefresh is how often gRPC re-reads CertDir, picking up certificates the agent rotated; 0 means
+	// DefaultCertRefresh.
+	CertRefresh time.Duration
+}
+
+// DefaultCertRefresh is how often gRPC re-reads a workload's certificate files unless told otherwise:
+// well inside the agent's rotation window (half of a 24h certificate's life), and cheap (three small
+// files).
+const DefaultCertRefresh = time.Minute
+
+// AgentXDSAddr is the xDS address of the istio-agent whose xDS proxy listens on the Unix socket at
+// path, for Bootstrap.XDSAddr.
+func AgentXDSAddr(path string) string { return "unix://" + path }
+
+func validXDSAddr(addr string) error {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("proxyless bootstrap: xds address %q: want unix:///<absolute path>", addr)
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("proxyless bootstrap: xds address %q: want host:port or unix:///<absolute path>", addr)
+	}
+	return nil
 }
 
 // JSON renders the bootstrap in gRPC's format (gRFC A27), with Istio's node metadata.
@@ -88,8 +117,8 @@ func (b Bootstrap) JSON() ([]byte, error) {
 	if err := b.Node.Validate(); err != nil {
 		return nil, err
 	}
-	if _, _, err := net.SplitHostPort(b.XDSAddr); err != nil {
-		return nil, fmt.Errorf("proxyless bootstrap: xds address %q: want host:port", b.XDSAddr)
+	if err := validXDSAddr(b.XDSAddr); err != nil {
+		return nil, err
 	}
 	n := b.Node
 	clusterID := n.ClusterID
@@ -134,12 +163,18 @@ func (b Bootstrap) JSON() ([]byte, error) {
 					"certificate_file":    filepath.Join(b.CertDir, CertChainFile),
 					"private_key_file":    filepath.Join(b.CertDir, KeyFile),
 					"ca_certificate_file": filepath.Join(b.CertDir, RootCertFile),
-					"refresh_interval":    "60s",
+					"refresh_interval":    jsonDuration(cmp.Or(b.CertRefresh, DefaultCertRefresh)),
 				},
 			},
 		}
 	}
 	return json.MarshalIndent(doc, "", "  ")
+}
+
+// jsonDuration writes d as protobuf's JSON form of a Duration ("60s", "0.5s"), which the bootstrap's
+// fields take.
+func jsonDuration(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
 }
 
 // Files of a workload's mTLS credentials in CertDir, named as istio-agent names them.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -70,6 +71,7 @@ func TestBootstrapRejects(t *testing.T) {
 		{"bad ip", proxyless.Bootstrap{Node: proxyless.Node{Name: "a", Namespace: "shop", IP: "localhost"}, XDSAddr: "127.0.0.1:1"}, `ip "localhost"`},
 		{"dot in name", proxyless.Bootstrap{Node: proxyless.Node{Name: "a.b", Namespace: "shop", IP: "127.0.0.1"}, XDSAddr: "127.0.0.1:1"}, "may not contain"},
 		{"bad xds address", proxyless.Bootstrap{Node: node, XDSAddr: "istiod"}, `xds address "istiod"`},
+		{"relative agent socket", proxyless.Bootstrap{Node: node, XDSAddr: "unix://etc/istio/proxy/XDS"}, "want unix:///<absolute path>"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,6 +80,35 @@ func TestBootstrapRejects(t *testing.T) {
 				t.Errorf("got %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// Through an istio-agent: the xDS server is the agent's Unix socket, and the certificate files are
+// re-read at the interval asked for, so a rotated certificate is picked up within it.
+func TestBootstrapThroughAgent(t *testing.T) {
+	data, err := proxyless.Bootstrap{Node: node, XDSAddr: proxyless.AgentXDSAddr("/run/agent/etc/istio/proxy/XDS"),
+		CertDir: "/run/agent/certs", CertRefresh: 1500 * time.Millisecond}.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		XDSServers []struct {
+			ServerURI string `json:"server_uri"`
+		} `json:"xds_servers"`
+		CertificateProviders map[string]struct {
+			Config struct {
+				RefreshInterval string `json:"refresh_interval"`
+			} `json:"config"`
+		} `json:"certificate_providers"`
+	}
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := got.XDSServers[0].ServerURI, "unix:///run/agent/etc/istio/proxy/XDS"; got != want {
+		t.Errorf("server_uri = %q, want %q", got, want)
+	}
+	if got, want := got.CertificateProviders["default"].Config.RefreshInterval, "1.5s"; got != want {
+		t.Errorf("refresh_interval = %q, want %q", got, want)
 	}
 }
 
