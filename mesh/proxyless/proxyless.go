@@ -78,10 +78,14 @@ func (n Node) Validate() error {
 // Bootstrap is what a process needs to join the mesh.
 type Bootstrap struct {
 	Node Node
-	// XDSAddr is where gRPC's xDS client connects: host:port of istiod's plaintext xDS port (15010 in a
-	// cluster), or unix:///<absolute path> of an istio-agent's xDS proxy (AgentXDSAddr), which forwards
-	// the stream to istiod's TLS port authenticated as the workload — how Istio's proxyless pods connect.
+	// XDSAddr is host:port of istiod's xDS: its plaintext port (15010 in a cluster), or with XDSOverTLS
+	// its TLS port (15012).
 	XDSAddr string
+	// XDSOverTLS connects to XDSAddr with mutual TLS (gRFC A65's "tls" channel credentials): the
+	// workload's certificate from CertDir, istiod's certificate checked against the root there. istiod
+	// authenticates the stream by the certificate's identity, as it would the token an istio-agent's xDS
+	// proxy presents. Needs CertDir.
+	XDSOverTLS bool
 	// CertDir, if set, holds the workload's mTLS credentials as istio-agent writes them
 	// (cert-chain.pem, key.pem, root-cert.pem); gRPC's file_watcher provider reloads them.
 	CertDir string
@@ -95,30 +99,18 @@ type Bootstrap struct {
 // files).
 const DefaultCertRefresh = time.Minute
 
-// AgentXDSAddr is the xDS address of the istio-agent whose xDS proxy listens on the Unix socket at
-// path, for Bootstrap.XDSAddr.
-func AgentXDSAddr(path string) string { return "unix://" + path }
 
-func validXDSAddr(addr string) error {
-	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
-		if !filepath.IsAbs(path) {
-			return fmt.Errorf("proxyless bootstrap: xds address %q: want unix:///<absolute path>", addr)
-		}
-		return nil
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return fmt.Errorf("proxyless bootstrap: xds address %q: want host:port or unix:///<absolute path>", addr)
-	}
-	return nil
-}
 
 // JSON renders the bootstrap in gRPC's format (gRFC A27), with Istio's node metadata.
 func (b Bootstrap) JSON() ([]byte, error) {
 	if err := b.Node.Validate(); err != nil {
 		return nil, err
 	}
-	if err := validXDSAddr(b.XDSAddr); err != nil {
-		return nil, err
+	if _, _, err := net.SplitHostPort(b.XDSAddr); err != nil {
+		return nil, fmt.Errorf("proxyless bootstrap: xds address %q: want host:port", b.XDSAddr)
+	}
+	if b.XDSOverTLS && b.CertDir == "" {
+		return nil, errors.New("proxyless bootstrap: xDS over TLS needs the certificates' directory (CertDir)")
 	}
 	n := b.Node
 	clusterID := n.ClusterID
@@ -142,10 +134,14 @@ func (b Bootstrap) JSON() ([]byte, error) {
 	if n.ServiceAccount != "" {
 		meta["SERVICE_ACCOUNT"] = n.ServiceAccount
 	}
+	creds := map[string]any{"type": "insecure"}
+	if b.XDSOverTLS {
+		creds = map[string]any{"type": "tls", "config": b.certFiles()}
+	}
 	doc := map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri":      b.XDSAddr,
-			"channel_creds":   []any{map[string]any{"type": "insecure"}},
+			"channel_creds":   []any{creds},
 			"server_features": []string{"xds_v3"},
 		}},
 		"node": map[string]any{
@@ -157,18 +153,21 @@ func (b Bootstrap) JSON() ([]byte, error) {
 	if b.CertDir != "" {
 		doc["certificate_providers"] = map[string]any{
 			// "default" is the instance name istiod's generated TLS contexts refer to.
-			"default": map[string]any{
-				"plugin_name": "file_watcher",
-				"config": map[string]any{
-					"certificate_file":    filepath.Join(b.CertDir, CertChainFile),
-					"private_key_file":    filepath.Join(b.CertDir, KeyFile),
-					"ca_certificate_file": filepath.Join(b.CertDir, RootCertFile),
-					"refresh_interval":    jsonDuration(cmp.Or(b.CertRefresh, DefaultCertRefresh)),
-				},
-			},
+			"default": map[string]any{"plugin_name": "file_watcher", "config": b.certFiles()},
 		}
 	}
 	return json.MarshalIndent(doc, "", "  ")
+}
+
+// certFiles is the file_watcher configuration of the certificates in CertDir, which gRPC re-reads every
+// CertRefresh.
+func (b Bootstrap) certFiles() map[string]any {
+	return map[string]any{
+		"certificate_file":    filepath.Join(b.CertDir, CertChainFile),
+		"private_key_file":    filepath.Join(b.CertDir, KeyFile),
+		"ca_certificate_file": filepath.Join(b.CertDir, RootCertFile),
+		"refresh_interval":    jsonDuration(cmp.Or(b.CertRefresh, DefaultCertRefresh)),
+	}
 }
 
 // jsonDuration writes d as protobuf's JSON form of a Duration ("60s", "0.5s"), which the bootstrap's

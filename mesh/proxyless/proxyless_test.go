@@ -71,7 +71,6 @@ func TestBootstrapRejects(t *testing.T) {
 		{"bad ip", proxyless.Bootstrap{Node: proxyless.Node{Name: "a", Namespace: "shop", IP: "localhost"}, XDSAddr: "127.0.0.1:1"}, `ip "localhost"`},
 		{"dot in name", proxyless.Bootstrap{Node: proxyless.Node{Name: "a.b", Namespace: "shop", IP: "127.0.0.1"}, XDSAddr: "127.0.0.1:1"}, "may not contain"},
 		{"bad xds address", proxyless.Bootstrap{Node: node, XDSAddr: "istiod"}, `xds address "istiod"`},
-		{"relative agent socket", proxyless.Bootstrap{Node: node, XDSAddr: "unix://etc/istio/proxy/XDS"}, "want unix:///<absolute path>"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,32 +82,46 @@ func TestBootstrapRejects(t *testing.T) {
 	}
 }
 
-// Through an istio-agent: the xDS server is the agent's Unix socket, and the certificate files are
-// re-read at the interval asked for, so a rotated certificate is picked up within it.
-func TestBootstrapThroughAgent(t *testing.T) {
-	data, err := proxyless.Bootstrap{Node: node, XDSAddr: proxyless.AgentXDSAddr("/run/agent/etc/istio/proxy/XDS"),
+// With its certificates, a workload talks xDS with istiod's TLS port over mTLS (gRFC A65's "tls"
+// channel credentials), from the same files, re-read at the interval asked for, so a rotated certificate
+// is picked up within it.
+func TestBootstrapOverTLS(t *testing.T) {
+	data, err := proxyless.Bootstrap{Node: node, XDSAddr: "127.0.0.1:15012", XDSOverTLS: true,
 		CertDir: "/run/agent/certs", CertRefresh: 1500 * time.Millisecond}.JSON()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got struct {
 		XDSServers []struct {
-			ServerURI string `json:"server_uri"`
+			ServerURI    string `json:"server_uri"`
+			ChannelCreds []struct {
+				Type   string            `json:"type"`
+				Config map[string]string `json:"config"`
+			} `json:"channel_creds"`
 		} `json:"xds_servers"`
 		CertificateProviders map[string]struct {
-			Config struct {
-				RefreshInterval string `json:"refresh_interval"`
-			} `json:"config"`
+			Config map[string]string `json:"config"`
 		} `json:"certificate_providers"`
 	}
 	if err := json.Unmarshal(data, &got); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := got.XDSServers[0].ServerURI, "unix:///run/agent/etc/istio/proxy/XDS"; got != want {
-		t.Errorf("server_uri = %q, want %q", got, want)
+	files := map[string]string{
+		"certificate_file": "/run/agent/certs/cert-chain.pem", "private_key_file": "/run/agent/certs/key.pem",
+		"ca_certificate_file": "/run/agent/certs/root-cert.pem", "refresh_interval": "1.5s",
 	}
-	if got, want := got.CertificateProviders["default"].Config.RefreshInterval, "1.5s"; got != want {
-		t.Errorf("refresh_interval = %q, want %q", got, want)
+	creds := got.XDSServers[0].ChannelCreds
+	if len(creds) != 1 || creds[0].Type != "tls" {
+		t.Fatalf("channel_creds = %+v, want one of type tls", creds)
+	}
+	if diff := cmp.Diff(files, creds[0].Config); diff != "" {
+		t.Errorf("tls channel creds config (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(files, got.CertificateProviders["default"].Config); diff != "" {
+		t.Errorf("file_watcher config (-want +got):\n%s", diff)
+	}
+	if _, err := (proxyless.Bootstrap{Node: node, XDSAddr: "127.0.0.1:15012", XDSOverTLS: true}).JSON(); err == nil {
+		t.Error("xDS over TLS without certificates: want an error")
 	}
 }
 

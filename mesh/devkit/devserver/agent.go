@@ -3,6 +3,7 @@ package devserver
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -39,27 +40,34 @@ type AgentConfig struct {
 
 // Agent is a running istio-agent (pilot-agent) beside one workload, as Istio runs it for a proxyless
 // gRPC pod (the grpc-agent injection template): Envoy off (DISABLE_ENVOY), the workload's key and
-// certificate written to CertDir and renewed there (OUTPUT_CERTS), and an xDS proxy on a Unix socket that
-// forwards the workload's xDS stream to istiod's TLS port, authenticated by the workload's token.
+// certificate written to CertDir and renewed there (OUTPUT_CERTS).
+//
+// Its xDS proxy (a Unix socket forwarding the workload's xDS to istiod) is not used: the pinned agent
+// serves one xDS stream at a time and closes the previous one when another arrives ("registered
+// overlapping stream", istio/istio#53532), while gRPC-Go since 1.66 opens one stream per channel target
+// plus one for an xDS server — orders, with two dependencies and a server, lost its config every few
+// seconds through it. The workload talks to istiod's TLS port itself instead, authenticated by the
+// certificate the agent got (Bootstrap).
 type Agent struct {
 	*Server
 	// Dir is the agent's working directory: its default paths are relative to it, so one directory per
 	// workload is all the isolation it needs (var/run/secrets/tokens/istio-token,
-	// var/run/secrets/istio/root-cert.pem, etc/istio/proxy/XDS).
+	// var/run/secrets/istio/root-cert.pem, etc/istio/proxy/...).
 	Dir string
 	// CertDir holds key.pem, cert-chain.pem and root-cert.pem (proxyless.KeyFile, ...).
 	CertDir string
-	// XDSSocket is the Unix socket of the agent's xDS proxy.
-	XDSSocket string
 	// StatusAddr is host:port of the agent's status server: /healthz/ready answers 200 once the
 	// certificates exist.
 	StatusAddr string
+	// Istiod is the TLS address of istiod the agent gets its certificates from.
+	Istiod string
 }
 
-// Bootstrap returns the xDS bootstrap of the workload the agent stands beside: its node, xDS through the
-// agent's proxy, certificates from CertDir re-read every refresh (0: proxyless.DefaultCertRefresh).
+// Bootstrap returns the xDS bootstrap of the workload the agent stands beside: its node, xDS with
+// istiod's TLS port over mTLS with the agent's certificates, the same certificates for the workload's
+// own mTLS, re-read every refresh (0: proxyless.DefaultCertRefresh).
 func (a *Agent) Bootstrap(node proxyless.Node, refresh time.Duration) proxyless.Bootstrap {
-	return proxyless.Bootstrap{Node: node, XDSAddr: proxyless.AgentXDSAddr(a.XDSSocket), CertDir: a.CertDir, CertRefresh: refresh}
+	return proxyless.Bootstrap{Node: node, XDSAddr: a.Istiod, XDSOverTLS: true, CertDir: a.CertDir, CertRefresh: refresh}
 }
 
 // Paths below an agent's working directory, as pilot-agent's defaults name them (third-party JWT policy,
@@ -67,7 +75,6 @@ func (a *Agent) Bootstrap(node proxyless.Node, refresh time.Duration) proxyless.
 const (
 	agentTokenPath  = "var/run/secrets/tokens/istio-token"
 	agentRootPath   = "var/run/secrets/istio/root-cert.pem"
-	agentSocketPath = "etc/istio/proxy/XDS"
 	agentCertDir    = "certs"
 )
 
@@ -105,11 +112,11 @@ func StartAgent(ctx context.Context, o Options, c AgentConfig) (*Agent, error) {
 		return nil, fmt.Errorf("start istio-agent: %w", err)
 	}
 	o.Dir = dir
-	a := &Agent{Dir: dir, CertDir: filepath.Join(dir, agentCertDir), XDSSocket: filepath.Join(dir, agentSocketPath), StatusAddr: hostPort(o.Port)}
-	// A Unix socket path is limited to 107 bytes; a long data directory fails here rather than in the
-	// agent's log.
-	if len(a.XDSSocket) > 107 {
-		return nil, fmt.Errorf("start istio-agent for %s: socket path %s is longer than a Unix socket allows (107 bytes): use a shorter directory", c.Node.ProxyID(), a.XDSSocket)
+	a := &Agent{Dir: dir, CertDir: filepath.Join(dir, agentCertDir), StatusAddr: hostPort(o.Port), Istiod: c.Istiod}
+	// The agent opens its xDS proxy's Unix socket even unused, and a socket path is limited to 107
+	// bytes: a long data directory fails here rather than in the agent's log.
+	if socket := filepath.Join(dir, "etc/istio/proxy/XDS"); len(socket) > 107 {
+		return nil, fmt.Errorf("start istio-agent for %s: socket path %s is longer than a Unix socket allows (107 bytes): use a shorter directory", c.Node.ProxyID(), socket)
 	}
 	// A previous run's certificates would make the agent look ready before it has asked for its own. The
 	// directory itself must exist, as the emptyDir a pod mounts there does: the agent writes files only.
@@ -144,8 +151,6 @@ func StartAgent(ctx context.Context, o Options, c AgentConfig) (*Agent, error) {
 		"OUTPUT_CERTS=" + a.CertDir,
 		"JWT_POLICY=third-party-jwt",
 		"PROXY_CONFIG=" + string(proxyConfig),
-		// The agent dials a loopback address, whose name istiod's certificate does not carry.
-		"ISTIOD_SAN=" + IstiodSAN,
 		// Not a cloud VM: skip the agent's probing of cloud metadata servers (up to 5s at start).
 		"CLOUD_PLATFORM=none",
 	}
@@ -162,11 +167,6 @@ func StartAgent(ctx context.Context, o Options, c AgentConfig) (*Agent, error) {
 		Addr: a.StatusAddr,
 		Ready: func(ctx context.Context) error {
 			err := certReady(ctx)
-			if err == nil {
-				if _, serr := os.Stat(a.XDSSocket); serr != nil {
-					err = fmt.Errorf("xds proxy socket: %w", serr)
-				}
-			}
 			if err == nil {
 				return nil
 			}
@@ -193,14 +193,15 @@ func spiffeID(n proxyless.Node) string {
 	return "spiffe://cluster.local/ns/" + n.Namespace + "/sa/" + n.ServiceAccount
 }
 
-// lastAgentError returns the agent's last warning or error about its certificate or its connection to
-// istiod, from its log, without the timestamp; "" if there is none.
+// lastAgentError returns, from the agent's log and without the timestamp, its last "failed to get
+// certificate" line, which carries the CA's answer or the connection error; else its last warning or
+// error; "" if there is none.
 func lastAgentError(logPath string) string {
 	b, err := os.ReadFile(logPath)
 	if err != nil {
 		return ""
 	}
-	var last string
+	var last, cert string
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -215,6 +216,9 @@ func lastAgentError(logPath string) string {
 			continue
 		}
 		last = fields[1] + " " + strings.ReplaceAll(fields[2], "\t", " ")
+		if strings.Contains(line, "failed to get certificate") {
+			cert = last
+		}
 	}
-	return last
+	return cmp.Or(cert, last)
 }

@@ -11,11 +11,6 @@ import (
 // exist in the apiserver before istiod starts: istiod keeps its CA root and leader leases there.
 const IstiodNamespace = "istio-system"
 
-// IstiodSAN is the name istiod's own serving certificate carries (istiod.<namespace>.svc, from istiod's
-// getDNSNames), which an istio-agent checks when it connects to the TLS port. The agent dials a loopback
-// address, so it is told this name (ISTIOD_SAN) rather than deriving it from the address.
-const IstiodSAN = "istiod." + IstiodNamespace + ".svc"
-
 // DefaultMeshConfig is the MeshConfig StartIstiod uses when given none: Istio's defaults with the trust
 // domain and root namespace spelled out, so identities read cluster.local/ns/<ns>/sa/<sa>.
 const DefaultMeshConfig = `rootNamespace: istio-system
@@ -49,8 +44,10 @@ type Istiod struct {
 // istiod is its own CA here, as in a default install (ENABLE_CA_SERVER, PILOT_CERT_PROVIDER=istiod): it
 // creates a self-signed root in Secret istio-system/istio-ca-secret (kept across restarts, since it
 // lives in the apiserver), publishes it to every namespace as ConfigMap istio-ca-root-cert, and signs its
-// own serving certificate for IstiodSAN. It authenticates a certificate request by a TokenReview of the
-// caller's service-account token.
+// own serving certificate for its Service names (istiod.istio-system.svc, ...) and, through
+// ISTIOD_CUSTOM_HOST, for 127.0.0.1, the address every client dials here, so agents and gRPC verify it
+// as they would the name in a cluster. It authenticates a certificate request by a TokenReview of the
+// caller's service-account token, and an xDS client on the TLS port by its workload certificate.
 func StartIstiod(ctx context.Context, o Options, kubeconfig string, meshConfig []byte) (*Istiod, error) {
 	bin, err := Binary("pilot-discovery", "istio")
 	if err != nil {
@@ -96,6 +93,8 @@ func StartIstiod(ctx context.Context, o Options, kubeconfig string, meshConfig [
 	}
 	env := []string{
 		"POD_NAMESPACE=" + IstiodNamespace,
+		// Added to the names istiod's serving certificate carries (getDNSNames); an IP becomes an IP SAN.
+		"ISTIOD_CUSTOM_HOST=127.0.0.1",
 		// istiod's /ready also waits for the injection and validation webhooks it would serve in a
 		// cluster; neither runs here.
 		"VALIDATION_WEBHOOK_CONFIG_NAME=",
