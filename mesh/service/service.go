@@ -165,8 +165,9 @@ func (rt *Runtime) Dial(dependency, target string, cc ClientConfig) (*grpc.Clien
 	return conn, nil
 }
 
-// xdsListenerDependency names, in /readyz, what an xDS server waits for before it serves.
-const xdsListenerDependency = "xds listener"
+// xdsListenerDependency names, in /readyz, what an xDS server waits for before it serves; a registry
+// whose health gives the server its listener asks /readyz?exclude=xds-listener.
+const xdsListenerDependency = "xds-listener"
 
 // NewGRPCServer returns the service's gRPC server with the runtime's options: gRPC's xDS server when
 // XDS_SERVER is set (inbound mTLS and RBAC from istiod; it serves once istiod has sent its listener

@@ -202,7 +202,10 @@ func TestXDSServerNotReadyWithoutItsListener(t *testing.T) {
 		}
 		return nil
 	})
-	if !strings.Contains(body, "xds listener") {
+	if !strings.Contains(body, "xds-listener") {
 		t.Errorf("readyz says %q, want it to name the xds listener it waits for", body)
+	}
+	if code, err := get(admin + "/readyz?exclude=xds-listener"); err != nil || code != http.StatusOK {
+		t.Errorf("readyz?exclude=xds-listener: %d %v, want 200: nothing else is missing", code, err)
 	}
 }
