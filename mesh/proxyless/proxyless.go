@@ -99,8 +99,6 @@ type Bootstrap struct {
 // files).
 const DefaultCertRefresh = time.Minute
 
-
-
 // JSON renders the bootstrap in gRPC's format (gRFC A27), with Istio's node metadata.
 func (b Bootstrap) JSON() ([]byte, error) {
 	if err := b.Node.Validate(); err != nil {

@@ -71,11 +71,11 @@ func (a *Agent) Bootstrap(node proxyless.Node, refresh time.Duration) proxyless.
 }
 
 // Paths below an agent's working directory, as pilot-agent's defaults name them (third-party JWT policy,
-// the root a pod mounts from the istio-ca-root-cert ConfigMap, the proxy's config directory).
+// the root a pod mounts from the istio-ca-root-cert ConfigMap) and where it writes the certificates.
 const (
-	agentTokenPath  = "var/run/secrets/tokens/istio-token"
-	agentRootPath   = "var/run/secrets/istio/root-cert.pem"
-	agentCertDir    = "certs"
+	agentTokenPath = "var/run/secrets/tokens/istio-token"
+	agentRootPath  = "var/run/secrets/istio/root-cert.pem"
+	agentCertDir   = "certs"
 )
 
 // StartAgent runs pilot-agent in o.Dir for c.Node and waits until it holds the workload's certificate
