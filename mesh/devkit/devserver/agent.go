@@ -36,6 +36,9 @@ type AgentConfig struct {
 	// CertTTL is the lifetime of the certificates the agent asks for (SECRET_TTL); it renews them at
 	// half of it (SECRET_GRACE_PERIOD_RATIO). 0 means the agent's default, 24h.
 	CertTTL time.Duration
+	// Env is added to the agent's environment, which otherwise holds only its own settings: e.g. a
+	// marker its supervisor finds its processes by.
+	Env []string
 }
 
 // Agent is a running istio-agent (pilot-agent) beside one workload, as Istio runs it for a proxyless
@@ -157,6 +160,7 @@ func StartAgent(ctx context.Context, o Options, c AgentConfig) (*Agent, error) {
 	if c.CertTTL > 0 {
 		env = append(env, "SECRET_TTL="+c.CertTTL.String())
 	}
+	env = append(env, c.Env...)
 	logPath := o.LogFile
 	if logPath == "" {
 		logPath = filepath.Join(o.Dir, "server.log")

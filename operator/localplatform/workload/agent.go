@@ -78,6 +78,8 @@ type AgentOptions struct {
 	Audience string
 	// CertTTL is the certificates' lifetime (SECRET_TTL); 0 is the agent's default, 24h.
 	CertTTL time.Duration
+	// Env is added to the agent's environment (devserver.AgentConfig.Env).
+	Env []string
 }
 
 // StartAgent joins instance i of s to the mesh's security as a kubelet and Istio's injector would for a
@@ -98,5 +100,6 @@ func StartAgent(ctx context.Context, c client.Client, s Service, i Instance, o d
 	if err != nil {
 		return nil, fmt.Errorf("istio-agent for %s: %w", node.ProxyID(), err)
 	}
-	return devserver.StartAgent(ctx, o, devserver.AgentConfig{Node: node, Istiod: ao.Istiod, Token: token, RootCert: root, CertTTL: ao.CertTTL})
+	return devserver.StartAgent(ctx, o, devserver.AgentConfig{Node: node, Istiod: ao.Istiod, Token: token, RootCert: root,
+		CertTTL: ao.CertTTL, Env: ao.Env})
 }
