@@ -52,7 +52,7 @@ type State struct {
 	XDSAddr string `json:"xdsAddr,omitempty"`
 	// SecureXDSAddr is istiod's TLS address (its CA and authenticated xDS) when the mesh runs.
 	SecureXDSAddr string      `json:"secureXDSAddr,omitempty"`
-	Components []Component `json:"components"`
+	Components    []Component `json:"components"`
 }
 
 func writeState(path string, s *State) error {
