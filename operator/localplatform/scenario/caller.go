@@ -29,7 +29,7 @@ func DialXDS(b proxyless.Bootstrap, target string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	resolver, err := xds.NewXDSResolverWithConfigForTesting(data)
+	xdsResolver, err := xds.NewXDSResolverWithConfigForTesting(data)
 	if err != nil {
 		return nil, fmt.Errorf("xds resolver for %s: %w", b.Node.ID(), err)
 	}
@@ -42,7 +42,7 @@ func DialXDS(b proxyless.Bootstrap, target string) (*grpc.ClientConn, error) {
 	// not yet turned STRICT, or a subset cluster re-created from the xDS client's cache) would otherwise
 	// fail the next step's first calls while it backs off. Refusals the step measures — RBAC's
 	// PERMISSION_DENIED, the circuit breaker's and the fault filter's UNAVAILABLE — still fail at once.
-	conn, err := grpc.NewClient(target, grpc.WithResolvers(resolver), grpc.WithTransportCredentials(creds),
+	conn, err := grpc.NewClient(target, grpc.WithResolvers(xdsResolver), grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)))
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", target, err)

@@ -37,7 +37,7 @@ func ServedCertificate(ctx context.Context, addr, certDir string) ([]*x509.Certi
 	if err != nil {
 		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	chain := conn.(*tls.Conn).ConnectionState().PeerCertificates
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("TLS handshake with %s: the server presented no certificate", addr)
