@@ -216,6 +216,9 @@ exclude k8s.io/client-go v8.0.0+incompatible
 " github.com/grafana/loki/v3/cmd/loki=loki
 }
 
+# istiod (pilot-discovery), istioctl and the istio-agent (pilot-agent) from one module, so the agent beside each
+# local workload speaks exactly the istiod it talks to. pilot-agent's own tool directive makes `go mod tidy`
+# add the CNI and nftables modules its iptables subcommand links (unused here; CGO stays off).
 tool_istio() {
   build_go istio "9 minutes" "module meshplane.local/tools/istio
 
@@ -230,7 +233,8 @@ require (
 	github.com/envoyproxy/go-control-plane/contrib $ENVOY_GO_CONTROL_PLANE_CONTRIB_VERSION
 )
 " istio.io/istio/istioctl/cmd/istioctl=istioctl \
-    istio.io/istio/pilot/cmd/pilot-discovery=pilot-discovery
+    istio.io/istio/pilot/cmd/pilot-discovery=pilot-discovery \
+    istio.io/istio/pilot/cmd/pilot-agent=pilot-agent
 }
 
 tool_nats() {

@@ -52,10 +52,12 @@ type supervisor struct {
 	postgres *devserver.Postgres
 	// nats is the event broker: orders' outbox relay publishes to it, fulfillment consumes from it.
 	nats *devserver.NATS
-	// xdsAddr is istiod's plaintext xDS address, the shop's bootstraps' server (mesh on).
-	xdsAddr string
+	// secureXDSAddr is istiod's TLS address (mesh on): the agents' CA and the shop's xDS server.
+	secureXDSAddr string
 	// istiodMetrics is istiod's own /metrics address, for Prometheus.
 	istiodMetrics string
+	// agentStartup adds up how long the shop's istio-agents took to get their certificates.
+	agentStartup atomic.Int64
 }
 
 // Supervise runs the platform until ctx ends: it starts every component, records them in the state file,
@@ -273,8 +275,9 @@ func (s *supervisor) startKube(ctx context.Context) error {
 }
 
 // startIstiod runs the real istiod (pilot-discovery) against the local apiserver, with the mesh on:
-// it turns the operator's VirtualServices and DestinationRules into xDS for the shop's proxyless gRPC
-// clients.
+// it turns the operator's VirtualServices, DestinationRules, PeerAuthentications and
+// AuthorizationPolicies into xDS for the shop's proxyless gRPC clients and servers, and, as the mesh's
+// CA, signs the certificates of the istio-agent beside each shop process.
 func (s *supervisor) startIstiod(ctx context.Context) error {
 	if !s.cfg.Mesh() {
 		s.say("istiod", "skipped (--discovery %s: the shop finds its dependencies through Consul)", s.cfg.Discovery)
@@ -286,10 +289,10 @@ func (s *supervisor) startIstiod(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.xdsAddr, s.istiodMetrics = d.XDSAddr, d.MonitoringAddr
-	s.state.XDSAddr = d.XDSAddr
+	s.secureXDSAddr, s.istiodMetrics = d.SecureXDSAddr, d.MonitoringAddr
+	s.state.XDSAddr, s.state.SecureXDSAddr = d.XDSAddr, d.SecureXDSAddr
 	url := d.URL()
-	s.say("istiod", "ready: debug %s, xDS %s (%s)", url, d.XDSAddr, time.Since(t).Round(100*time.Millisecond))
+	s.say("istiod", "ready: debug %s, xDS %s, CA and xDS over TLS %s (%s)", url, d.XDSAddr, d.SecureXDSAddr, time.Since(t).Round(100*time.Millisecond))
 	s.record(Component{Name: "istiod", URL: url + "/debug", Health: url + "/ready", PID: d.Pid(), Log: d.LogPath}, func() {
 		s.say("istiod", "stopping")
 		_ = d.Stop()

@@ -198,12 +198,12 @@ func TestForeignVirtualServiceIsReportedNotFought(t *testing.T) {
 		t.Error(err)
 	}
 	// Status still lists what exists: the policy's own VirtualService, left in place, and its
-	// PeerAuthentication.
+	// DestinationRule (STRICT tells callers ISTIO_MUTUAL) and PeerAuthentication.
 	var kinds []string
 	for _, g := range get(t, p).Status.Generated {
 		kinds = append(kinds, g.Kind)
 	}
-	if want := []string{"VirtualService", "PeerAuthentication"}; !slices.Equal(kinds, want) {
+	if want := []string{"DestinationRule", "VirtualService", "PeerAuthentication"}; !slices.Equal(kinds, want) {
 		t.Errorf("status.generated kinds %v, want %v", kinds, want)
 	}
 
