@@ -28,7 +28,8 @@ type RenderOptions struct {
 
 // Render times `meshplane render` of N policies twice and checks that both outputs are byte-identical.
 // The floor is the YAML alone: the same input documents decoded and the same output documents encoded
-// with the YAML library render uses, in-process. Target: under 2 s.
+// with the YAML library render uses, in-process. Target: within 1.2× of that floor (issue 24: render has no
+// target beyond keeping pace with the YAML it reads and writes).
 func Render(ctx context.Context, o RenderOptions, emit func(Row) error) error {
 	input, err := renderInput(o.N)
 	if err != nil {
@@ -63,7 +64,7 @@ func Render(ctx context.Context, o RenderOptions, emit func(Row) error) error {
 	rows := []Row{
 		{Section: "Render", Figure: fmt.Sprintf("meshplane render, %d policies → %d objects (slower of 2 runs)", o.N, docs),
 			Value: seconds(slower), Floor: seconds(floor) + " (YAML decode+encode alone)", Ratio: ratio(slower, floor),
-			Target: "< 2 s", Met: met(slower < 2*time.Second)},
+			Target: "≤ 1.2× floor", Met: met(slower <= floor*6/5)},
 		{Section: "Render", Figure: "two runs byte-identical", Value: identical, Target: "yes", Met: met(identical == "yes")},
 	}
 	for _, r := range rows {
