@@ -121,11 +121,21 @@ func Run(ctx context.Context, o Options) ([]report.Row, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// Stopping the mesh stack flushes its queue to Loki, so lines still queued count as shipped only
+	// once they are, and the shutdown's drops are counted too.
+	mesh.stop()
 	lines, dropped := mesh.logCounts()
+	var droppedAll float64
+	for _, n := range dropped {
+		droppedAll += n
+	}
 	rows := compare("HTTP GET /v1/products/{id} → gRPC GetProduct downstream", results["http mesh"], results["http bare"], results["http peer"], o)
 	rows = append(rows, compare("gRPC GetProduct → gRPC GetProduct downstream", results["grpc mesh"], results["grpc bare"], results["grpc peer"], o)...)
-	rows = append(rows, report.Row{Section: section, Figure: "mesh stack's log lines shipped to Loki / dropped (queue full)",
-		Value: fmt.Sprintf("%.0f / %.0f", lines-dropped, dropped)})
+	rows = append(rows, report.Row{Section: section,
+		Figure: "mesh stack's log lines shipped to Loki / dropped (of which queue full, send failed, shutdown)",
+		Value: fmt.Sprintf("%.0f / %.0f (%.0f, %.0f, %.0f)", lines-droppedAll, droppedAll,
+			dropped["queue_full"], dropped["send_failed"], dropped["shutdown"]),
+		Target: "0 dropped", Met: yesNo(droppedAll == 0)})
 	return rows, nil
 }
 
@@ -386,11 +396,12 @@ func startPeer(downstream string, o Options) (*stack, error) {
 	}, nil
 }
 
-// logCounts returns the lines the mesh stack logged and those it dropped before Loki.
-func (s *stack) logCounts() (lines, dropped float64) {
+// logCounts returns the lines the mesh stack logged and, by reason, those it dropped before Loki.
+func (s *stack) logCounts() (lines float64, dropped map[string]float64) {
+	dropped = map[string]float64{}
 	fams, err := s.registry.Gather()
 	if err != nil {
-		return 0, 0
+		return 0, dropped
 	}
 	for _, f := range fams {
 		for _, m := range f.GetMetric() {
@@ -398,7 +409,11 @@ func (s *stack) logCounts() (lines, dropped float64) {
 			case "meshplane_log_lines_total":
 				lines += m.GetCounter().GetValue()
 			case "meshplane_log_lines_dropped_total":
-				dropped += m.GetCounter().GetValue()
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" {
+						dropped[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
 			}
 		}
 	}
