@@ -73,10 +73,10 @@ bench: tools ## Measure operator scale, render, hot path and Consul sync against
 	scripts/bench.sh $(BENCH_FLAGS)
 
 BENCH_COUNT ?= 6
-BENCH_PKGS = ./operator/api/v1alpha1 ./operator/internal/desiredstate ./operator/internal/render ./mesh/httpmw ./mesh/rpc ./mesh/logs
+BENCH_PKGS = ./operator/api/v1alpha1 ./operator/internal/desiredstate ./operator/internal/render ./mesh/httpmw ./mesh/rpc ./mesh/logs ./bench/internal/peer
 
 .PHONY: bench-go
-bench-go: ## Go benchmarks (Validate, desiredstate.Build, render, HTTP and gRPC stacks) for benchstat, into bench/out/go-<time>.txt.
+bench-go: ## Go benchmarks (Validate, desiredstate.Build, render, HTTP and gRPC stacks beside the OpenTelemetry peer, log shipping) for benchstat, into bench/out/go-<time>.txt.
 	@mkdir -p bench/out
 	go test -run '^$$' -bench . -benchmem -count $(BENCH_COUNT) $(BENCH_PKGS) | tee bench/out/go-$$(date -u +%Y-%m-%dT%H%MZ).txt
 

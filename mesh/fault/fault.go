@@ -178,7 +178,11 @@ func (in *Injector) Rules() []Rule {
 func (in *Injector) match(names ...string) (Rule, bool, bool) {
 	in.mu.RLock()
 	defer in.mu.RUnlock()
-	for _, n := range append(names, "*") {
+	for i := 0; len(in.rules) > 0 && i <= len(names); i++ {
+		n := "*" // after every name, the wildcard
+		if i < len(names) {
+			n = names[i]
+		}
 		for _, r := range in.rules {
 			if r.Target == n {
 				return r, r.ErrorRate > 0 && in.roll() < r.ErrorRate, true

@@ -6,11 +6,9 @@
 // meshplane_log_lines_dropped_total{reason="queue_full"}. Stream labels are service, namespace and
 // level only; trace ids travel inside the JSON line.
 //
-// Lines reach Loki through github.com/grafana/loki-client-go. That client is archived and its Handle
-// blocks for as long as its one loop is sending or retrying a batch (minutes with its defaults), so one
-// goroutine of ours is the only caller of Handle, fed by the bounded queue; the client's retries are
-// shortened, its logfmt output silenced, and its count of batches given up on is exported as
-// reason="send_failed". (It also pins this workspace to a Prometheus 2.x parser: see versions.env.)
+// Lines reach Loki's push API as snappy-compressed protobuf, from one shipper per process that fills
+// the next batch while it pushes the last one (see shipper). A push Loki refuses, or that stays
+// unanswered through its retries, counts its lines as reason="send_failed".
 package logs
 
 import (
@@ -24,7 +22,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"meshplane.dev/mesh/telemetry"
 )
@@ -73,9 +70,14 @@ type output struct {
 	shipper *shipper
 	done    chan struct{} // closed when the shipping goroutine ends
 
-	lines   *prometheus.CounterVec
-	dropped *prometheus.CounterVec // queue_full and shutdown; send_failed comes from the client
+	lines     *prometheus.CounterVec
+	lineCount [len(levels)]prometheus.Counter // lines' children by level index, resolved once
+	dropped   *prometheus.CounterVec
+	queueFull prometheus.Counter
 }
+
+// levels are the level label's values, in the order of levelIndex.
+var levels = [...]string{"debug", "info", "warn", "error"}
 
 // New builds a Sink. With a LokiURL it starts the goroutine that feeds the Loki client; call Close to
 // flush and stop it.
@@ -97,12 +99,13 @@ func New(o Options) (*Sink, error) {
 		}, []string{"reason"}),
 		done: make(chan struct{}),
 	}
-	for _, l := range []string{"debug", "info", "warn", "error"} {
-		out.lines.WithLabelValues(l)
+	for i, l := range levels {
+		out.lineCount[i] = out.lines.WithLabelValues(l)
 	}
-	for _, r := range []string{"queue_full", "shutdown"} {
+	for _, r := range []string{"queue_full", "send_failed", "shutdown"} {
 		out.dropped.WithLabelValues(r)
 	}
+	out.queueFull = out.dropped.WithLabelValues("queue_full")
 	queueLen := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meshplane_log_queue_length",
 		Help: "Log lines waiting to be handed to the Loki client.",
@@ -112,7 +115,7 @@ func New(o Options) (*Sink, error) {
 		}
 		return float64(len(out.queue))
 	})
-	if err := registerAll(o.Registerer, out.lines, droppedCollector{out}, queueLen); err != nil {
+	if err := registerAll(o.Registerer, out.lines, out.dropped, queueLen); err != nil {
 		return nil, err
 	}
 	if o.LokiURL == "" {
@@ -135,9 +138,6 @@ func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 }
 
 func (o *output) startLoki(opts Options) error {
-	if err := validLokiURL(opts.LokiURL); err != nil {
-		return err
-	}
 	size := opts.QueueSize
 	if size <= 0 {
 		size = 1024
@@ -163,27 +163,6 @@ func (o *output) startLoki(opts Options) error {
 
 const droppedHelp = "Log lines not shipped to Loki: queue_full when Loki was too slow or down, send_failed when Loki refused a batch or stayed unreachable through the retries, shutdown when still unsent at exit."
 
-// droppedCollector exports meshplane_log_lines_dropped_total: our own counts, plus the client's count of
-// entries it gave up on, read at scrape time.
-type droppedCollector struct{ o *output }
-
-var droppedDesc = prometheus.NewDesc("meshplane_log_lines_dropped_total", droppedHelp, []string{"reason"}, nil)
-
-func (c droppedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- droppedDesc }
-
-func (c droppedCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, r := range []string{"queue_full", "shutdown"} {
-		var m dto.Metric
-		_ = c.o.dropped.WithLabelValues(r).Write(&m)
-		ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, m.GetCounter().GetValue(), r)
-	}
-	failed := 0.0
-	if c.o.shipper != nil {
-		failed = c.o.shipper.sendFailed()
-	}
-	ch <- prometheus.MustNewConstMetric(droppedDesc, prometheus.CounterValue, failed, "send_failed")
-}
-
 // enqueue offers a line to the Loki queue without waiting.
 func (o *output) enqueue(e entry) {
 	if o.queue == nil {
@@ -198,7 +177,7 @@ func (o *output) enqueue(e entry) {
 	select {
 	case o.queue <- e:
 	default:
-		o.dropped.WithLabelValues("queue_full").Inc()
+		o.queueFull.Inc()
 	}
 }
 
@@ -222,9 +201,8 @@ func (s *Sink) Close(ctx context.Context) error {
 	close(o.queue)
 	o.mu.Unlock()
 
-	// The shipper hands what is queued to the client and flushes it; once ctx ends it stops handing
-	// lines over and counts the rest as dropped at shutdown. A client stuck retrying a batch is left to
-	// finish on its own: Close does not wait for it past ctx.
+	// The shipper pushes what is queued; once ctx ends it stops, abandoning a push in flight, and counts
+	// the rest as dropped at shutdown.
 	o.shipper.stopBy(ctx, o.done)
 	select {
 	case <-o.done:
@@ -279,12 +257,14 @@ func (h *handler) Handle(ctx context.Context, r slog.Record) error {
 	if err := e.j.Handle(ctx, r); err != nil {
 		return err
 	}
-	level := levelName(r.Level)
-	h.out.lines.WithLabelValues(level).Inc()
+	level := levelIndex(r.Level)
+	h.out.lineCount[level].Inc()
 	h.out.stdoutMu.Lock()
 	_, err := h.out.stdout.Write(e.buf.Bytes())
 	h.out.stdoutMu.Unlock()
-	h.out.enqueue(entry{level: level, t: r.Time, line: string(bytes.TrimSuffix(e.buf.Bytes(), []byte("\n")))})
+	if h.out.queue != nil {
+		h.out.enqueue(entry{level: levels[level], t: r.Time, line: string(bytes.TrimSuffix(e.buf.Bytes(), []byte("\n")))})
+	}
 	return err
 }
 
@@ -302,16 +282,17 @@ func (h *handler) with(op func(slog.Handler) slog.Handler) *handler {
 	return newHandler(h.out, append(ops, op))
 }
 
-func levelName(l slog.Level) string {
+// levelIndex places l in levels.
+func levelIndex(l slog.Level) int {
 	switch {
 	case l < slog.LevelInfo:
-		return "debug"
+		return 0
 	case l < slog.LevelWarn:
-		return "info"
+		return 1
 	case l < slog.LevelError:
-		return "warn"
+		return 2
 	}
-	return "error"
+	return 3
 }
 
 // ParseLevel turns debug|info|warn|error into a slog.Level.

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"strings"
@@ -123,6 +126,95 @@ func queryLoki(base, query string) (map[string]string, string, error) {
 		}
 	}
 	return nil, "", fmt.Errorf("no line for %s yet", query)
+}
+
+// slowLoki is a real Loki behind a proxy that holds every push for delay before passing it on, as a
+// Loki busy on the same cores does.
+func slowLoki(t *testing.T, delay time.Duration) (proxyURL, lokiURL string) {
+	t.Helper()
+	loki := devservertest.Loki(t)
+	target, err := url.Parse(loki.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(delay)
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, loki.URL()
+}
+
+func TestLinesKeepFlowingWhileAPushIsSlow(t *testing.T) {
+	proxy, loki := slowLoki(t, 400*time.Millisecond)
+	reg := prometheus.NewRegistry()
+	sink, err := logs.New(logs.Options{
+		Service: "gateway", Namespace: "shop", Stdout: io.Discard, LokiURL: proxy,
+		QueueSize: 256, BatchWait: 50 * time.Millisecond, Registerer: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 1,000 lines a second for 1.5 s: each push takes 400 ms, long enough for 400 lines to arrive, more
+	// than the queue holds. The lines must keep flowing into the next batch while a push waits.
+	const n = 1500
+	run := strconv.FormatInt(time.Now().UnixNano(), 10)
+	tick := time.NewTicker(time.Millisecond)
+	for i := range n {
+		<-tick.C
+		sink.Logger().Info("http request", slog.String("run", run), slog.Int("i", i))
+	}
+	tick.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sink.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := metricstest.Gather(reg)
+	if got := f.Value("meshplane_log_lines_dropped_total", map[string]string{"reason": "queue_full"}); got != 0 {
+		t.Errorf("meshplane_log_lines_dropped_total{reason=queue_full}: got %v, want 0", got)
+	}
+	wait.For(t, 30*time.Second, func() error {
+		got, err := countLoki(loki, `count_over_time({service="gateway"} |= "`+run+`" [1h])`)
+		if err != nil {
+			return err
+		}
+		if got != n {
+			return fmt.Errorf("lines in Loki: got %d want %d", got, n)
+		}
+		return nil
+	})
+}
+
+// countLoki evaluates a count query over the last hour and returns its sum.
+func countLoki(base, query string) (int, error) {
+	q := url.Values{"query": {query}, "time": {strconv.FormatInt(time.Now().Add(time.Minute).UnixNano(), 10)}}
+	resp, err := http.Get(base + "/loki/api/v1/query?" + q.Encode())
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Data struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return 0, fmt.Errorf("decode query (%s): %w", resp.Status, err)
+	}
+	total := 0
+	for _, r := range body.Data.Result {
+		s, _ := r.Value[1].(string)
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			return 0, fmt.Errorf("count %q: %w", s, err)
+		}
+		total += v
+	}
+	return total, nil
 }
 
 // hangingLoki accepts connections and never answers: the worst case for a Loki client, which then waits

@@ -3,8 +3,10 @@ package telemetry_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +61,39 @@ func TestHTTPMetricsCountsByRouteMethodAndStatus(t *testing.T) {
 	ex := fams.Exemplars("http_server_request_duration_seconds", map[string]string{"http_route": "/v1/orders"})
 	if len(ex) != 1 || len(ex[0]["trace_id"]) != 32 {
 		t.Errorf("exemplars of POST /v1/orders: got %v, want one with a 32-hex trace_id", ex)
+	}
+}
+
+// TestSlowRequestKeepsItsExemplar: exemplars are given at most once a second per bucket, so a burst of
+// fast requests must not take the exemplar from a slow one that follows it in another bucket: the slow
+// request's trace id is the one a latency panel's p99 links to.
+func TestSlowRequestKeepsItsExemplar(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := telemetry.NewHTTPMetrics(reg)
+	var slowTrace string
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/orders/{id}", func(_ http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") == "slow" {
+			slowTrace = telemetry.TraceID(r.Context())
+			time.Sleep(30 * time.Millisecond) // lands in the 0.05 s bucket, the fast ones in 0.005
+		}
+	})
+	h := traceMiddleware(m.Middleware(mux))
+	for range 200 {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/orders/1", nil))
+	}
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/orders/slow", nil))
+
+	fams, err := metricstest.Gather(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, ex := range fams.Exemplars("http_server_request_duration_seconds", map[string]string{"http_route": "/v1/orders/{id}"}) {
+		ids = append(ids, ex["trace_id"])
+	}
+	if !slices.Contains(ids, slowTrace) {
+		t.Errorf("exemplar trace ids %v: want the slow request's %s among them", ids, slowTrace)
 	}
 }
 

@@ -62,21 +62,39 @@ func Exemplar(ctx context.Context) prometheus.Labels {
 	return nil
 }
 
-// parseTraceparent extracts the trace id of "00-<32 hex>-<16 hex>-<2 hex>".
+// parseTraceparent extracts the trace id of "00-<32 hex>-<16 hex>-<2 hex>", without allocating unless
+// the id has upper-case digits.
 func parseTraceparent(v string) (string, bool) {
-	parts := strings.Split(strings.TrimSpace(v), "-")
-	if len(parts) != 4 || len(parts[0]) != 2 || len(parts[1]) != 32 || len(parts[2]) != 16 || len(parts[3]) != 2 {
+	v = strings.TrimSpace(v)
+	// Four fields of 2, 32, 16 and 2 characters; only the trace id must be hex.
+	if len(v) != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' || strings.Count(v, "-") != 3 || !isHex(v[3:35]) {
 		return "", false
 	}
-	id := strings.ToLower(parts[1])
-	if _, err := hex.DecodeString(id); err != nil || id == strings.Repeat("0", 32) {
+	id := strings.ToLower(v[3:35])
+	if id == zeroTraceID {
 		return "", false
 	}
 	return id, true
 }
 
+const zeroTraceID = "00000000000000000000000000000000"
+
+func isHex(s string) bool {
+	for i := range len(s) {
+		switch c := s[i]; {
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// randomHex returns n random bytes as 2n hex digits (n <= 16), allocating only the string.
 func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms
-	return hex.EncodeToString(b)
+	var raw [16]byte
+	var digits [32]byte
+	_, _ = rand.Read(raw[:n]) // crypto/rand.Read never fails on supported platforms
+	hex.Encode(digits[:], raw[:n])
+	return string(digits[:2*n])
 }

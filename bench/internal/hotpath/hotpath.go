@@ -1,9 +1,11 @@
 // Package hotpath measures what the mesh library costs on a request's hot path: an HTTP handler and a
-// gRPC method, each calling a downstream gRPC service, served once bare and once behind the full stack a
-// Meshplane service runs (trace, access logs shipped to a real Loki, metrics, panic recovery, body limit,
-// fault hooks; on the client side the dependency's circuit breaker, deadline, metrics and logging), under
-// the same closed-loop load from the same Go load generator, in one process, interleaved in rounds so
-// that noise from the shared machine hits both alike.
+// gRPC method, each calling a downstream gRPC service, served bare, behind the full stack a Meshplane
+// service runs (trace, access logs shipped to a real Loki, metrics, panic recovery, body limit, fault
+// hooks; on the client side the dependency's circuit breaker, deadline, metrics and logging), and behind
+// the peer stack a Go team would otherwise assemble (package peer: OpenTelemetry with its Prometheus
+// exporter, slog and go-grpc-middleware logging, gobreaker), under the same closed-loop load from the
+// same Go load generator, in one process, interleaved in rounds so that noise from the shared machine
+// hits all three alike.
 package hotpath
 
 import (
@@ -24,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"meshplane.dev/bench/internal/peer"
 	"meshplane.dev/bench/internal/report"
 	"meshplane.dev/mesh/devkit/load"
 	"meshplane.dev/mesh/httpmw"
@@ -40,7 +43,7 @@ type Options struct {
 	Dir string
 	// Duration is how long each stack is loaded per round, after Warmup.
 	Duration, Warmup time.Duration
-	// Rounds alternates bare and mesh this many times.
+	// Rounds alternates bare, mesh and peer this many times.
 	Rounds int
 	// Concurrency is the number of requests in flight (closed loop).
 	Concurrency int
@@ -68,6 +71,11 @@ func Run(ctx context.Context, o Options) ([]report.Row, error) {
 		return nil, err
 	}
 	defer mesh.stop()
+	peerStack, err := startPeer(backend.addr, o)
+	if err != nil {
+		return nil, err
+	}
+	defer peerStack.stop()
 
 	type run struct {
 		name string
@@ -80,11 +88,17 @@ func Run(ctx context.Context, o Options) ([]report.Row, error) {
 		{"http mesh", func(ctx context.Context, d time.Duration) load.Result {
 			return loadHTTP(ctx, mesh.httpURL, o.Concurrency, d)
 		}},
+		{"http peer", func(ctx context.Context, d time.Duration) load.Result {
+			return loadHTTP(ctx, peerStack.httpURL, o.Concurrency, d)
+		}},
 		{"grpc bare", func(ctx context.Context, d time.Duration) load.Result {
 			return loadGRPC(ctx, bare.grpcAddr, o.Concurrency, d)
 		}},
 		{"grpc mesh", func(ctx context.Context, d time.Duration) load.Result {
 			return loadGRPC(ctx, mesh.grpcAddr, o.Concurrency, d)
+		}},
+		{"grpc peer", func(ctx context.Context, d time.Duration) load.Result {
+			return loadGRPC(ctx, peerStack.grpcAddr, o.Concurrency, d)
 		}},
 	}
 	results := map[string]*load.Result{}
@@ -107,16 +121,30 @@ func Run(ctx context.Context, o Options) ([]report.Row, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// Stopping the mesh stack flushes its queue to Loki, so lines still queued count as shipped only
+	// once they are, and the shutdown's drops are counted too.
+	mesh.stop()
 	lines, dropped := mesh.logCounts()
-	rows := compare("HTTP GET /v1/products/{id} → gRPC GetProduct downstream", results["http mesh"], results["http bare"], o)
-	rows = append(rows, compare("gRPC GetProduct → gRPC GetProduct downstream", results["grpc mesh"], results["grpc bare"], o)...)
-	rows = append(rows, report.Row{Section: section, Figure: "mesh stack's log lines shipped to Loki / dropped (queue full)",
-		Value: fmt.Sprintf("%.0f / %.0f", lines-dropped, dropped)})
+	var droppedAll float64
+	for _, n := range dropped {
+		droppedAll += n
+	}
+	rows := compare("HTTP GET /v1/products/{id} → gRPC GetProduct downstream", results["http mesh"], results["http bare"], results["http peer"], o)
+	rows = append(rows, compare("gRPC GetProduct → gRPC GetProduct downstream", results["grpc mesh"], results["grpc bare"], results["grpc peer"], o)...)
+	rows = append(rows, report.Row{Section: section,
+		Figure: "mesh stack's log lines shipped to Loki / dropped (of which queue full, send failed, shutdown)",
+		Value: fmt.Sprintf("%.0f / %.0f (%.0f, %.0f, %.0f)", lines-droppedAll, droppedAll,
+			dropped["queue_full"], dropped["send_failed"], dropped["shutdown"]),
+		Target: "0 dropped", Met: yesNo(droppedAll == 0)})
 	return rows, nil
 }
 
-func compare(what string, mesh, bare *load.Result, o Options) []report.Row {
+func compare(what string, mesh, bare, peerRes *load.Result, o Options) []report.Row {
 	share := mesh.RPS() / bare.RPS()
+	// What a stack adds to each request: the machine's time per request beyond bare's. The load keeps
+	// the machine busy, so 1/req/s is the machine's time per request.
+	meshCost := 1e6/mesh.RPS() - 1e6/bare.RPS()
+	peerCost := 1e6/peerRes.RPS() - 1e6/bare.RPS()
 	return []report.Row{
 		{Section: section, Figure: fmt.Sprintf("%s: req/s, %d in flight (mesh stack; floor: bare)", what, o.Concurrency),
 			Value: fmt.Sprintf("%.0f", mesh.RPS()), Floor: fmt.Sprintf("%.0f", bare.RPS()),
@@ -125,6 +153,12 @@ func compare(what string, mesh, bare *load.Result, o Options) []report.Row {
 			Value: ms(mesh.Percentile(50)) + " / " + ms(mesh.Percentile(99)),
 			Floor: ms(bare.Percentile(50)) + " / " + ms(bare.Percentile(99)),
 			Ratio: fmt.Sprintf("%.2f× / %.2f×", ratio(mesh.Percentile(50), bare.Percentile(50)), ratio(mesh.Percentile(99), bare.Percentile(99)))},
+		{Section: section, Figure: fmt.Sprintf("%s: req/s, %d in flight (peer stack: OpenTelemetry, slog, go-grpc-middleware, gobreaker; floor: bare)", what, o.Concurrency),
+			Value: fmt.Sprintf("%.0f", peerRes.RPS()), Floor: fmt.Sprintf("%.0f", bare.RPS()),
+			Ratio: fmt.Sprintf("%.0f %%", 100*peerRes.RPS()/bare.RPS())},
+		{Section: section, Figure: what + ": time added per request, mesh stack (floor: peer stack)",
+			Value: fmt.Sprintf("%.1f µs", meshCost), Floor: fmt.Sprintf("%.1f µs", peerCost),
+			Ratio: fmt.Sprintf("%.2f×", meshCost/peerCost), Target: "< 1× (cheaper than the peer)", Met: yesNo(meshCost < peerCost)},
 	}
 }
 
@@ -318,11 +352,56 @@ func startMesh(ctx context.Context, downstream string, o Options) (*stack, error
 	}, nil
 }
 
-// logCounts returns the lines the mesh stack logged and those it dropped before Loki.
-func (s *stack) logCounts() (lines, dropped float64) {
+// startPeer serves the same handler and method behind the peer stack (package peer), calling the
+// downstream through the peer's client options.
+func startPeer(downstream string, o Options) (*stack, error) {
+	logs, err := os.Create(filepath.Join(o.Dir, "hotpath-peer.log"))
+	if err != nil {
+		return nil, err
+	}
+	ps, err := peer.New(logs)
+	if err != nil {
+		logs.Close()
+		return nil, err
+	}
+	conn, err := grpc.NewClient(downstream, ps.DialOptions("catalog", service.DefaultClientConfig().CallTimeout)...)
+	if err != nil {
+		logs.Close()
+		return nil, err
+	}
+	hl, gl, err := listeners()
+	if err != nil {
+		_ = conn.Close()
+		logs.Close()
+		return nil, err
+	}
+	client := catalogv1.NewCatalogServiceClient(conn)
+	mux := http.NewServeMux()
+	mux.Handle(route, getProduct(client))
+	hs := &http.Server{Handler: ps.HTTP(mux, httpmw.MaxBodyBytes), ReadHeaderTimeout: 5 * time.Second}
+	gs := grpc.NewServer(ps.GRPCServerOptions()...)
+	catalogv1.RegisterCatalogServiceServer(gs, front{catalog: client})
+	go func() { _ = hs.Serve(hl) }()
+	go func() { _ = gs.Serve(gl) }()
+	return &stack{
+		httpURL: "http://" + hl.Addr().String() + "/v1/products/moka-pot", grpcAddr: gl.Addr().String(),
+		registry: ps.Registry,
+		stop: func() {
+			_ = hs.Close()
+			gs.Stop()
+			_ = conn.Close()
+			_ = ps.Close(context.Background())
+			logs.Close()
+		},
+	}, nil
+}
+
+// logCounts returns the lines the mesh stack logged and, by reason, those it dropped before Loki.
+func (s *stack) logCounts() (lines float64, dropped map[string]float64) {
+	dropped = map[string]float64{}
 	fams, err := s.registry.Gather()
 	if err != nil {
-		return 0, 0
+		return 0, dropped
 	}
 	for _, f := range fams {
 		for _, m := range f.GetMetric() {
@@ -330,7 +409,11 @@ func (s *stack) logCounts() (lines, dropped float64) {
 			case "meshplane_log_lines_total":
 				lines += m.GetCounter().GetValue()
 			case "meshplane_log_lines_dropped_total":
-				dropped += m.GetCounter().GetValue()
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "reason" {
+						dropped[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
 			}
 		}
 	}
