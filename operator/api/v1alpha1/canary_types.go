@@ -202,12 +202,13 @@ type CanaryStatus struct {
 	// step is the position of weight in spec.canary.steps, from 1; 0 before the first step.
 	// +optional
 	Step int32 `json:"step,omitempty"`
-	// stepStarted is when the candidate's current weight went into force.
+	// stepStarted is when the candidate's current weight went into force (to the microsecond, as the
+	// rollout's clock needs).
 	// +optional
-	StepStarted *metav1.Time `json:"stepStarted,omitempty"`
+	StepStarted *metav1.MicroTime `json:"stepStarted,omitempty"`
 	// nextCheck is when the next check is due, while the rollout progresses.
 	// +optional
-	NextCheck *metav1.Time `json:"nextCheck,omitempty"`
+	NextCheck *metav1.MicroTime `json:"nextCheck,omitempty"`
 	// holds counts the checks in a row that held this step for too little traffic.
 	// +optional
 	Holds int32 `json:"holds,omitempty"`
@@ -225,7 +226,7 @@ type CanaryStatus struct {
 // CanaryCheck is one check of the candidate: what was measured, against what, and the verdict.
 type CanaryCheck struct {
 	// time the check was made; it measured the window before it.
-	Time metav1.Time `json:"time"`
+	Time metav1.MicroTime `json:"time"`
 	// window is the span measured, e.g. 1m.
 	Window string `json:"window"`
 	// weight is the candidate's weight during the window.

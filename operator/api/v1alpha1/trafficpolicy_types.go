@@ -548,7 +548,8 @@ type TrafficPolicyStatus struct {
 	// TargetConflict, ServiceNotFound, Invalid), Ready (every generated object is applied and matches) and
 	// CallGraph (False when the policy takes part in a problem of the policies together along the call
 	// graph, such as retries multiplying down a chain; the reason names the problem, the message the path,
-	// the fields and the fix; a warning only: it never changes Accepted or Ready).
+	// the fields and the fix; a warning only: it never changes Accepted or Ready) and, with spec.canary,
+	// Canary (True once promoted, False when rolled back or unable to move, Unknown while progressing).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -659,6 +660,10 @@ const (
 	// severity (`meshplane check`); its reason is the finding's kind (Amplification, TimeoutBelowCallee,
 	// NonIdempotentRetry, ...). It is a warning: Accepted and Ready do not depend on it.
 	ConditionCallGraph = "CallGraph"
+	// ConditionCanary is where spec.canary's rollout stands: True once promoted, False when rolled back or
+	// unable to move (PrometheusNotConfigured, HostConflict, ...), Unknown while it progresses; the reason
+	// and message say which and why.
+	ConditionCanary = "Canary"
 )
 
 // Condition reasons a TrafficPolicy reports.

@@ -89,7 +89,7 @@ func Next(in Input) Decision {
 		st = *in.Status.DeepCopy()
 	}
 	d := Decision{}
-	now := metav1.NewTime(in.Now)
+	now := metav1.NewMicroTime(in.Now)
 	where := fmt.Sprintf("%s at %d%%", c.Candidate, st.Weight)
 
 	if c.Abort {
@@ -226,7 +226,7 @@ func rollBack(st *v1alpha1.CanaryStatus) {
 
 // judge turns a measurement into a check: MetricsUnavailable without one, InsufficientTraffic below
 // minRequests (never a pass on no data), else Passed or Failed against the plan's thresholds.
-func judge(plan Plan, weight int32, now metav1.Time, m Measurement, err error) *v1alpha1.CanaryCheck {
+func judge(plan Plan, weight int32, now metav1.MicroTime, m Measurement, err error) *v1alpha1.CanaryCheck {
 	check := &v1alpha1.CanaryCheck{Time: now, Window: plan.Interval.String(), Weight: weight, Thresholds: plan.Thresholds()}
 	if err != nil {
 		check.Result, check.Message = v1alpha1.CheckMetricsUnavailable, "no metrics: "+err.Error()
@@ -296,7 +296,7 @@ func measured(s Subset, plan Plan) *v1alpha1.SubsetMeasurement {
 	return out
 }
 
-func ptrTime(t time.Time) *metav1.Time {
-	v := metav1.NewTime(t)
+func ptrTime(t time.Time) *metav1.MicroTime {
+	v := metav1.NewMicroTime(t)
 	return &v
 }

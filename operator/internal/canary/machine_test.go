@@ -55,8 +55,8 @@ func run(s *v1alpha1.TrafficPolicySpec, st *v1alpha1.CanaryStatus, now time.Time
 
 // at returns a status with the candidate at weight (step i), its check due at due.
 func at(s *v1alpha1.TrafficPolicySpec, weight, step int32, due time.Time) *v1alpha1.CanaryStatus {
-	started := metav1.NewTime(due.Add(-interval))
-	next := metav1.NewTime(due)
+	started := metav1.NewMicroTime(due.Add(-interval))
+	next := metav1.NewMicroTime(due)
 	return &v1alpha1.CanaryStatus{Phase: v1alpha1.CanaryProgressing, Revision: canary.Revision(s), Weight: weight, Step: step,
 		StepStarted: &started, NextCheck: &next}
 }
@@ -192,7 +192,7 @@ func TestCheckRecordsValues(t *testing.T) {
 		Stable:    canary.Subset{Requests: 9000, Errors: 9},
 	}, nil))
 	want := &v1alpha1.CanaryCheck{
-		Time: metav1.NewTime(t0), Window: "10s", Weight: 10, Result: v1alpha1.CheckPassed,
+		Time: metav1.NewMicroTime(t0), Window: "10s", Weight: 10, Result: v1alpha1.CheckPassed,
 		Candidate:  &v1alpha1.SubsetMeasurement{Requests: 1000, SuccessRate: "99.700%", Latency: "212ms"},
 		Stable:     &v1alpha1.SubsetMeasurement{Requests: 9000, SuccessRate: "99.900%"},
 		Thresholds: v1alpha1.CanaryThresholds{MinSuccessRate: "99%", MaxErrorRatioOverStable: "0.5pp", MaxLatency: "p99 ≤ 300ms", MinRequests: 10},
@@ -240,9 +240,9 @@ func margin(m string) func(*v1alpha1.Canary) {
 	return func(c *v1alpha1.Canary) { v := v1alpha1.Decimal(m); c.Analysis.StableMargin = &v }
 }
 
-func latency(q, max string) func(*v1alpha1.Canary) {
+func latency(q, bound string) func(*v1alpha1.Canary) {
 	return func(c *v1alpha1.Canary) {
-		c.Analysis.Latency = &v1alpha1.LatencyBound{Quantile: v1alpha1.Quantile(q), Max: v1alpha1.Duration(max)}
+		c.Analysis.Latency = &v1alpha1.LatencyBound{Quantile: v1alpha1.Quantile(q), Max: v1alpha1.Duration(bound)}
 	}
 }
 
