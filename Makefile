@@ -22,9 +22,9 @@ help: ## Show this help.
 MESHPLANE := .local/bin/meshplane
 
 # The components `meshplane up` starts (etcd, kube-apiserver, kube-controller-manager, kubectl, istiod,
-# Consul, Loki, Prometheus), by their scripts/tools.sh names; not the linters and code generators, which
+# Consul, Loki, Prometheus, NATS), by their scripts/tools.sh names; not the linters and code generators, which
 # `make up` does not need and `make tools` still builds.
-UP_TOOLS := kube istio consul loki prometheus
+UP_TOOLS := kube istio consul loki prometheus nats
 
 .PHONY: up
 up: ## Start the whole platform locally: apiserver, operator + Consul sync, Consul, shop, Prometheus, Loki, load (UP_FLAGS=--port prometheus=19090 ...).
@@ -86,7 +86,7 @@ bench-go: ## Go benchmarks (Validate, desiredstate.Build, render, HTTP and gRPC 
 IMAGE_REGISTRY ?= meshplane
 IMAGE_TAG ?= 0.1.0
 CONTAINER_TOOL ?= docker
-IMAGES ?= gateway catalog orders payments loadgen operator
+IMAGES ?= gateway catalog orders payments fulfillment loadgen operator
 
 .PHONY: images
 images: ## Build the container images: IMAGE_REGISTRY/<name>:IMAGE_TAG (meshplane/...:0.1.0, as the manifests reference); needs Docker or Podman (CONTAINER_TOOL).

@@ -268,6 +268,7 @@ func RED() Dashboard {
 						{Expr: promql.SumRate(signal.DBPoolWaitSeconds.Sel(svc), rate, "service"), Legend: "{{service}} average waiting"},
 					}},
 			}},
+			eventsRow(),
 			{Title: "Targets", Panels: []Panel{
 				{Title: "Scrape targets up", Viz: TimeSeries, Unit: units.Short, Min: percent,
 					Description: "Instances per service whose last scrape succeeded.",
@@ -279,4 +280,61 @@ func RED() Dashboard {
 			}},
 		},
 	}
+}
+
+// eventsRow follows an order's event from orders' outbox through NATS JetStream to fulfillment: the
+// backlog on each side of the broker, how fast each hop goes, what redelivery and dead-lettering did, and
+// the order-to-fulfilment latency of its SLO.
+func eventsRow() Row {
+	consumed := signal.EventsConsumed.Sel(svc)
+	return Row{Title: "Events (orders' outbox → NATS JetStream → fulfillment)", Panels: []Panel{
+		{Title: "Outbox backlog", Viz: TimeSeries, Unit: units.Short, Width: 6,
+			Description: "Events orders has committed and the broker has not acknowledged yet (every replica reads the whole table: max). It grows while the broker is unreachable — orders still succeed — and drains when it returns.",
+			Queries:     []Query{{Expr: promql.Max(signal.OutboxPending.Sel(svc).String(), "service"), Legend: "{{service}} pending"}}},
+		{Title: "Oldest unpublished event", Viz: TimeSeries, Unit: units.Seconds, Width: 6,
+			Steps:       []Step{{Color: "green"}, {From: 120, Color: "red"}},
+			Description: "Age of the oldest event still in the outbox; 0 when it is empty. Alert: OutboxBacklogStuck above 2 minutes.",
+			Queries:     []Query{{Expr: promql.Max(signal.OutboxOldestAge.Sel(svc).String(), "service"), Legend: "{{service}}"}}},
+		{Title: "Published by result", Viz: TimeSeries, Unit: units.OpsPerSecond, Stack: true, Width: 6,
+			Description: "Outbox events published per second: ok (the broker stored it, or dropped it as a duplicate of one it had), error (no acknowledgement: the event stays pending and is published again).",
+			Queries:     []Query{{Expr: promql.SumRate(signal.OutboxPublished.Sel(svc), rate, "service", "result"), Legend: "{{service}} {{result}}"}}},
+		{Title: "Publish latency p99", Viz: TimeSeries, Unit: units.Seconds, Width: 6,
+			Description: "99th percentile of the time from publishing an outbox event to the broker's acknowledgement (the event is stored in the stream, on every replica of it).",
+			Queries: []Query{{Expr: promql.HistogramQuantile(0.99, signal.OutboxPublishDuration.Bucket(svc), rate, "service"),
+				Legend: "{{service}}"}}},
+		{Title: "Consumer backlog", Viz: TimeSeries, Unit: units.Short, Width: 6,
+			Description: "Events in the stream the consumer has not delivered yet (pending), and delivered but not yet acknowledged (in flight), as the broker counts them.",
+			Queries: []Query{
+				{Expr: promql.Max(signal.ConsumerPending.Sel(svc).String(), "consumer"), Legend: "{{consumer}} pending"},
+				{Expr: promql.Max(signal.ConsumerAckPending.Sel(svc).String(), "consumer"), Legend: "{{consumer}} in flight"},
+			}},
+		{Title: "Consumer lag", Viz: TimeSeries, Unit: units.Seconds, Width: 6,
+			Steps:       []Step{{Color: "green"}, {From: 120, Color: "red"}},
+			Description: "Age of the oldest event the consumer has not acknowledged, by when the broker stored it; 0 when caught up. Alert: EventsConsumerLagging above 2 minutes.",
+			Queries:     []Query{{Expr: promql.Max(signal.ConsumerLag.Sel(svc).String(), "consumer"), Legend: "{{consumer}}"}}},
+		{Title: "Deliveries by result", Viz: TimeSeries, Unit: units.OpsPerSecond, Stack: true, Width: 6,
+			Description: "Deliveries per second by result: processed, duplicate (acted on before: a redelivery changed nothing), failed (delivered again after a delay), dead_lettered (the last delivery failed: copied to the dead-letter subject with the reason).",
+			Queries:     []Query{{Expr: promql.SumRate(consumed, rate, "consumer", "result"), Legend: "{{consumer}} {{result}}"}}},
+		{Title: "Redeliveries and dead letters", Viz: TimeSeries, Unit: units.Short, Width: 6,
+			Description: "Events delivered again (a failed attempt, or a replica that died holding it) and events dead-lettered, per interval. Alert: EventsDeadLettered on any dead letter.",
+			Queries: []Query{
+				{Expr: promql.Sum(promql.Increase(signal.EventsRedelivered.Sel(svc), rate), "consumer"), Legend: "{{consumer}} redelivered"},
+				{Expr: promql.Sum(promql.Increase(consumed.With(promql.Eq("result", "dead_lettered")), rate), "consumer"), Legend: "{{consumer}} dead-lettered"},
+			}},
+		{Title: "Processing latency p99", Viz: TimeSeries, Unit: units.Seconds, Width: 8,
+			Description: "99th percentile of the time a consumer took to process one delivery, whatever the result.",
+			Queries: []Query{{Expr: promql.HistogramQuantile(0.99, signal.EventsProcessingDuration.Bucket(svc), rate, "consumer"),
+				Legend: "{{consumer}}"}}},
+		{Title: "Order → shipment latency", Viz: TimeSeries, Unit: units.Seconds, Width: 8,
+			Description: "Percentiles of the time from an order being placed to its shipment being created: the outbox relay, the broker and the consumer together. SLO order-fulfilment-latency: 99% within 5s. Exemplars carry the order's trace_id: search for it in the Logs dashboard to see both sides of the hop.",
+			Links:       []Link{{Title: "Logs", URL: dashboardURL(UIDLogs, "")}},
+			Queries: []Query{
+				{Expr: promql.HistogramQuantile(0.5, signal.OrderToShipment.Bucket(svc), rate), Legend: "p50", Exemplars: true},
+				{Expr: promql.HistogramQuantile(0.99, signal.OrderToShipment.Bucket(svc), rate), Legend: "p99", Exemplars: true},
+			}},
+		{Title: "Connected to the broker", Viz: Stat, Unit: units.Short, Width: 8,
+			Steps:       []Step{{Color: "red"}, {From: 1, Color: "green"}},
+			Description: "Instances per service connected to NATS now. Alert: EventBrokerUnreachable when none of a service's is, for 5 minutes.",
+			Queries:     []Query{{Expr: promql.Sum(signal.BrokerConnected.Sel(svc).String(), "service"), Legend: "{{service}}"}}},
+	}}
 }

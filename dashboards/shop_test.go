@@ -45,8 +45,9 @@ scrape_configs:
         target_label: service
 `
 
-// TestAppPanelsOnRealShop starts the shop's four services as real processes (discovery through a real
-// Consul, logs to a real Loki, orders and payments keeping their state in a real PostgreSQL), a real
+// TestAppPanelsOnRealShop starts the shop's five services as real processes (discovery through a real
+// Consul, logs to a real Loki, orders, payments and fulfillment keeping their state in a real PostgreSQL,
+// orders' events reaching fulfillment through a real NATS JetStream), a real
 // Prometheus scraping them with the generated rules loaded, and
 // loadgen driving traffic while payments fails half its charges, so errors, 5xx and an opening and
 // closing breaker are real. Every panel query that reads the services' own metrics (or the SLO series
@@ -57,13 +58,14 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 		t.Skip("builds and runs the shop")
 	}
 	began := time.Now()
-	bin := dashboardtest.BuildServices(t, "catalog", "payments", "orders", "gateway", "loadgen")
+	bin := dashboardtest.BuildServices(t, "catalog", "payments", "orders", "fulfillment", "gateway", "loadgen")
 	t.Logf("services built in %s", time.Since(began).Round(time.Millisecond))
 
 	consul := devservertest.Consul(t)
 	loki := devservertest.Loki(t)
-	pg := devservertest.Postgres(t, "orders", "payments")
-	ports, err := devserver.FreePorts(9)
+	pg := devservertest.Postgres(t, "orders", "payments", "fulfillment")
+	broker := devservertest.NATS(t)
+	ports, err := devserver.FreePorts(11)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,6 +77,7 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 			"LOKI_URL": loki.URL(), "LOG_BATCH_WAIT": "200ms",
 			// Breakers that open after three failures in a row and probe again after a second.
 			"BREAKER_CONSECUTIVE_FAILURES": "3", "BREAKER_FAILURE_RATIO": "0", "BREAKER_OPEN_TIMEOUT": "1s",
+			"NATS_URL": broker.ClientURL(),
 		}
 		for i := 0; i < len(extra); i += 2 {
 			e[extra[i]] = extra[i+1]
@@ -91,8 +94,10 @@ func TestAppPanelsOnRealShop(t *testing.T) {
 		devservertest.Service(t, filepath.Join(bin, "orders"), env(addr(5), "GRPC_ADDR", addr(4),
 			"CATALOG_TARGET", "consul:///catalog", "PAYMENTS_TARGET", "consul:///payments",
 			"DATABASE_URL", pg.URL("orders"), "DATABASE_PASSWORD", pg.Password)),
+		devservertest.Service(t, filepath.Join(bin, "fulfillment"), env(addr(10), "GRPC_ADDR", addr(9),
+			"CONSUMER_LAG_INTERVAL", "500ms", "DATABASE_URL", pg.URL("fulfillment"), "DATABASE_PASSWORD", pg.Password)),
 		devservertest.Service(t, filepath.Join(bin, "gateway"), env(addr(7), "HTTP_ADDR", addr(6),
-			"CATALOG_TARGET", "consul:///catalog", "ORDERS_TARGET", "consul:///orders")),
+			"CATALOG_TARGET", "consul:///catalog", "ORDERS_TARGET", "consul:///orders", "FULFILLMENT_TARGET", "consul:///fulfillment")),
 	}
 	gatewayURL := "http://" + addr(6)
 	wait.For(t, 60*time.Second, func() error {

@@ -284,7 +284,7 @@ func syntheticMesh(start, end time.Time) *dashboardtest.OpenMetrics {
 			om.Counter("meshplane_circuit_breaker_requests_total", with(breaker, "result", res.result), e.rps*res.share)
 		}
 	}
-	for _, svc := range []string{"gateway", "catalog", "orders", "payments"} {
+	for _, svc := range []string{"gateway", "catalog", "orders", "payments", "fulfillment"} {
 		t := target(svc)
 		om.Gauge("up", t, func(float64) float64 { return 1 })
 		om.Gauge("meshplane_build_info", with(t, "version", "v0.1.0", "goversion", "go1.26.8"), func(float64) float64 { return 1 })
@@ -335,6 +335,30 @@ func syntheticMesh(start, end time.Time) *dashboardtest.OpenMetrics {
 		om.Counter("meshplane_db_pool_wait_seconds_total", t, 0.002)
 		om.Gauge("meshplane_db_up", t, func(float64) float64 { return 1 })
 	}
+
+	// The event flow: orders' outbox relay, the broker connections, fulfillment's consumer.
+	ord, ful := target("orders"), target("fulfillment")
+	om.Gauge("meshplane_outbox_pending", ord, func(t float64) float64 { return float64(int(t) % 20) })
+	om.Gauge("meshplane_outbox_oldest_pending_age_seconds", ord, func(t float64) float64 { return float64(int(t)%20) / 10 })
+	om.Counter("meshplane_outbox_published_total", with(ord, "result", "ok"), 3.5)
+	om.Counter("meshplane_outbox_published_total", with(ord, "result", "error"), 0.01)
+	om.Histogram("meshplane_outbox_publish_duration_seconds", ord, 3.5, secondsBuckets, latencyShares(secondsBuckets, 0.002))
+	for _, t := range []map[string]string{ord, ful} {
+		om.Gauge("meshplane_events_broker_connected", t, func(float64) float64 { return 1 })
+	}
+	cons := with(ful, "consumer", "fulfillment")
+	for _, r := range []struct {
+		result string
+		rate   float64
+	}{{"processed", 3.5}, {"duplicate", 0.05}, {"failed", 0.02}, {"dead_lettered", 0.001}} {
+		om.Counter("meshplane_events_consumed_total", with(cons, "result", r.result), r.rate)
+	}
+	om.Counter("meshplane_events_redelivered_total", cons, 0.05)
+	om.Histogram("meshplane_events_processing_duration_seconds", cons, 3.6, secondsBuckets, latencyShares(secondsBuckets, 0.005))
+	om.Gauge("meshplane_events_consumer_pending", cons, func(t float64) float64 { return float64(int(t) % 10) })
+	om.Gauge("meshplane_events_consumer_ack_pending", cons, func(t float64) float64 { return float64(int(t) % 5) })
+	om.Gauge("meshplane_events_consumer_lag_seconds", cons, func(t float64) float64 { return float64(int(t)%10) / 10 })
+	om.Histogram("meshplane_fulfillment_order_to_shipment_seconds", ful, 3.5, secondsBuckets, latencyShares(secondsBuckets, 0.05))
 
 	// The operator.
 	op := target("meshplane-operator")

@@ -5,8 +5,9 @@
 # Services, each against a floor measured in the same run, and prints one table. The table also goes to
 # bench/out/<UTC date and time>.md (git-ignored) and bench/results/latest.md (committed: the results of
 # record; only a full run, without arguments, writes it). Extra arguments go to bench/cmd/bench, e.g.
-#   scripts/bench.sh -sizes 100 -render 1000 -consul 100 -steady 5s   # a quick run
-#   scripts/bench.sh -profile                                          # CPU profiles in the work directory
+#   scripts/bench.sh -quick                       # a one-minute check that every section runs
+#   scripts/bench.sh -sections operator -sizes 2000 -steady 5s   # one section, one size
+#   scripts/bench.sh -profile                     # CPU profiles in the work directory
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

@@ -30,7 +30,7 @@ mapfile -t protos < <(cd services/proto && find . -name '*.proto' | sort)
 
 # --- Shop services: settings tables in docs/services.md, from each service's Config (`<service> -config-doc`) ---
 {
-  for svc in gateway catalog orders payments loadgen; do
+  for svc in gateway catalog orders payments fulfillment loadgen; do
     printf '\n### %s\n\n' "$svc"
     (cd "services/$svc" && go run . -config-doc)
   done

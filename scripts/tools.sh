@@ -3,8 +3,8 @@
 # in scripts/versions.env, into one cache directory. Idempotent: a warm run only checks stamps.
 #
 #   scripts/tools.sh              build everything
-#   scripts/tools.sh consul loki  build only these (names: kube consul prometheus loki istio controller-gen
-#                                 golangci-lint protoc-gen debian)
+#   scripts/tools.sh consul loki  build only these (names: kube consul prometheus loki istio nats
+#                                 controller-gen golangci-lint protoc-gen debian)
 #   scripts/tools.sh --print-bin  print the directory holding the binaries
 #
 # Each Go component is built in a throw-away module under $MESHPLANE_CACHE/build/<name>; its go.mod text is
@@ -216,6 +216,9 @@ exclude k8s.io/client-go v8.0.0+incompatible
 " github.com/grafana/loki/v3/cmd/loki=loki
 }
 
+# istiod (pilot-discovery), istioctl and the istio-agent (pilot-agent) from one module, so the agent beside each
+# local workload speaks exactly the istiod it talks to. pilot-agent's own tool directive makes `go mod tidy`
+# add the CNI and nftables modules its iptables subcommand links (unused here; CGO stays off).
 tool_istio() {
   build_go istio "9 minutes" "module meshplane.local/tools/istio
 
@@ -230,7 +233,17 @@ require (
 	github.com/envoyproxy/go-control-plane/contrib $ENVOY_GO_CONTROL_PLANE_CONTRIB_VERSION
 )
 " istio.io/istio/istioctl/cmd/istioctl=istioctl \
-    istio.io/istio/pilot/cmd/pilot-discovery=pilot-discovery
+    istio.io/istio/pilot/cmd/pilot-discovery=pilot-discovery \
+    istio.io/istio/pilot/cmd/pilot-agent=pilot-agent
+}
+
+tool_nats() {
+  build_go nats "3 minutes" "module meshplane.local/tools/nats
+
+go 1.26.0
+
+require github.com/nats-io/nats-server/v2 $NATS_SERVER_VERSION
+" github.com/nats-io/nats-server/v2=nats-server
 }
 
 tool_controller_gen() {
@@ -297,7 +310,7 @@ check_kubectl() {
   fi
 }
 
-all=(debian protoc-gen controller-gen kube istio prometheus loki consul golangci-lint)
+all=(debian protoc-gen controller-gen kube istio prometheus loki consul nats golangci-lint)
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all[@]}")
 
@@ -305,7 +318,7 @@ start=$SECONDS
 check_kubectl
 for t in "${targets[@]}"; do
   case $t in
-    kube | consul | prometheus | loki | istio | debian) locked "$t" "tool_$t" ;;
+    kube | consul | prometheus | loki | istio | nats | debian) locked "$t" "tool_$t" ;;
     controller-gen) locked "$t" tool_controller_gen ;;
     golangci-lint) locked "$t" tool_golangci_lint ;;
     protoc-gen) locked "$t" tool_protoc_gen ;;

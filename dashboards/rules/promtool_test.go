@@ -341,6 +341,60 @@ func allScenarios() []scenario {
 			},
 		},
 		scenario{
+			name: "an outbox whose oldest event waits more than 2 minutes for 5 minutes alerts; a burst that drains does not",
+			series: []inputSeries{
+				// The broker down from minute 5: the oldest event ages a minute a minute; back at 20.
+				{`meshplane_outbox_oldest_pending_age_seconds{service="orders", instance="a"}`, "0x5 0+60x14 0x10"},
+				{`meshplane_outbox_oldest_pending_age_seconds{service="orders", instance="b"}`, "0x5 0+60x14 0x10"},
+				// A burst: a long backlog, never old.
+				{`meshplane_outbox_oldest_pending_age_seconds{service="billing", instance="a"}`, "0x5 3x10 0x15"},
+			},
+			checks: []check{
+				{at: "9m", alert: rules.AlertOutboxBacklog},
+				{at: "14m", alert: rules.AlertOutboxBacklog, firing: []firing{alert(map[string]string{"service": "orders"})}},
+				{at: "25m", alert: rules.AlertOutboxBacklog},
+			},
+		},
+		scenario{
+			name: "every instance of a service disconnected from the broker for 5 minutes alerts; one instance reconnecting does not",
+			series: []inputSeries{
+				{`meshplane_events_broker_connected{service="orders", instance="a"}`, "1x5 0x10 1x5"},
+				{`meshplane_events_broker_connected{service="orders", instance="b"}`, "1x5 0x10 1x5"},
+				{`meshplane_events_broker_connected{service="fulfillment", instance="a"}`, "1x5 0x10 1x5"},
+				{`meshplane_events_broker_connected{service="fulfillment", instance="b"}`, "1x20"},
+			},
+			checks: []check{
+				{at: "8m", alert: rules.AlertBrokerUnreachable},
+				{at: "12m", alert: rules.AlertBrokerUnreachable, firing: []firing{alert(map[string]string{"service": "orders"})}},
+				{at: "18m", alert: rules.AlertBrokerUnreachable},
+			},
+		},
+		scenario{
+			name: "a consumer more than 2 minutes behind for 5 minutes alerts",
+			series: []inputSeries{
+				{`meshplane_events_consumer_lag_seconds{service="fulfillment", instance="a", consumer="fulfillment"}`, "0x5 0+30x20"},
+				{`meshplane_events_consumer_lag_seconds{service="fulfillment", instance="b", consumer="fulfillment"}`, "0x5 0+30x20"},
+			},
+			checks: []check{
+				{at: "12m", alert: rules.AlertConsumerLag},
+				{at: "16m", alert: rules.AlertConsumerLag, firing: []firing{alert(map[string]string{"service": "fulfillment", "consumer": "fulfillment"})}},
+			},
+		},
+		scenario{
+			// As in the shop's test: a poison event fails its 3 deliveries, the last one dead-letters it.
+			name: "a dead-lettered event alerts at once, and clears 15 minutes later",
+			series: []inputSeries{
+				{`meshplane_events_consumed_total{service="fulfillment", instance="a", consumer="fulfillment", result="processed"}`, "0+60x30"},
+				{`meshplane_events_consumed_total{service="fulfillment", instance="a", consumer="fulfillment", result="failed"}`, "0x5 2x25"},
+				{`meshplane_events_consumed_total{service="fulfillment", instance="a", consumer="fulfillment", result="dead_lettered"}`, "0x5 1x25"},
+			},
+			checks: []check{
+				{at: "4m", alert: rules.AlertDeadLettered},
+				{at: "8m", alert: rules.AlertDeadLettered, firing: []firing{alert(map[string]string{"service": "fulfillment", "consumer": "fulfillment"})}},
+				{at: "25m", alert: rules.AlertDeadLettered},
+			},
+		},
+		scenario{
 			name: "log lines dropped on a full queue or a failed push alert; lines dropped at shutdown do not",
 			series: []inputSeries{
 				{`meshplane_log_lines_dropped_total{service="gateway", reason="queue_full"}`, "0+5x30"},
@@ -394,6 +448,14 @@ func traffic(s slo.SLO, phases ...phase) []inputSeries {
 			{fmt.Sprintf(series, "200", "0", "-"), good},
 			{fmt.Sprintf(series, "200", "14", "-"), half},
 			{fmt.Sprintf(series, "503", "14", "UH"), half},
+		}
+	case "meshplane_fulfillment_order_to_shipment_seconds_count":
+		// Prometheus 3 stores the bucket bound 5 as "5.0".
+		series := `meshplane_fulfillment_order_to_shipment_seconds_%s{service="` + svc + `"%s}`
+		return []inputSeries{
+			{fmt.Sprintf(series, "bucket", `, le="5.0"`), good},
+			{fmt.Sprintf(series, "bucket", `, le="+Inf"`), all},
+			{fmt.Sprintf(series, "count", ""), all},
 		}
 	case "istio_request_duration_milliseconds_count":
 		// Prometheus 3 stores the bucket bound 250 as "250.0".

@@ -2,7 +2,8 @@
 // recording rules and multi-window, multi-burn-rate alerts of package slo, and alerts for what the SLOs
 // do not cover — a breaker that stays open, an operator that fails or finds conflicts, policies that are
 // wrong together along the call graph, a Consul sync that lags, logs that never reach Loki, a database that
-// is unreachable, failing or short of connections.
+// is unreachable, failing or short of connections, events that wait in the outbox or the stream, or are
+// dead-lettered.
 package rules
 
 import (
@@ -62,6 +63,10 @@ const (
 	AlertDBUnreachable     = "DatabaseUnreachable"
 	AlertDBQueriesFailing  = "DatabaseQueriesFailing"
 	AlertDBPoolSaturated   = "DatabasePoolSaturated"
+	AlertOutboxBacklog     = "OutboxBacklogStuck"
+	AlertBrokerUnreachable = "EventBrokerUnreachable"
+	AlertConsumerLag       = "EventsConsumerLagging"
+	AlertDeadLettered      = "EventsDeadLettered"
 	severityCritical       = "critical"
 	severityWarning        = "warning"
 	absentFor              = 10 * time.Minute
@@ -303,6 +308,53 @@ func componentGroups() []Group {
 					"{{ $labels.service }}'s database pools are saturated",
 					"For 10 minutes at least 90% of {{ $labels.service }}'s pooled connections were in use and operations "+
 						"waited for one: its latency grows with the queue, and requests start timing out."),
+			},
+		}},
+		{Name: "meshplane-events", Rules: []Rule{
+			{
+				Alert: AlertOutboxBacklog,
+				// Age, not count: a burst of orders makes a long backlog that drains in seconds; an event
+				// that has waited two minutes means the relay cannot publish.
+				Expr:   promql.Max(signal.OutboxOldestAge.Sel().String(), "service") + " > 120",
+				For:    "5m",
+				Labels: map[string]string{"severity": severityCritical},
+				Annotations: annotations(AlertOutboxBacklog,
+					"{{ $labels.service }}'s outbox has held an event for more than 2 minutes",
+					"For 5 minutes the oldest event in {{ $labels.service }}'s outbox was older than 2 minutes: the relay "+
+						"cannot publish to the broker. Orders still succeed and their events are kept; fulfilment waits for them."),
+			},
+			{
+				Alert:  AlertBrokerUnreachable,
+				Expr:   promql.Max(signal.BrokerConnected.Sel().String(), "service") + " == 0",
+				For:    "5m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertBrokerUnreachable,
+					"No instance of {{ $labels.service }} reaches the event broker",
+					"For 5 minutes every instance of {{ $labels.service }} has been trying to reconnect to NATS. Producers "+
+						"keep their events in the outbox, consumers process nothing until it is back."),
+			},
+			{
+				Alert:  AlertConsumerLag,
+				Expr:   promql.Max(signal.ConsumerLag.Sel().String(), "service", "consumer") + " > 120",
+				For:    "5m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertConsumerLag,
+					"Consumer {{ $labels.consumer }} is more than 2 minutes behind",
+					"For 5 minutes the oldest event {{ $labels.consumer }} has not acknowledged was more than 2 minutes old: "+
+						"its replicas are down, too slow for the rate of events, or stuck retrying."),
+			},
+			{
+				Alert: AlertDeadLettered,
+				// Any dead letter: each is an order whose effect did not happen until someone acts on it.
+				Expr: promql.Sum(promql.Increase(signal.EventsConsumed.Sel(promql.Eq("result", "dead_lettered")), "15m"), "service", "consumer") + " > 0",
+				// Two evaluations: a counter reset (a restarted replica) is not a dead letter.
+				For:    "1m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertDeadLettered,
+					"{{ $labels.consumer }} dead-lettered events in the last 15 minutes",
+					"{{ $labels.consumer }} gave up on events after their last delivery failed and copied them to the "+
+						"dead-letter stream with the reason. Their effect (a shipment) has not happened; read the reason, fix, "+
+						"and republish them."),
 			},
 		}},
 		{Name: "meshplane-logs", Rules: []Rule{{

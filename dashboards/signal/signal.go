@@ -143,6 +143,33 @@ var (
 		Help: "Time spent waiting for a connection."}
 	DBUp = Metric{Name: "meshplane_db_up", Type: Gauge, Origin: App,
 		Help: "1 while the database answers the periodic probe, 0 while it does not (the instance is then not ready)."}
+	// The event flow: orders' outbox relay (services/orders/internal/outbox), every service's broker
+	// connection (mesh/events), fulfillment's consumer (services/fulfillment/internal/consumer).
+	OutboxPending = Metric{Name: "meshplane_outbox_pending", Type: Gauge, Origin: App,
+		Help: "Events in orders' outbox not yet acknowledged by the broker (every replica reports the whole table; take max)."}
+	OutboxOldestAge = Metric{Name: "meshplane_outbox_oldest_pending_age_seconds", Type: Gauge, Origin: App,
+		Help: "Age of the oldest event in orders' outbox not yet acknowledged by the broker, 0 when none is pending."}
+	OutboxPublished = Metric{Name: "meshplane_outbox_published_total", Type: Counter, Origin: App,
+		Labels: []string{"result"}, Help: "Outbox events published by result: ok (the broker stored it, or already had it), error (no acknowledgement; the event stays pending)."}
+	OutboxPublishDuration = Metric{Name: "meshplane_outbox_publish_duration_seconds", Type: Histogram, Origin: App,
+		Help: "Time from publishing an outbox event to the broker's acknowledgement."}
+	BrokerConnected = Metric{Name: "meshplane_events_broker_connected", Type: Gauge, Origin: App,
+		Help: "1 while the process is connected to the event broker (NATS), 0 while it is trying to reach it."}
+	EventsConsumed = Metric{Name: "meshplane_events_consumed_total", Type: Counter, Origin: App,
+		Labels: []string{"consumer", "result"},
+		Help:   "Deliveries of events by result: processed, duplicate (acted on before: nothing done), failed (delivered again later), dead_lettered (copied to the dead-letter subject with the reason)."}
+	EventsRedelivered = Metric{Name: "meshplane_events_redelivered_total", Type: Counter, Origin: App,
+		Labels: []string{"consumer"}, Help: "Deliveries of events delivered before (a failed attempt, or a replica that died or exceeded the ack wait)."}
+	EventsProcessingDuration = Metric{Name: "meshplane_events_processing_duration_seconds", Type: Histogram, Origin: App,
+		Labels: []string{"consumer"}, Help: "Time to process one delivered event, whatever the result."}
+	ConsumerPending = Metric{Name: "meshplane_events_consumer_pending", Type: Gauge, Origin: App,
+		Labels: []string{"consumer"}, Help: "Events stored in the stream that the consumer has not delivered yet (the broker's count; take max over replicas)."}
+	ConsumerAckPending = Metric{Name: "meshplane_events_consumer_ack_pending", Type: Gauge, Origin: App,
+		Labels: []string{"consumer"}, Help: "Events delivered to a replica and not yet acknowledged (the broker's count)."}
+	ConsumerLag = Metric{Name: "meshplane_events_consumer_lag_seconds", Type: Gauge, Origin: App,
+		Labels: []string{"consumer"}, Help: "Age of the oldest event not yet acknowledged, by the time the broker stored it; 0 when caught up."}
+	OrderToShipment = Metric{Name: "meshplane_fulfillment_order_to_shipment_seconds", Type: Histogram, Origin: App,
+		Help: "Time from an order being placed (paid, its event written) to its shipment being created: outbox relay, broker and consumer together; once per order."}
 	// CatalogCacheLookups is beyond the metric contract: catalog's read cache.
 	CatalogCacheLookups = Metric{Name: "meshplane_catalog_cache_lookups_total", Type: Counter, Origin: App,
 		Labels: []string{"result"}, Help: "Catalog read-cache lookups by result: hit or miss."}
@@ -237,6 +264,8 @@ var All = []Metric{
 	BreakerState, BreakerTransitions, BreakerRequests,
 	LogLines, LogLinesDropped, LogQueueLength, BuildInfo, Orders, PaymentCharges, CatalogCacheLookups,
 	DBQueryDuration, DBPoolConnections, DBPoolMax, DBPoolWaiting, DBPoolWaits, DBPoolWaitSeconds, DBUp,
+	OutboxPending, OutboxOldestAge, OutboxPublished, OutboxPublishDuration, BrokerConnected,
+	EventsConsumed, EventsRedelivered, EventsProcessingDuration, ConsumerPending, ConsumerAckPending, ConsumerLag, OrderToShipment,
 	Up,
 	ReconcileTotal, ReconcileErrors, ReconcileTime, WorkqueueDepth,
 	TrafficPolicies, OperatorConflicts, OperatorApplyErrors, ReconcileToReady, OperatorWrites, CallGraphFindings,

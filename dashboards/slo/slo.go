@@ -165,6 +165,21 @@ func HTTPLatency(service string, threshold float64) SLI {
 	}
 }
 
+// HistogramLatency is the share of what histogram m of service observed that took at most threshold
+// seconds (a bucket bound): for work that is not a request, such as an order reaching fulfilment.
+func HistogramLatency(m signal.Metric, service string, threshold float64) SLI {
+	svc := promql.Eq("service", service)
+	count := m.Count(svc)
+	fast := m.Bucket(svc, promql.Le(threshold))
+	total := func(w string) string { return promql.SumRate(count, w) }
+	return SLI{
+		Kind:   Latency,
+		Total:  total,
+		Errors: func(w string) string { return total(w) + " - " + promql.SumRate(fast, w) },
+		Source: count,
+	}
+}
+
 // GRPCAvailability is the share of a service's RPCs that did not end in a server-side error code.
 func GRPCAvailability(service string) SLI {
 	handled := signal.GRPCServerHandled.Sel(promql.Eq("service", service))
@@ -240,6 +255,12 @@ var All = []SLO{
 		Description: "99.9% of requests to orders, as its sidecar saw them, get neither a 5xx nor a server-side gRPC status"},
 	{Name: "orders-mesh-latency", Service: "orders", Objective: 0.99, SLI: IstioLatency("orders", Namespace, 250),
 		Description: "99% of requests to orders, as its sidecar saw them, are answered within 250ms"},
+	// Counted when the shipment is created: an order stuck in the outbox or the stream counts (as slow)
+	// only once it gets through, so the backlog alerts (OutboxBacklogStuck, EventsConsumerLagging) watch
+	// the meantime.
+	{Name: "order-fulfilment-latency", Service: "fulfillment", Objective: 0.99,
+		SLI:         HistogramLatency(signal.OrderToShipment, "fulfillment", 5),
+		Description: "99% of placed orders have their shipment created within 5s"},
 }
 
 // Validate reports the first problem that would make s's rules wrong.

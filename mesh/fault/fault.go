@@ -25,7 +25,8 @@ import (
 // "UNAVAILABLE", "httpStatus": 503}.
 type Rule struct {
 	// Target is a gRPC full method ("/payments.v1.PaymentService/Charge"), a method name ("Charge"),
-	// an HTTP route pattern ("POST /v1/orders"), or "*" for everything.
+	// an HTTP route pattern ("POST /v1/orders"), an event subject a consumer processes
+	// ("orders.placed"), or "*" for everything.
 	Target string `json:"target"`
 	// ErrorRate is the fraction of matching calls that fail, 0 to 1.
 	ErrorRate float64 `json:"errorRate,omitempty"`
@@ -200,6 +201,23 @@ func delay(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// Apply injects the fault of target into work that is neither a gRPC call nor an HTTP route — a
+// consumer processing an event of a subject, say: it waits the rule's delay (or until ctx ends) and
+// returns an error when the rule's error rate says this one fails.
+func (in *Injector) Apply(ctx context.Context, target string) error {
+	r, fail, ok := in.match(target)
+	if !ok {
+		return nil
+	}
+	if err := delay(ctx, time.Duration(r.Delay)); err != nil {
+		return err
+	}
+	if fail {
+		return fmt.Errorf("injected fault on %s", target)
+	}
+	return nil
 }
 
 // UnaryServerInterceptor injects faults into unary gRPC calls matching the full method or its

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
@@ -115,5 +116,20 @@ func TestHTTPFaultAnswersConfiguredStatus(t *testing.T) {
 	in.HTTP("GET /v1/products", ok).ServeHTTP(rec, httptest.NewRequest("GET", "/v1/products", nil))
 	if rec.Code != http.StatusCreated {
 		t.Errorf("GET /v1/products: got %d, want untouched", rec.Code)
+	}
+}
+
+// Apply injects faults into work that is not a request, such as processing an event of a subject.
+func TestApplyInjectsIntoOtherWork(t *testing.T) {
+	in := New([]Rule{{Target: "orders.placed", ErrorRate: 1, Delay: Duration(20 * time.Millisecond)}})
+	began := time.Now()
+	if err := in.Apply(context.Background(), "orders.placed"); err == nil || !strings.Contains(err.Error(), "orders.placed") {
+		t.Errorf("Apply(orders.placed): got %v, want the injected fault naming it", err)
+	}
+	if took := time.Since(began); took < 20*time.Millisecond {
+		t.Errorf("Apply took %s, want the rule's 20ms delay first", took)
+	}
+	if err := in.Apply(context.Background(), "orders.cancelled"); err != nil {
+		t.Errorf("Apply(another subject): got %v, want nil", err)
 	}
 }

@@ -110,11 +110,21 @@ func (h *Health) Healthz() http.Handler {
 }
 
 // Readyz answers 200 when ready; 503 before that, once draining, and while a dependency is
-// unreachable ("dependency unreachable: postgres: ...").
+// unreachable ("dependency unreachable: postgres: ..."). ?exclude=<dependency> (repeatable) leaves that
+// dependency out, as kube-apiserver's /readyz?exclude= leaves out a check: for a registry whose own
+// state the dependency waits on (istiod sends a WorkloadEntry's inbound listener only while the entry
+// is healthy, so its health cannot wait for the listener).
 func (h *Health) Readyz() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		failing := h.FailingDependencies()
+		exclude := r.URL.Query()["exclude"]
+		var failing []string
+		for _, f := range h.FailingDependencies() {
+			name, _, _ := strings.Cut(f, ": ")
+			if !slices.Contains(exclude, name) {
+				failing = append(failing, f)
+			}
+		}
 		switch {
 		case h.Draining():
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -122,7 +132,7 @@ func (h *Health) Readyz() http.Handler {
 		case len(failing) > 0:
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("dependency unreachable: " + strings.Join(failing, "; ") + "\n"))
-		case h.Ready():
+		case h.ready.Load():
 			_, _ = w.Write([]byte("ready\n"))
 		default:
 			w.WriteHeader(http.StatusServiceUnavailable)

@@ -77,3 +77,25 @@ func TestUnreachableDependencyFailsReadinessNamingIt(t *testing.T) {
 		t.Errorf("draining with postgres up: /readyz got %d %q, want 503 draining", code, body)
 	}
 }
+
+// /readyz?exclude=<dependency> leaves that dependency out, and only that one.
+func TestReadyzExcludesNamedDependency(t *testing.T) {
+	h := health.New()
+	h.SetReady()
+	h.SetDependency("xds-listener", errors.New("istiod has not sent the listener"))
+	readyz := func(url string) int {
+		rec := httptest.NewRecorder()
+		h.Readyz().ServeHTTP(rec, httptest.NewRequest("GET", url, nil))
+		return rec.Code
+	}
+	if got := readyz("/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz waiting for the listener: %d, want 503", got)
+	}
+	if got := readyz("/readyz?exclude=xds-listener"); got != http.StatusOK {
+		t.Errorf("/readyz?exclude=xds-listener: %d, want 200", got)
+	}
+	h.SetDependency("postgres", errors.New("connection refused"))
+	if got := readyz("/readyz?exclude=xds-listener"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz?exclude=xds-listener with postgres down: %d, want 503", got)
+	}
+}

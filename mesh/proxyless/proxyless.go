@@ -7,6 +7,7 @@
 package proxyless
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // BootstrapEnv is the environment variable gRPC reads the bootstrap file's path from.
@@ -76,12 +78,26 @@ func (n Node) Validate() error {
 // Bootstrap is what a process needs to join the mesh.
 type Bootstrap struct {
 	Node Node
-	// XDSAddr is host:port of istiod's plaintext xDS port (15010 in a cluster).
+	// XDSAddr is host:port of istiod's xDS: its plaintext port (15010 in a cluster), or with XDSOverTLS
+	// its TLS port (15012).
 	XDSAddr string
+	// XDSOverTLS connects to XDSAddr with mutual TLS (gRFC A65's "tls" channel credentials): the
+	// workload's certificate from CertDir, istiod's certificate checked against the root there. istiod
+	// authenticates the stream by the certificate's identity, as it would the token an istio-agent's xDS
+	// proxy presents. Needs CertDir.
+	XDSOverTLS bool
 	// CertDir, if set, holds the workload's mTLS credentials as istio-agent writes them
 	// (cert-chain.pem, key.pem, root-cert.pem); gRPC's file_watcher provider reloads them.
 	CertDir string
+	// CertRefresh is how often gRPC re-reads CertDir, picking up certificates the agent rotated; 0 means
+	// DefaultCertRefresh.
+	CertRefresh time.Duration
 }
+
+// DefaultCertRefresh is how often gRPC re-reads a workload's certificate files unless told otherwise:
+// well inside the agent's rotation window (half of a 24h certificate's life), and cheap (three small
+// files).
+const DefaultCertRefresh = time.Minute
 
 // JSON renders the bootstrap in gRPC's format (gRFC A27), with Istio's node metadata.
 func (b Bootstrap) JSON() ([]byte, error) {
@@ -90,6 +106,9 @@ func (b Bootstrap) JSON() ([]byte, error) {
 	}
 	if _, _, err := net.SplitHostPort(b.XDSAddr); err != nil {
 		return nil, fmt.Errorf("proxyless bootstrap: xds address %q: want host:port", b.XDSAddr)
+	}
+	if b.XDSOverTLS && b.CertDir == "" {
+		return nil, errors.New("proxyless bootstrap: xDS over TLS needs the certificates' directory (CertDir)")
 	}
 	n := b.Node
 	clusterID := n.ClusterID
@@ -113,10 +132,14 @@ func (b Bootstrap) JSON() ([]byte, error) {
 	if n.ServiceAccount != "" {
 		meta["SERVICE_ACCOUNT"] = n.ServiceAccount
 	}
+	creds := map[string]any{"type": "insecure"}
+	if b.XDSOverTLS {
+		creds = map[string]any{"type": "tls", "config": b.certFiles()}
+	}
 	doc := map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri":      b.XDSAddr,
-			"channel_creds":   []any{map[string]any{"type": "insecure"}},
+			"channel_creds":   []any{creds},
 			"server_features": []string{"xds_v3"},
 		}},
 		"node": map[string]any{
@@ -128,18 +151,27 @@ func (b Bootstrap) JSON() ([]byte, error) {
 	if b.CertDir != "" {
 		doc["certificate_providers"] = map[string]any{
 			// "default" is the instance name istiod's generated TLS contexts refer to.
-			"default": map[string]any{
-				"plugin_name": "file_watcher",
-				"config": map[string]any{
-					"certificate_file":    filepath.Join(b.CertDir, CertChainFile),
-					"private_key_file":    filepath.Join(b.CertDir, KeyFile),
-					"ca_certificate_file": filepath.Join(b.CertDir, RootCertFile),
-					"refresh_interval":    "60s",
-				},
-			},
+			"default": map[string]any{"plugin_name": "file_watcher", "config": b.certFiles()},
 		}
 	}
 	return json.MarshalIndent(doc, "", "  ")
+}
+
+// certFiles is the file_watcher configuration of the certificates in CertDir, which gRPC re-reads every
+// CertRefresh.
+func (b Bootstrap) certFiles() map[string]any {
+	return map[string]any{
+		"certificate_file":    filepath.Join(b.CertDir, CertChainFile),
+		"private_key_file":    filepath.Join(b.CertDir, KeyFile),
+		"ca_certificate_file": filepath.Join(b.CertDir, RootCertFile),
+		"refresh_interval":    jsonDuration(cmp.Or(b.CertRefresh, DefaultCertRefresh)),
+	}
+}
+
+// jsonDuration writes d as protobuf's JSON form of a Duration ("60s", "0.5s"), which the bootstrap's
+// fields take.
+func jsonDuration(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
 }
 
 // Files of a workload's mTLS credentials in CertDir, named as istio-agent names them.

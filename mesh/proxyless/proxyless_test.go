@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -78,6 +79,49 @@ func TestBootstrapRejects(t *testing.T) {
 				t.Errorf("got %v, want an error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// With its certificates, a workload talks xDS with istiod's TLS port over mTLS (gRFC A65's "tls"
+// channel credentials), from the same files, re-read at the interval asked for, so a rotated certificate
+// is picked up within it.
+func TestBootstrapOverTLS(t *testing.T) {
+	data, err := proxyless.Bootstrap{Node: node, XDSAddr: "127.0.0.1:15012", XDSOverTLS: true,
+		CertDir: "/run/agent/certs", CertRefresh: 1500 * time.Millisecond}.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		XDSServers []struct {
+			ServerURI    string `json:"server_uri"`
+			ChannelCreds []struct {
+				Type   string            `json:"type"`
+				Config map[string]string `json:"config"`
+			} `json:"channel_creds"`
+		} `json:"xds_servers"`
+		CertificateProviders map[string]struct {
+			Config map[string]string `json:"config"`
+		} `json:"certificate_providers"`
+	}
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{
+		"certificate_file": "/run/agent/certs/cert-chain.pem", "private_key_file": "/run/agent/certs/key.pem",
+		"ca_certificate_file": "/run/agent/certs/root-cert.pem", "refresh_interval": "1.5s",
+	}
+	creds := got.XDSServers[0].ChannelCreds
+	if len(creds) != 1 || creds[0].Type != "tls" {
+		t.Fatalf("channel_creds = %+v, want one of type tls", creds)
+	}
+	if diff := cmp.Diff(files, creds[0].Config); diff != "" {
+		t.Errorf("tls channel creds config (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(files, got.CertificateProviders["default"].Config); diff != "" {
+		t.Errorf("file_watcher config (-want +got):\n%s", diff)
+	}
+	if _, err := (proxyless.Bootstrap{Node: node, XDSAddr: "127.0.0.1:15012", XDSOverTLS: true}).JSON(); err == nil {
+		t.Error("xDS over TLS without certificates: want an error")
 	}
 }
 

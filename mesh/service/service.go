@@ -17,6 +17,7 @@ import (
 	consul "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/xds"
@@ -68,6 +69,7 @@ type Runtime struct {
 	breakers  *breaker.Metrics
 	serverMet *grpcprom.ServerMetrics
 	clientMet *grpcprom.ClientMetrics
+	peers     *rpc.PeerMetrics
 	closeOnce sync.Once
 }
 
@@ -91,6 +93,7 @@ func Start(name string, cfg Config, stdout io.Writer) (*Runtime, error) {
 		Health: health.New(), Faults: fault.New(cfg.Faults), Admin: http.NewServeMux(),
 		cfg: cfg, sink: sink, breakers: breaker.NewMetrics(reg),
 		serverMet: telemetry.NewGRPCServerMetrics(reg), clientMet: telemetry.NewGRPCClientMetrics(reg),
+		peers: rpc.NewPeerMetrics(reg),
 	}
 	if cfg.ConsulAddr != "" {
 		cc := consul.DefaultConfig()
@@ -123,10 +126,11 @@ func Listen(name, addr string) (net.Listener, error) {
 	return l, nil
 }
 
-// GRPCServerOptions returns the server options with the runtime's metrics, logger and faults; use
-// them with grpc.NewServer (or, proxyless, xds.NewGRPCServer).
+// GRPCServerOptions returns the server options with the runtime's metrics, logger and faults, and the
+// count of calls by the caller's identity (innermost, so it counts exactly the handled calls); use them
+// with grpc.NewServer (or, proxyless, xds.NewGRPCServer).
 func (rt *Runtime) GRPCServerOptions() []grpc.ServerOption {
-	return rpc.ServerOptions(rt.Logger, rt.serverMet, rt.Faults)
+	return append(rpc.ServerOptions(rt.Logger, rt.serverMet, rt.Faults), grpc.ChainUnaryInterceptor(rt.peers.UnaryServerInterceptor()))
 }
 
 // GRPCServerMetrics returns the gRPC server metrics, for InitializeMetrics on a server Serve does not
@@ -161,9 +165,15 @@ func (rt *Runtime) Dial(dependency, target string, cc ClientConfig) (*grpc.Clien
 	return conn, nil
 }
 
+// xdsListenerDependency names, in /readyz, what an xDS server waits for before it serves; a registry
+// whose health gives the server its listener asks /readyz?exclude=xds-listener.
+const xdsListenerDependency = "xds-listener"
+
 // NewGRPCServer returns the service's gRPC server with the runtime's options: gRPC's xDS server when
 // XDS_SERVER is set (inbound mTLS and RBAC from istiod; it serves once istiod has sent its listener
-// for the listen address), a plain grpc.Server otherwise.
+// for the listen address), a plain grpc.Server otherwise. An xDS server keeps the process not ready
+// while it does not serve (no listener from istiod yet, or withdrawn): it would refuse every call, and
+// a caller sent to it would see only that.
 func (rt *Runtime) NewGRPCServer(sc GRPCServerConfig) (GRPCServer, error) {
 	opts := rt.GRPCServerOptions()
 	if !sc.XDSServer {
@@ -176,11 +186,21 @@ func (rt *Runtime) NewGRPCServer(sc GRPCServerConfig) (GRPCServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xds server credentials: %w", err)
 	}
+	rt.Health.SetDependency(xdsListenerDependency, errors.New("istiod has not sent the listener for this server yet"))
 	opts = append(opts, grpc.Creds(creds), xds.ServingModeCallback(func(addr net.Addr, a xds.ServingModeChangeArgs) {
 		// NOT_SERVING means istiod has sent no listener for this address (or withdrew it): callers
 		// are refused until it does.
 		rt.Logger.Info("xds serving mode", slog.String("addr", addr.String()), slog.String("mode", a.Mode.String()),
 			slog.Any("error", a.Err))
+		if a.Mode == connectivity.ServingModeServing {
+			rt.Health.SetDependency(xdsListenerDependency, nil)
+			return
+		}
+		why := fmt.Errorf("not serving on %s", addr)
+		if a.Err != nil {
+			why = fmt.Errorf("not serving on %s: %w", addr, a.Err)
+		}
+		rt.Health.SetDependency(xdsListenerDependency, why)
 	}))
 	s, err := xds.NewGRPCServer(opts...)
 	if err != nil {

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"meshplane.dev/mesh/devkit/wait"
+	"meshplane.dev/mesh/proxyless"
 	"meshplane.dev/mesh/service"
 )
 
@@ -136,5 +139,73 @@ func TestXDSNeedsABootstrap(t *testing.T) {
 	_, err = rt.Dial("payments", "xds:///payments.shop.svc.cluster.local:9030", service.DefaultClientConfig())
 	if err == nil || !strings.Contains(err.Error(), "GRPC_XDS_BOOTSTRAP") || !strings.Contains(err.Error(), "payments") {
 		t.Errorf("xds target without a bootstrap: got %v, want an error naming the dependency and GRPC_XDS_BOOTSTRAP", err)
+	}
+}
+
+// An xDS server that has not received its listener from istiod refuses every call, so the process is not
+// ready: /readyz says what it waits for, while the plain admin server answers.
+func TestXDSServerNotReadyWithoutItsListener(t *testing.T) {
+	bootstrap := os.Getenv(proxyless.BootstrapEnv)
+	if bootstrap == "" {
+		// gRPC reads the bootstrap's variable once, when the process starts: run this test again in a
+		// process of its own that has it, pointing at an xDS server nobody answers at.
+		dead, err := service.Listen("dead xds", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadAddr := dead.Addr().String()
+		dead.Close()
+		bootstrap = filepath.Join(t.TempDir(), "bootstrap.json")
+		node := proxyless.Node{Name: "demo-v1", Namespace: "shop", IP: "127.0.0.1", ServiceAccount: "demo"}
+		if err := (proxyless.Bootstrap{Node: node, XDSAddr: deadAddr}).Write(bootstrap); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v")
+		cmd.Env = append(os.Environ(), proxyless.BootstrapEnv+"="+bootstrap)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s in its own process: %v\n%s", t.Name(), err, out)
+		}
+		return
+	}
+	cfg := service.DefaultConfig("127.0.0.1:0")
+	cfg.XDSBootstrap = bootstrap
+	rt, err := service.Start("demo", cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	srv, err := rt.NewGRPCServer(service.GRPCServerConfig{XDSServer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := service.Listen("grpc", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- rt.Serve(ctx, service.Traffic{Server: service.GRPC(srv), Listener: lis}) }()
+	defer func() { cancel(); <-served }()
+
+	admin := "http://" + rt.AdminAddr()
+	var body string
+	wait.For(t, 5*time.Second, func() error {
+		resp, err := http.Get(admin + "/readyz")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if body = string(b); resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("readyz: %s %s", resp.Status, body)
+		}
+		return nil
+	})
+	if !strings.Contains(body, "xds-listener") {
+		t.Errorf("readyz says %q, want it to name the xds listener it waits for", body)
+	}
+	if code, err := get(admin + "/readyz?exclude=xds-listener"); err != nil || code != http.StatusOK {
+		t.Errorf("readyz?exclude=xds-listener: %d %v, want 200: nothing else is missing", code, err)
 	}
 }

@@ -37,6 +37,10 @@ func DefaultPorts() Ports {
 		"orders-2": 9022, "orders-2-admin": 9023,
 		"payments": 9030, "payments-admin": 9031,
 		"payments-v2": 9032, "payments-v2-admin": 9033,
+		"fulfillment": 9040, "fulfillment-admin": 9041,
+		"fulfillment-2": 9042, "fulfillment-2-admin": 9043,
+		// NATS's client port and its monitoring port (/healthz, /jsz: make status reads the streams there).
+		"nats": 4222, "nats-monitor": 8222,
 		"loadgen-admin": 8090,
 	}
 }

@@ -28,24 +28,25 @@ type DrillOptions struct {
 	// OrderRate is the orders per second the drill places itself, on top of loadgen.
 	OrderRate float64
 	// Scenarios are run in order: ScenarioBreaker (the payments failure drill above), ScenarioDatabase
-	// (an orders replica killed and PostgreSQL restarted under load) and the mesh scenarios
-	// (MeshScenarios), which need the platform's istiod.
+	// (an orders replica killed and PostgreSQL restarted under load), ScenarioEvents (the broker frozen,
+	// a consumer killed, a poison event) and the mesh scenarios (MeshScenarios), which need the
+	// platform's istiod.
 	Scenarios []string
 }
 
 // ScenarioBreaker is the payments failure drill: orders' client-side breaker opening and closing.
 const ScenarioBreaker = "breaker"
 
-// DefaultDrill is the breaker drill (about 90 seconds), the database drill (about 45 seconds) and every
-// mesh scenario (about a minute).
+// DefaultDrill is the breaker drill (about 90 seconds), the database drill (about 45 seconds), the events
+// drill (about a minute) and every mesh scenario (about a minute).
 func DefaultDrill() DrillOptions {
 	return DrillOptions{Baseline: 15 * time.Second, Fault: 30 * time.Second, Recovery: 45 * time.Second, Every: 5 * time.Second, OrderRate: 4,
-		Scenarios: append([]string{ScenarioBreaker, ScenarioDatabase}, MeshScenarios...)}
+		Scenarios: append([]string{ScenarioBreaker, ScenarioDatabase, ScenarioEvents}, MeshScenarios...)}
 }
 
 // Validate names an unknown scenario.
 func (o DrillOptions) Validate() error {
-	known := append([]string{ScenarioBreaker, ScenarioDatabase}, MeshScenarios...)
+	known := append([]string{ScenarioBreaker, ScenarioDatabase, ScenarioEvents}, MeshScenarios...)
 	if len(o.Scenarios) == 0 {
 		return fmt.Errorf("--scenarios: at least one of %s", strings.Join(known, ","))
 	}
@@ -93,6 +94,12 @@ func Drill(ctx context.Context, cfg Config, o DrillOptions, out io.Writer) error
 		case ScenarioDatabase:
 			if err := databaseDrill(ctx, cfg, st, o, out); err != nil {
 				errs = append(errs, fmt.Errorf("database drill: %w", err))
+			}
+			fmt.Fprintln(out)
+			continue
+		case ScenarioEvents:
+			if err := eventsDrill(ctx, cfg, st, o, out); err != nil {
+				errs = append(errs, fmt.Errorf("events drill: %w", err))
 			}
 			fmt.Fprintln(out)
 			continue

@@ -5,11 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"meshplane.dev/mesh/devkit/devserver"
 	"meshplane.dev/mesh/proxyless"
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/inforce"
@@ -19,7 +24,11 @@ import (
 
 // MeshScenarios are the drill's scenarios on the local mesh, each proving one Istio field on real
 // calls to payments through istiod.
-var MeshScenarios = []string{"split", "retries", "timeout", "max-requests", "outlier", "route-timeouts", "route-retries", "fault-abort", "fault-delay"}
+var MeshScenarios = []string{"split", "retries", "timeout", "max-requests", "outlier", "route-timeouts", "route-retries", "fault-abort", "fault-delay",
+	"mtls", "allow", "certificates"}
+
+// ScenarioCertificates checks the certificates payments serves instead of driving calls.
+const ScenarioCertificates = "certificates"
 
 // paymentService is payments' gRPC service, which the route scenarios match Charge in.
 const paymentService = "meshplane.payments.v1.PaymentService"
@@ -43,60 +52,113 @@ func meshScenario(m *scenario.Mesh, name string) scenario.Scenario {
 		return m.FaultAbort("GetCharge", 25, codes.Unavailable, 400)
 	case "fault-delay":
 		return m.FaultDelay("GetCharge", 400*time.Millisecond, 50, 100)
+	case "mtls":
+		return m.MTLS(100)
+	case "allow":
+		return m.Allow("orders", 100)
 	default:
 		return m.OutlierDetection("payments-v2", 5, 100)
 	}
 }
 
 // meshDrill runs the mesh scenarios against payments' two instances with the drill's own proxyless
-// caller and prints each as a before/after table. Payments' TrafficPolicy is saved first and restored
-// exactly afterwards (spec, labels, annotations, field owners), also when the drill fails or is
-// interrupted, so an edit the user made before the drill survives it. The shop's own traffic goes on
-// meanwhile: orders' calls to payments follow the same policies and faults.
+// callers and prints each as a before/after table. The drill joins the mesh as a workload would: an
+// istio-agent for its service account (drill) gives its caller a certificate from istiod's CA, a second
+// one holds the orders identity (for allow), and a third caller dials the instances without
+// certificates. Payments' TrafficPolicy is saved first and restored exactly afterwards (spec, labels,
+// annotations, field owners), also when the drill fails or is interrupted, so an edit the user made
+// before the drill survives it. The shop's own traffic goes on meanwhile: orders' calls to payments
+// follow the same policies and faults.
 func meshDrill(ctx context.Context, st *State, names []string, out io.Writer) error {
 	if st.XDSAddr == "" {
 		return errors.New("the mesh scenarios need istiod, which this platform runs without (--discovery consul): restart it with make up")
+	}
+	if st.SecureXDSAddr == "" {
+		return errors.New("the mesh scenarios need istiod's TLS port, which this platform was started without: restart it with make up")
 	}
 	c, err := kubeClient(st.Kubeconfig)
 	if err != nil {
 		return err
 	}
-	caller := proxyless.Bootstrap{
-		Node: proxyless.Node{Name: "drill", Namespace: ShopNamespace, IP: meshIPPrefix + "250",
-			Labels: map[string]string{"app": "drill"}, ServiceAccount: "drill"},
-		XDSAddr: st.XDSAddr,
-	}
-	conn, err := scenario.DialXDS(caller, proxyless.Target("payments", ShopNamespace, st.Ports["payments"], ""))
+	// The agents' working directories: short, since each holds a Unix socket.
+	dir, err := os.MkdirTemp("", "meshplane-drill-")
 	if err != nil {
 		return err
 	}
-	defer func() { _ = conn.Close() }()
+	defer func() { _ = os.RemoveAll(dir) }()
+	target := proxyless.Target("payments", ShopNamespace, st.Ports["payments"], "")
+	caller := func(name, serviceAccount string) (*grpc.ClientConn, proxyless.Node, *devserver.Agent, error) {
+		if err := workload.EnsureServiceAccount(ctx, c, ShopNamespace, serviceAccount); err != nil {
+			return nil, proxyless.Node{}, nil, err
+		}
+		svc := workload.Service{Name: name, Namespace: ShopNamespace, ServiceAccount: serviceAccount}
+		in := workload.Instance{Name: name, IP: meshIPPrefix + "250"}
+		a, err := workload.StartAgent(ctx, c, svc, in, devserver.Options{Dir: filepath.Join(dir, name)}, workload.AgentOptions{Istiod: st.SecureXDSAddr})
+		if err != nil {
+			return nil, proxyless.Node{}, nil, err
+		}
+		node := svc.Node(in)
+		conn, err := scenario.DialXDS(a.Bootstrap(node, 0), target)
+		if err != nil {
+			_ = a.Stop()
+			return nil, proxyless.Node{}, nil, err
+		}
+		return conn, node, a, nil
+	}
+	conn, node, agent, err := caller("drill", "drill")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close(); _ = agent.Stop() }()
+	ordersConn, _, ordersAgent, err := caller("drill-as-orders", "orders")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = ordersConn.Close(); _ = ordersAgent.Stop() }()
 	key := client.ObjectKey{Namespace: ShopNamespace, Name: "payments"}
 	m := &scenario.Mesh{
 		Namespace: ShopNamespace, Service: "payments", Port: st.Ports["payments"], Method: "Charge",
-		Istiod: inforce.Istiod{URL: "http://" + st.Ports.Addr("istiod")}, CallerID: caller.Node.ProxyID(), Call: scenario.Charge(conn),
-		Calls:  map[string]func(context.Context) error{"GetCharge": scenario.GetCharge(conn)},
-		Apply:  func(ctx context.Context, manifest []byte) error { return replaceSpec(ctx, c, key, manifest) },
-		Client: c,
+		Istiod: inforce.Istiod{URL: "http://" + st.Ports.Addr("istiod")}, CallerID: node.ProxyID(), Call: scenario.Charge(conn),
+		CallerIdentity: identity("drill"),
+		Calls:          map[string]func(context.Context) error{"GetCharge": scenario.GetCharge(conn)},
+		Apply:          func(ctx context.Context, manifest []byte) error { return replaceSpec(ctx, c, key, manifest) },
+		Client:         c,
 		SetHealthy: func(ctx context.Context, instance string, healthy bool) error {
 			return workload.SetHealthy(ctx, c, ShopNamespace, instance, healthy)
 		},
 	}
+	var addrs []string
 	for _, in := range shopInstances() {
 		if in.svc.name == "payments" {
 			m.Instances = append(m.Instances, scenario.Instance{
-				Name: in.workload(st.Ports).Name, Subset: in.version, Admin: st.Ports.Addr(in.key + "-admin"),
+				Name: in.workload(st.Ports).Name, Subset: in.version, Admin: st.Ports.Addr(in.key + "-admin"), Addr: st.Ports.Addr(in.key),
 			})
+			addrs = append(addrs, st.Ports.Addr(in.key))
 		}
+	}
+	direct, err := scenario.DialDirect(addrs...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = direct.Close() }()
+	m.Callers = map[string]scenario.Caller{
+		scenario.CallerPlaintext: {Call: scenario.Charge(direct)},
+		"orders":                 {Identity: identity("orders"), Call: scenario.Charge(ordersConn)},
 	}
 
 	fmt.Fprintf(out, "Mesh scenarios: each replaces payments' TrafficPolicy (saved first, restored after), waits until the\n"+
-		"drill's own proxyless client (%s) holds it from istiod, drives bounded calls, and counts what each\n"+
-		"instance served.\n\n", m.CallerID)
+		"drill's own proxyless client (%s, %s, certificate from its istio-agent) and payments' servers hold\n"+
+		"it from istiod, drives bounded calls, and counts what each instance served and whom it saw.\n\n", m.CallerID, m.CallerIdentity)
 	restored := false
 	err = withSavedPolicy(ctx, c, key, func(msg string) { restored = true; fmt.Fprintln(out, msg) }, func(ctx context.Context) error {
 		var errs []error
 		for _, name := range names {
+			if name == ScenarioCertificates {
+				if err := certificateDrill(ctx, c, m, agent.CertDir, out); err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
 			sc := meshScenario(m, name)
 			outcomes, err := m.Run(ctx, sc)
 			if werr := scenario.WriteTable(out, sc, outcomes, m.Instances); werr != nil {
@@ -128,4 +190,37 @@ func meshDrill(ctx context.Context, st *State, names []string, out io.Writer) er
 		}
 	}
 	return err
+}
+
+// identity is the SPIFFE id of service account sa in the shop's namespace.
+func identity(sa string) string { return "spiffe://cluster.local/ns/" + ShopNamespace + "/sa/" + sa }
+
+// certificateDrill makes payments STRICT, so a handshake shows the certificate each instance serves, and
+// checks it against istiod's root in Secret istio-system/istio-ca-secret: issued by istiod's CA, naming
+// payments' SPIFFE id only. certDir holds the drill's own client certificate.
+func certificateDrill(ctx context.Context, c client.Client, m *scenario.Mesh, certDir string, out io.Writer) error {
+	if _, err := m.ApplyAndWait(ctx, m.Policy(scenario.NoRetries, scenario.WithMTLS(v1alpha1.MTLSStrict))); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	var secret corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: IstioNamespace, Name: "istio-ca-secret"}, &secret); err != nil {
+		return fmt.Errorf("certificates: istiod's root: %w", err)
+	}
+	var checks []scenario.CertificateCheck
+	var errs []error
+	for _, in := range m.Instances {
+		chain, err := scenario.ServedCertificate(ctx, in.Addr, certDir)
+		if err == nil {
+			err = scenario.VerifyIssued(chain, secret.Data["ca-cert.pem"], identity("payments"))
+		}
+		checks = append(checks, scenario.CertificateCheck{Label: in.Name, Chain: chain, Err: err})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("certificates, %s: %w", in.Name, err))
+		}
+	}
+	if err := scenario.WriteCertificates(out, "certificates — what payments serves under STRICT, checked against istio-system/istio-ca-secret", checks); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	return errors.Join(errs...)
 }

@@ -84,7 +84,8 @@ func TestUpStatusDown(t *testing.T) {
 	if out, err := run("status"); err != nil {
 		t.Errorf("meshplane status: %v\n%s", err, out)
 	} else {
-		for _, want := range []string{"kube-apiserver.log", "etcd.log", "kube-controller-manager.log", "/ui/"} {
+		// ... and NATS, with orders' stream and fulfillment's durable consumer on it.
+		for _, want := range []string{"kube-apiserver.log", "etcd.log", "kube-controller-manager.log", "/ui/", "nats.log", "ORDERS", "fulfillment"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("meshplane status does not show %s:\n%s", want, out)
 			}
@@ -111,6 +112,21 @@ func TestUpStatusDown(t *testing.T) {
 		t.Errorf("POST /v1/orders: %s %s", resp.Status, body)
 	}
 	traceID := resp.Header.Get("X-Trace-Id")
+	var placed struct{ ID string }
+	_ = json.Unmarshal(body, &placed)
+
+	// Its OrderPlaced event went from orders' outbox through NATS to fulfillment: the gateway shows the
+	// order's shipment.
+	wait.For(t, time.Minute, func() error {
+		var o struct{ Fulfillment struct{ Status string } }
+		if err := getJSON(gateway+"/v1/orders/"+placed.ID, &o); err != nil {
+			return err
+		}
+		if o.Fulfillment.Status != "preparing" {
+			return fmt.Errorf("order %s: fulfillment %q, want its shipment preparing", placed.ID, o.Fulfillment.Status)
+		}
+		return nil
+	})
 
 	// A TrafficPolicy applied with kubectl becomes Ready.
 	kubectl := filepath.Join(devserver.BinDir(), "kubectl")
@@ -140,7 +156,7 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	for svc, want := range map[string]int{"gateway": 1, "catalog": 2, "orders": 2, "payments": 2} {
+	for svc, want := range map[string]int{"gateway": 1, "catalog": 2, "orders": 2, "payments": 2, "fulfillment": 2} {
 		entries, _, err := consul.Health().Service(svc, "k8s", true, nil)
 		if err != nil || len(entries) != want {
 			t.Errorf("consul %s: %d passing instances synced from Kubernetes (%v), want %d", svc, len(entries), err, want)
@@ -153,18 +169,60 @@ spec:
 	}
 
 	// That order went through the mesh: orders called payments through istiod, and what it holds is
-	// what payments' TrafficPolicy declares (inforce exits 1 otherwise).
+	// what payments' TrafficPolicy declares (inforce exits 1 otherwise) — the sample's mtls STRICT and
+	// allow [orders] included: orders holds ISTIO_MUTUAL, each payments instance requires mTLS and
+	// allows only orders.
 	wait.For(t, time.Minute, func() error {
 		out, err := exec.Command(meshplane, "inforce", "--istiod", "http://"+ports.Addr("istiod"), "--kubeconfig", st.Kubeconfig,
 			"-n", "shop", "payments").CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("meshplane inforce: %w\n%s", err, out)
 		}
-		if !strings.Contains(string(out), "client orders-v1.shop") {
-			return fmt.Errorf("orders is not among payments' mesh clients:\n%s", out)
+		for _, want := range []string{"client orders-v1.shop", "cluster transport_socket: ISTIO_MUTUAL",
+			"server payments-v1.shop", "server payments-v2.shop", "listener DownstreamTlsContext require_client_certificate",
+			"listener RBAC ALLOW spiffe://cluster.local/ns/shop/sa/orders"} {
+			if !strings.Contains(string(out), want) {
+				return fmt.Errorf("meshplane inforce does not show %q:\n%s", want, out)
+			}
 		}
 		return nil
 	})
+	// The shop's own traffic is mTLS: payments handles orders' charges from orders' certificate, none in
+	// plaintext; every shop process has its istio-agent.
+	// (Counted from now: loadgen's orders before the sample policies were applied went in plaintext.)
+	paymentsByPeer := func() map[string]float64 {
+		t.Helper()
+		sum := map[string]float64{}
+		for _, key := range []string{"payments", "payments-v2"} {
+			m, err := metricsByPeer("http://" + ports.Addr(key+"-admin") + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for peer, n := range m {
+				sum[peer] += n
+			}
+		}
+		return sum
+	}
+	before := paymentsByPeer()
+	wait.For(t, time.Minute, func() error {
+		after := paymentsByPeer()
+		fromOrders := after["spiffe://cluster.local/ns/shop/sa/orders"] - before["spiffe://cluster.local/ns/shop/sa/orders"]
+		plaintext := after["plaintext"] - before["plaintext"]
+		if fromOrders == 0 || plaintext != 0 {
+			return fmt.Errorf("payments handled %g calls from orders' certificate and %g in plaintext since; want some and none", fromOrders, plaintext)
+		}
+		return nil
+	})
+	agentsSeen := 0
+	for _, c := range st.Components {
+		if strings.HasSuffix(c.Name, "-agent") {
+			agentsSeen++
+		}
+	}
+	if agentsSeen != 7 {
+		t.Errorf("%d istio-agents in the state file, want one per shop process (7)", agentsSeen)
+	}
 
 	// The gateway's metrics are in Prometheus, its logs (that order's included) in Loki, and the generated
 	// rules are loaded.
@@ -213,11 +271,18 @@ spec:
 		return nil
 	})
 
-	// The drill shows the breaker opening and closing on the real platform (it fails otherwise).
+	// The drill shows the breaker opening and closing on the real platform (it fails otherwise), and
+	// every mesh scenario's prediction holding — among them a caller without certificates refused under
+	// STRICT and a caller the allow list does not name refused with PERMISSION_DENIED.
 	out, err = run("drill", "--baseline", "5s", "--fault", "20s", "--recovery", "45s")
 	t.Logf("drill:\n%s", out)
 	if err != nil {
 		t.Errorf("meshplane drill: %v", err)
+	}
+	for _, want := range []string{"mtls STRICT, caller without certificate", "PermissionDenied=100", "issued by istiod's ca"} {
+		if !strings.Contains(strings.ToLower(out), strings.ToLower(want)) {
+			t.Errorf("drill output lacks %q", want)
+		}
 	}
 
 	// down stops everything; not one process of the run is left.
@@ -262,4 +327,41 @@ func getJSON(u string, v any) error {
 func processExists(pid int) bool {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	return err == nil && !bytes.Contains(b, []byte(") Z "))
+}
+
+// metricsByPeer reads meshplane_grpc_server_calls_by_peer_total from a server's /metrics, summed by peer.
+func metricsByPeer(u string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "meshplane_grpc_server_calls_by_peer_total{") {
+			continue
+		}
+		i := strings.Index(line, `peer="`)
+		j := strings.LastIndexByte(line, ' ')
+		if i < 0 || j < 0 {
+			continue
+		}
+		peer, _, _ := strings.Cut(line[i+len(`peer="`):], `"`)
+		v, err := strconv.ParseFloat(line[j+1:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q: %w", u, line, err)
+		}
+		out[peer] += v
+	}
+	return out, nil
 }

@@ -42,6 +42,8 @@ type shopService struct {
 	replicas int
 	// database is the PostgreSQL database the service keeps its state in, if any.
 	database string
+	// events is set for a service that publishes or consumes events: it gets NATS_URL.
+	events bool
 	// env of an instance beyond the common settings, by version.
 	env map[string][]string
 }
@@ -49,15 +51,20 @@ type shopService struct {
 // shop lists the services in dependency order: each starts after what it calls. catalog and payments
 // run a second version, so canary splits and per-instance scenarios have somewhere to go, as the
 // cluster's canary-catalog-v2 component does for catalog (v2 without the read cache). orders runs two
-// replicas, so a retried order really can land on another process; it and payments keep their state
-// in PostgreSQL, shared by their instances.
+// replicas, so a retried order really can land on another process; it, payments and fulfillment keep
+// their state in PostgreSQL, shared by their instances. orders relays its events to NATS from its
+// outbox; fulfillment's two replicas consume them.
 var shop = []shopService{
 	{name: "catalog", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1", "v2"},
 		env: map[string][]string{"v2": {"CACHE_TTL=0"}}},
 	{name: "payments", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1", "v2"}, database: "payments"},
 	{name: "orders", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1"}, replicas: 2, database: "orders",
-		calls: []string{"catalog", "payments"}},
-	{name: "gateway", proto: "http", listen: "HTTP_ADDR", versions: []string{"v1"}, calls: []string{"catalog", "orders"}},
+		calls: []string{"catalog", "payments"}, events: true},
+	// Two replicas share one durable consumer; a short ack wait, so the drill sees a killed replica's
+	// events delivered again within seconds (30s in a cluster).
+	{name: "fulfillment", proto: "grpc", listen: "GRPC_ADDR", versions: []string{"v1"}, replicas: 2, database: "fulfillment",
+		events: true, env: map[string][]string{"v1": {"CONSUMER_ACK_WAIT=5s", "CONSUMER_LAG_INTERVAL=1s"}}},
+	{name: "gateway", proto: "http", listen: "HTTP_ADDR", versions: []string{"v1"}, calls: []string{"catalog", "orders", "fulfillment"}},
 }
 
 // shopInstance is one process of a shop service.
@@ -165,6 +172,10 @@ func (s *supervisor) startShop(ctx context.Context) error {
 		}
 	}
 	go s.mirrorReadiness(ctx, all)
+	if s.cfg.Mesh() {
+		s.say("shop", "%d istio-agents got their certificates in %s together: what they add to the start-up",
+			len(all), time.Duration(s.agentStartup.Load()).Round(10*time.Millisecond))
+	}
 	return nil
 }
 
@@ -194,17 +205,34 @@ func (s *supervisor) startInstance(ctx context.Context, in shopInstance) error {
 	if in.svc.database != "" {
 		env = append(env, "DATABASE_URL="+s.postgres.URL(in.svc.database), "DATABASE_PASSWORD="+s.postgres.Password)
 	}
+	if in.svc.events {
+		env = append(env, "NATS_URL="+s.nats.ClientURL())
+	}
 	env = append(env, in.svc.env[in.version]...)
 	how := "Consul discovery"
+	// The process is ready for the registries once it serves but for its xDS listener: istiod sends
+	// the listener only to a healthy WorkloadEntry (see setReady).
+	readyz := "/readyz"
 	if s.cfg.Mesh() {
+		// The agent first: the process starts once its certificate exists.
+		agent, err := s.startAgent(ctx, in)
+		if err != nil {
+			return err
+		}
 		// The bootstrap joins the process to the mesh as its WorkloadEntry: same address, labels and
-		// service account, istiod's xDS port.
+		// service account; xDS with istiod's TLS port, authenticated by the agent's certificate, which
+		// is also the process's own for mTLS.
 		bootstrap := filepath.Join(s.cfg.dataDir(in.key), "xds-bootstrap.json")
 		node := s.service(in.svc).Node(in.workload(s.cfg.Ports))
-		if err := (proxyless.Bootstrap{Node: node, XDSAddr: s.xdsAddr}).Write(bootstrap); err != nil {
+		if err := agent.Bootstrap(node, 0).Write(bootstrap); err != nil {
 			return err
 		}
 		env = append(env, proxyless.BootstrapEnv+"="+bootstrap)
+		if in.svc.proto == "grpc" {
+			// gRPC's xDS server: inbound mTLS and RBAC from istiod.
+			env = append(env, "XDS_SERVER=true")
+			readyz = "/readyz?exclude=xds-listener"
+		}
 		how = "proxyless gRPC through istiod as " + node.ProxyID()
 	}
 	what := fmt.Sprintf("%s %s", in.svc.name, in.version)
@@ -214,8 +242,11 @@ func (s *supervisor) startInstance(ctx context.Context, in shopInstance) error {
 	if in.svc.database != "" {
 		what += fmt.Sprintf(", state in PostgreSQL database %s", in.svc.database)
 	}
+	if in.svc.events {
+		what += ", events through NATS"
+	}
 	if len(in.svc.calls) > 0 {
-		what += fmt.Sprintf(", calling %s by %s", strings.Join(in.svc.calls, " and "), how)
+		what += fmt.Sprintf(", calling %s by %s", strings.Join(in.svc.calls, ", "), how)
 	}
 	admin := "http://" + s.cfg.Ports.Addr(in.key+"-admin")
 	run := func(ctx context.Context) (*devserver.Server, error) {
@@ -223,10 +254,10 @@ func (s *supervisor) startInstance(ctx context.Context, in shopInstance) error {
 			Name: in.key, Bin: filepath.Join(s.cfg.binDir(), in.svc.name),
 			Env:   env,
 			Addr:  s.cfg.Ports.Addr(in.key),
-			Ready: devserver.HTTPReady(admin + "/readyz"),
+			Ready: devserver.HTTPReady(admin + readyz),
 		})
 	}
-	srv, err := s.server(ctx, in.key, what+" (waits for /readyz)", run, url(in, s.cfg.Ports), admin+"/readyz")
+	srv, err := s.server(ctx, in.key, what+" (waits for "+readyz+")", run, url(in, s.cfg.Ports), admin+"/readyz")
 	if err != nil {
 		return err
 	}
@@ -241,8 +272,57 @@ func (s *supervisor) startInstance(ctx context.Context, in shopInstance) error {
 	if err := s.setReady(ctx, in, true); err != nil {
 		return err
 	}
+	if readyz != "/readyz" {
+		t := time.Now()
+		if err := wait.Until(ctx, 100*time.Millisecond, devserver.HTTPReady(admin+"/readyz")); err != nil {
+			return fmt.Errorf("%s never received its inbound listener from istiod: %w", in.key, err)
+		}
+		s.say(in.key, "serving: its xDS server has its inbound listener from istiod (%s)", time.Since(t).Round(100*time.Millisecond))
+	}
 	s.say(in.key, "registered by the catalog sync (waits for Consul to list it passing)")
 	return s.waitPassing(ctx, in.svc.name, s.cfg.Host, s.cfg.Ports[in.key])
+}
+
+// startAgent runs the istio-agent beside instance in, as a kubelet and Istio's injector would beside a
+// pod: a token for its ServiceAccount from the TokenRequest API, istiod's root from the namespace, the
+// real pilot-agent in the instance's own working directory, waiting until it holds the instance's
+// certificate from istiod's CA. It is kept running like the instance, and stopped after it.
+func (s *supervisor) startAgent(ctx context.Context, in shopInstance) (*devserver.Agent, error) {
+	name := in.key + "-agent"
+	svc, inst := s.service(in.svc), in.workload(s.cfg.Ports)
+	o := s.opts(name, 0)
+	o.ReadyTimeout = 30 * time.Second
+	// The agent's environment holds only its settings: add the run's marker, by which `down` finds
+	// what a crashed supervisor left behind.
+	ao := workload.AgentOptions{Istiod: s.secureXDSAddr, Env: []string{markerEnv + "=" + os.Getenv(markerEnv)}}
+	start := func(ctx context.Context) (*devserver.Agent, error) {
+		return workload.StartAgent(ctx, s.env.Client, svc, inst, o, ao)
+	}
+	s.say(name, "starting istio-agent (pilot-agent) for spiffe://cluster.local/ns/%s/sa/%s (waits for its certificate from istiod's CA)",
+		svc.Namespace, svc.Name)
+	t := time.Now()
+	a, err := start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	took := time.Since(t)
+	s.agentStartup.Add(int64(took))
+	s.say(name, "certificate from istiod's CA in %s (%s)", a.CertDir, took.Round(10*time.Millisecond))
+	var current atomic.Pointer[devserver.Server]
+	current.Store(a.Server)
+	s.record(Component{Name: name, URL: "http://" + a.StatusAddr + "/healthz/ready", Health: "http://" + a.StatusAddr + "/healthz/ready",
+		PID: a.Pid(), Log: a.LogPath}, func() {
+		s.say(name, "stopping")
+		_ = current.Load().Stop()
+	})
+	s.keepRunning(name, &current, func(ctx context.Context) (*devserver.Server, error) {
+		a, err := start(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return a.Server, nil
+	})
+	return a, nil
 }
 
 func url(in shopInstance, p Ports) string {
@@ -253,7 +333,10 @@ func url(in shopInstance, p Ports) string {
 }
 
 // setReady publishes an instance's readiness: its EndpointSlice's ready condition (for the Consul
-// sync) and, with the mesh on, its WorkloadEntry's health (for istiod).
+// sync) and, with the mesh on, its WorkloadEntry's health (for istiod). Both follow
+// /readyz?exclude=xds-listener for an xDS server: istiod treats an unhealthy WorkloadEntry as absent and
+// sends it no inbound listener, so its health cannot wait for that listener; a caller's gRPC takes an
+// instance only once a connection to it succeeds, which a server without its listener refuses.
 func (s *supervisor) setReady(ctx context.Context, in shopInstance, ready bool) error {
 	if err := s.applyEndpoints(ctx, in, ready); err != nil {
 		return err
@@ -321,7 +404,11 @@ func (s *supervisor) mirrorReadiness(ctx context.Context, instances []shopInstan
 		case <-t.C:
 		}
 		for _, in := range instances {
-			ready := httpGetOK(ctx, "http://"+s.cfg.Ports.Addr(in.key+"-admin")+"/readyz") == nil
+			readyz := "/readyz"
+			if s.cfg.Mesh() && in.svc.proto == "grpc" {
+				readyz += "?exclude=xds-listener"
+			}
+			ready := httpGetOK(ctx, "http://"+s.cfg.Ports.Addr(in.key+"-admin")+readyz) == nil
 			if ready == last[in.key] {
 				continue
 			}

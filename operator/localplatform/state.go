@@ -49,8 +49,10 @@ type State struct {
 	Ports         Ports     `json:"ports"`
 	Kubeconfig    string    `json:"kubeconfig"`
 	// XDSAddr is istiod's plaintext xDS address when the mesh runs (--discovery xds).
-	XDSAddr    string      `json:"xdsAddr,omitempty"`
-	Components []Component `json:"components"`
+	XDSAddr string `json:"xdsAddr,omitempty"`
+	// SecureXDSAddr is istiod's TLS address (its CA and authenticated xDS) when the mesh runs.
+	SecureXDSAddr string      `json:"secureXDSAddr,omitempty"`
+	Components    []Component `json:"components"`
 }
 
 func writeState(path string, s *State) error {

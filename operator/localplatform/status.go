@@ -65,6 +65,12 @@ func Status(ctx context.Context, cfg Config, out io.Writer) error {
 	if err := printPolicies(ctx, st.Kubeconfig, out); err != nil {
 		fmt.Fprintf(out, "TrafficPolicies: %v\n", err)
 	}
+	if st.Ports["nats-monitor"] != 0 {
+		fmt.Fprintln(out)
+		if err := printStreams(ctx, st.Ports.Addr("nats-monitor"), out); err != nil {
+			fmt.Fprintf(out, "Event streams (NATS): %v\n", err)
+		}
+	}
 	kubectl := filepath.Join(devserver.BinDir(), "kubectl")
 	fmt.Fprintf(out, `
 Open:
@@ -77,9 +83,11 @@ Try:
   curl -s http://%s/v1/products
   curl -s http://%s/v1/catalog/services    # what the sync registered in Consul
   PGPASSFILE=%s psql postgres://%s@%s/orders -c 'SELECT id, status, charge_id FROM orders'
+  PGPASSFILE=%[8]s psql postgres://%[9]s@%[10]s/fulfillment -c 'SELECT order_id, id, status, created_at - order_placed_at AS took FROM shipments'
+  curl -s 'http://%[11]s/jsz?streams=true&consumers=true'   # the event streams and consumers, as make status sums them up
 `, st.Ports.Addr("consul"), st.Ports.Addr("prometheus"), rel(cfg.Repo, st.Kubeconfig), kubectl, ShopNamespace,
 		st.Ports.Addr("gateway"), st.Ports.Addr("consul"),
-		rel(cfg.Repo, cfg.pgpassPath()), devserver.PostgresSuperuser, st.Ports.Addr("postgres"))
+		rel(cfg.Repo, cfg.pgpassPath()), devserver.PostgresSuperuser, st.Ports.Addr("postgres"), st.Ports.Addr("nats-monitor"))
 	if st.XDSAddr != "" {
 		fmt.Fprintf(out, `  %s inforce --istiod http://%s --kubeconfig %s -n %s payments
                                          # what payments' callers hold from istiod vs. its TrafficPolicy

@@ -48,12 +48,16 @@ type supervisor struct {
 	stops    []func()
 	env      *controlplane.Env
 	consul   *consulapi.Client
-	// postgres holds orders' and payments' databases.
+	// postgres holds orders', payments' and fulfillment's databases.
 	postgres *devserver.Postgres
-	// xdsAddr is istiod's plaintext xDS address, the shop's bootstraps' server (mesh on).
-	xdsAddr string
+	// nats is the event broker: orders' outbox relay publishes to it, fulfillment consumes from it.
+	nats *devserver.NATS
+	// secureXDSAddr is istiod's TLS address (mesh on): the agents' CA and the shop's xDS server.
+	secureXDSAddr string
 	// istiodMetrics is istiod's own /metrics address, for Prometheus.
 	istiodMetrics string
+	// agentStartup adds up how long the shop's istio-agents took to get their certificates.
+	agentStartup atomic.Int64
 }
 
 // Supervise runs the platform until ctx ends: it starts every component, records them in the state file,
@@ -107,6 +111,7 @@ func (s *supervisor) startAll(ctx context.Context) error {
 		{"consul", s.startConsul},
 		{"loki", s.startLoki},
 		{"postgres", s.startPostgres},
+		{"nats", s.startNATS},
 		{"operator", s.startOperator},
 		{"shop", s.startShop},
 		{"prometheus", s.startPrometheus},
@@ -270,8 +275,9 @@ func (s *supervisor) startKube(ctx context.Context) error {
 }
 
 // startIstiod runs the real istiod (pilot-discovery) against the local apiserver, with the mesh on:
-// it turns the operator's VirtualServices and DestinationRules into xDS for the shop's proxyless gRPC
-// clients.
+// it turns the operator's VirtualServices, DestinationRules, PeerAuthentications and
+// AuthorizationPolicies into xDS for the shop's proxyless gRPC clients and servers, and, as the mesh's
+// CA, signs the certificates of the istio-agent beside each shop process.
 func (s *supervisor) startIstiod(ctx context.Context) error {
 	if !s.cfg.Mesh() {
 		s.say("istiod", "skipped (--discovery %s: the shop finds its dependencies through Consul)", s.cfg.Discovery)
@@ -283,10 +289,10 @@ func (s *supervisor) startIstiod(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.xdsAddr, s.istiodMetrics = d.XDSAddr, d.MonitoringAddr
-	s.state.XDSAddr = d.XDSAddr
+	s.secureXDSAddr, s.istiodMetrics = d.SecureXDSAddr, d.MonitoringAddr
+	s.state.XDSAddr, s.state.SecureXDSAddr = d.XDSAddr, d.SecureXDSAddr
 	url := d.URL()
-	s.say("istiod", "ready: debug %s, xDS %s (%s)", url, d.XDSAddr, time.Since(t).Round(100*time.Millisecond))
+	s.say("istiod", "ready: debug %s, xDS %s, CA and xDS over TLS %s (%s)", url, d.XDSAddr, d.SecureXDSAddr, time.Since(t).Round(100*time.Millisecond))
 	s.record(Component{Name: "istiod", URL: url + "/debug", Health: url + "/ready", PID: d.Pid(), Log: d.LogPath}, func() {
 		s.say("istiod", "stopping")
 		_ = d.Stop()
@@ -313,7 +319,7 @@ func (s *supervisor) startLoki(ctx context.Context) error {
 }
 
 // postgresDatabases are the databases the shop keeps its state in, one per service that has state.
-var postgresDatabases = []string{"orders", "payments"}
+var postgresDatabases = []string{"orders", "payments", "fulfillment"}
 
 // startPostgres runs PostgreSQL from Debian's package (initdb into a fresh data directory, as an
 // unprivileged user when run as root) with a database per stateful service; the services apply their
@@ -353,6 +359,34 @@ func (s *supervisor) startPostgres(ctx context.Context) error {
 	}
 	s.say("postgres", "ready on %s, user %s, password in %s (%s)", pg.Addr, devserver.PostgresSuperuser, s.cfg.pgpassPath(),
 		time.Since(t).Round(100*time.Millisecond))
+	return nil
+}
+
+// startNATS runs the event broker: one NATS server with JetStream on file storage in the run's data
+// directory (a cluster runs three, manifests/components/nats). orders creates its stream ORDERS,
+// fulfillment its durable consumer and the DEADLETTER stream. Started again on the same ports and store
+// after it exits.
+func (s *supervisor) startNATS(ctx context.Context) error {
+	s.say("nats", "starting NATS with JetStream on %s, monitoring on %s (waits for /healthz)", s.cfg.Ports.Addr("nats"), s.cfg.Ports.Addr("nats-monitor"))
+	t := time.Now()
+	n, err := devserver.StartNATS(ctx, s.opts("nats", s.cfg.Ports["nats"]), s.cfg.Ports["nats-monitor"])
+	if err != nil {
+		return err
+	}
+	s.nats = n
+	var current atomic.Pointer[devserver.Server]
+	current.Store(n.Server)
+	s.record(Component{Name: "nats", URL: n.ClientURL(), Health: n.MonitorURL() + "/healthz", PID: n.Pid(), Log: n.LogPath}, func() {
+		s.say("nats", "stopping")
+		_ = current.Load().Stop()
+	})
+	s.keepRunning("nats", &current, func(ctx context.Context) (*devserver.Server, error) {
+		if err := n.Start(ctx); err != nil {
+			return nil, err
+		}
+		return n.Server, nil
+	})
+	s.say("nats", "ready on %s, streams at %s/jsz (%s)", n.ClientURL(), n.MonitorURL(), time.Since(t).Round(100*time.Millisecond))
 	return nil
 }
 

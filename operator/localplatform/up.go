@@ -21,7 +21,7 @@ import (
 // binaries are the programs `up` builds into Dir/bin, by package.
 var binaries = []string{
 	"./operator/cmd/manager",
-	"./services/catalog", "./services/payments", "./services/orders", "./services/gateway", "./services/loadgen",
+	"./services/catalog", "./services/payments", "./services/orders", "./services/fulfillment", "./services/gateway", "./services/loadgen",
 }
 
 // Up starts the platform: it refuses taken ports, builds the binaries, starts a detached supervisor

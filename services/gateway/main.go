@@ -1,5 +1,5 @@
 // Command gateway is the shop's public HTTP/JSON API: it lists products (catalog) and places and
-// reads orders (orders), calling both over gRPC.
+// reads orders (orders, with their fulfilment state from fulfillment), calling each over gRPC.
 package main
 
 import (
@@ -16,6 +16,7 @@ import (
 	"meshplane.dev/mesh/service"
 	"meshplane.dev/mesh/telemetry"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
+	fulfillmentv1 "meshplane.dev/services/proto/fulfillment/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 
 	"meshplane.dev/services/gateway/internal/api"
@@ -52,13 +53,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer func() { _ = ordersConn.Close() }()
+	fulfillmentConn, err := rt.Dial("fulfillment", cfg.FulfillmentTarget, cfg.ClientConfig)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = fulfillmentConn.Close() }()
 
 	lis, err := service.Listen("http", cfg.HTTPAddr)
 	if err != nil {
 		return err
 	}
 	handler := api.NewServer(rt.Logger, telemetry.NewHTTPMetrics(rt.Registry), rt.Faults,
-		catalogv1.NewCatalogServiceClient(catalogConn), ordersv1.NewOrderServiceClient(ordersConn))
+		catalogv1.NewCatalogServiceClient(catalogConn), ordersv1.NewOrderServiceClient(ordersConn),
+		fulfillmentv1.NewFulfillmentServiceClient(fulfillmentConn))
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,

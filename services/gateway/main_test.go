@@ -14,9 +14,9 @@ import (
 // run with a fake environment serves the public API on HTTP_ADDR; with catalog unreachable a product
 // listing is a 503 naming catalog, and run returns nil when its context ends.
 func TestRunServesAndDrains(t *testing.T) {
-	addrs := runtest.Addrs(t, 4) // gateway, its admin, and nothing listening at catalog's and orders'
+	addrs := runtest.Addrs(t, 5) // gateway, its admin, and nothing listening at catalog's, orders' and fulfillment's
 	p := runtest.Start(t, run, runtest.Env{"HTTP_ADDR": addrs[0], "ADMIN_ADDR": addrs[1], "LOG_LEVEL": "warn",
-		"CATALOG_TARGET": addrs[2], "ORDERS_TARGET": addrs[3]})
+		"CATALOG_TARGET": addrs[2], "ORDERS_TARGET": addrs[3], "FULFILLMENT_TARGET": addrs[4]})
 	resp, err := http.Get("http://" + addrs[0] + "/v1/products")
 	if err != nil {
 		t.Fatal(err)
@@ -34,10 +34,11 @@ func TestRunServesAndDrains(t *testing.T) {
 
 func TestRunRejectsBadSettingsNamingThem(t *testing.T) {
 	for name, env := range map[string]runtest.Env{
-		"HTTP_ADDR":     {"HTTP_ADDR": "8080"},
-		"ORDERS_TARGET": {"ORDERS_TARGET": "ftp://orders"},
-		"CALL_TIMEOUT":  {"CALL_TIMEOUT": "-1s"},
-		"LOKI_URL":      {"LOKI_URL": "loki:3100"},
+		"HTTP_ADDR":          {"HTTP_ADDR": "8080"},
+		"ORDERS_TARGET":      {"ORDERS_TARGET": "ftp://orders"},
+		"FULFILLMENT_TARGET": {"FULFILLMENT_TARGET": "ftp://fulfillment"},
+		"CALL_TIMEOUT":       {"CALL_TIMEOUT": "-1s"},
+		"LOKI_URL":           {"LOKI_URL": "loki:3100"},
 	} {
 		err := run(context.Background(), nil, env.Getenv, &strings.Builder{}, &strings.Builder{})
 		if err == nil || !strings.Contains(err.Error(), name) {

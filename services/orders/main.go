@@ -1,6 +1,7 @@
 // Command orders places and reads the shop's orders over gRPC (meshplane.orders.v1.OrderService):
 // it validates items against catalog, records the order in PostgreSQL, charges through payments, and
-// places one order per idempotency key across all its replicas.
+// places one order per idempotency key across all its replicas. Each paid order's OrderPlaced event is
+// written to an outbox in the same transaction, and relayed from there to NATS JetStream.
 package main
 
 import (
@@ -14,12 +15,14 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"meshplane.dev/mesh/config"
+	"meshplane.dev/mesh/events"
 	"meshplane.dev/mesh/pgstore"
 	"meshplane.dev/mesh/service"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 	paymentsv1 "meshplane.dev/services/proto/payments/v1"
 
+	"meshplane.dev/services/orders/internal/outbox"
 	"meshplane.dev/services/orders/internal/server"
 	"meshplane.dev/services/orders/internal/store"
 )
@@ -62,6 +65,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer func() { _ = paymentsConn.Close() }()
 
+	nc, err := events.Connect("orders", cfg.EventsConfig, rt.Logger, rt.Registry)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	st := store.New(db)
+	relay, err := outbox.New(rt.Logger, rt.Registry, st, nc, outbox.Settings{
+		Interval: cfg.OutboxRelayInterval, BatchSize: cfg.OutboxBatchSize, PublishTimeout: cfg.OutboxPublishTimeout,
+		Retention: cfg.OutboxRetention, StreamReplicas: cfg.EventsStreamReplicas, DuplicateWindow: cfg.EventsDuplicateWindow,
+	})
+	if err != nil {
+		return err
+	}
+	// The relay runs through the drain and stops before the database closes; what it has not published
+	// stays pending, for another replica or the next start.
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	relayDone := make(chan struct{})
+	go func() { defer close(relayDone); relay.Run(relayCtx) }()
+	defer func() { stopRelay(); <-relayDone }()
+
 	lis, err := service.Listen("grpc", cfg.GRPCAddr)
 	if err != nil {
 		return err
@@ -71,7 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	ordersv1.RegisterOrderServiceServer(srv, server.New(rt.Logger, rt.Registry,
-		catalogv1.NewCatalogServiceClient(catalogConn), paymentsv1.NewPaymentServiceClient(paymentsConn), store.New(db), cfg.OrderLease))
+		catalogv1.NewCatalogServiceClient(catalogConn), paymentsv1.NewPaymentServiceClient(paymentsConn), st, cfg.OrderLease, relay.Notify))
 	healthpb.RegisterHealthServer(srv, rt.Health.GRPC())
 	return rt.Serve(ctx, service.Traffic{Server: service.GRPC(srv), Listener: lis, Tags: []string{"grpc"}})
 }

@@ -21,9 +21,10 @@ import (
 // ends.
 func TestRunServesAndDrains(t *testing.T) {
 	pg := devservertest.Postgres(t, "orders")
-	addrs := runtest.Addrs(t, 4) // orders, its admin, and nothing listening at catalog's and payments'
+	addrs := runtest.Addrs(t, 5) // orders, its admin, and nothing listening at catalog's, payments' and the broker's
 	p := runtest.Start(t, run, runtest.Env{"GRPC_ADDR": addrs[0], "ADMIN_ADDR": addrs[1], "LOG_LEVEL": "warn",
-		"CATALOG_TARGET": addrs[2], "PAYMENTS_TARGET": addrs[3], "DATABASE_URL": pg.URL("orders"), "DATABASE_PASSWORD": pg.Password})
+		"CATALOG_TARGET": addrs[2], "PAYMENTS_TARGET": addrs[3], "DATABASE_URL": pg.URL("orders"), "DATABASE_PASSWORD": pg.Password,
+		"NATS_URL": "nats://" + addrs[4]})
 	conn, err := grpc.NewClient(addrs[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -45,11 +46,13 @@ func TestRunServesAndDrains(t *testing.T) {
 
 func TestRunRejectsBadSettingsNamingThem(t *testing.T) {
 	for name, env := range map[string]runtest.Env{
-		"CATALOG_TARGET":   {"CATALOG_TARGET": "http://catalog"},
-		"BREAKER_INTERVAL": {"BREAKER_INTERVAL": "soon"},
-		"GRPC_ADDR":        {"GRPC_ADDR": "no-port"},
-		"ORDER_LEASE":      {"ORDER_LEASE": "0s"},
-		"DATABASE_URL":     {"DATABASE_URL": "postgres://orders:pw@db/orders"},
+		"CATALOG_TARGET":         {"CATALOG_TARGET": "http://catalog"},
+		"BREAKER_INTERVAL":       {"BREAKER_INTERVAL": "soon"},
+		"GRPC_ADDR":              {"GRPC_ADDR": "no-port"},
+		"ORDER_LEASE":            {"ORDER_LEASE": "0s"},
+		"DATABASE_URL":           {"DATABASE_URL": "postgres://orders:pw@db/orders"},
+		"NATS_URL":               {"NATS_URL": "http://nats:4222"},
+		"OUTBOX_PUBLISH_TIMEOUT": {"OUTBOX_PUBLISH_TIMEOUT": "2s"}, // not under DATABASE_QUERY_TIMEOUT's 2s
 	} {
 		err := run(context.Background(), nil, env.Getenv, &strings.Builder{}, &strings.Builder{})
 		if err == nil || !strings.Contains(err.Error(), name) {

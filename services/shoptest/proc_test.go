@@ -36,7 +36,7 @@ func buildAndRun(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
-	for _, name := range []string{"catalog", "payments", "orders", "gateway", "loadgen"} {
+	for _, name := range []string{"catalog", "payments", "orders", "fulfillment", "gateway", "loadgen"} {
 		src, err := filepath.Abs(filepath.Join("..", name))
 		if err != nil {
 			return 0, err

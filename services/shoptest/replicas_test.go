@@ -45,7 +45,7 @@ const queryTimeout = 3 * time.Second
 func startReplicatedShop(t *testing.T) *replicatedShop {
 	t.Helper()
 	s := &replicatedShop{consul: devservertest.Consul(t), postgres: devservertest.Postgres(t, "orders", "payments"), env: map[*proc]map[string]string{}, owner: t}
-	ports, err := devserver.FreePorts(16)
+	ports, err := devserver.FreePorts(17) // the last one's broker address, where nothing listens
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,13 +70,14 @@ func startReplicatedShop(t *testing.T) *replicatedShop {
 	for i := range s.orders {
 		s.orders[i] = run("orders", common(addr(7+2*i), map[string]string{
 			"GRPC_ADDR": addr(6 + 2*i), "CATALOG_TARGET": "consul:///catalog", "PAYMENTS_TARGET": "consul:///payments",
-			"ORDER_LEASE": testLease.String(), "DATABASE_QUERY_TIMEOUT": queryTimeout.String(),
+			"ORDER_LEASE": testLease.String(), "DATABASE_QUERY_TIMEOUT": queryTimeout.String(), "NATS_URL": "nats://" + addr(16),
 		}, databaseEnv(s.postgres, "orders")))
 	}
 	targets := []string{"consul:///orders", addr(6), addr(8)}
 	for i := range s.gateways {
 		s.gateways[i] = run("gateway", common(addr(11+2*i), map[string]string{
 			"HTTP_ADDR": addr(10 + 2*i), "CATALOG_TARGET": "consul:///catalog", "ORDERS_TARGET": targets[i], "CALL_TIMEOUT": "5s",
+			"FULFILLMENT_TARGET": "consul:///fulfillment",
 		}))
 		s.urls[i] = "http://" + addr(10+2*i)
 	}

@@ -45,7 +45,7 @@ func with(env map[string]string, more ...map[string]string) map[string]string {
 func startShop(t *testing.T) *shop {
 	t.Helper()
 	s := &shop{consul: devservertest.Consul(t), loki: devservertest.Loki(t), postgres: devservertest.Postgres(t, "orders", "payments")}
-	ports, err := devserver.FreePorts(8)
+	ports, err := devserver.FreePorts(9) // the last one's broker address, where nothing listens: events_test.go runs the events
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,10 +67,11 @@ func startShop(t *testing.T) *shop {
 	s.payments = start(t, "payments", common(addr(3), with(map[string]string{"GRPC_ADDR": addr(2)}, databaseEnv(s.postgres, "payments"))))
 	s.orders = start(t, "orders", common(addr(5), with(map[string]string{
 		"GRPC_ADDR": addr(4), "CATALOG_TARGET": "consul:///catalog", "PAYMENTS_TARGET": "consul:///payments",
+		"NATS_URL": "nats://" + addr(8),
 	}, databaseEnv(s.postgres, "orders"))))
 	s.gateway = start(t, "gateway", common(addr(7), map[string]string{
 		"HTTP_ADDR": addr(6), "CATALOG_TARGET": "consul:///catalog", "ORDERS_TARGET": "consul:///orders",
-		"CALL_TIMEOUT": "10s",
+		"FULFILLMENT_TARGET": "consul:///fulfillment", "CALL_TIMEOUT": "10s",
 	}))
 	s.gatewayURL = "http://" + addr(6)
 	for _, p := range []*proc{s.catalog, s.payments, s.orders, s.gateway} {

@@ -53,19 +53,26 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	operatorBench := fs.String("operator-bench", "", "path of operator/test/bench, which runs the render, operator and consul sections")
 	manager := fs.String("manager", "", "path of the manager binary, for the operator section")
 	meshplane := fs.String("meshplane", "", "path of the meshplane binary, for the render section")
-	sizes := fs.String("sizes", "1000,5000", "TrafficPolicies for the operator section")
-	steady := fs.Duration("steady", 60*time.Second, "how long the operator's steady-state writes are counted")
+	sizes := fs.String("sizes", "1000,2000,5000", "TrafficPolicies for the operator section (comma-separated sizes; how each figure grows is fitted across them)")
+	steady := fs.Duration("steady", 30*time.Second, "how long the operator's steady-state writes are counted, per size")
 	renderN := fs.Int("render", 10000, "policies for meshplane render")
-	consulN := fs.Int("consul", 2000, "Services for the Consul sync")
+	consulSizes := fs.String("consul", "2000", "Services for the Consul sync (comma-separated sizes)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "longest wait for every policy to be Ready, or every Service to be in Consul, per size")
 	profile := fs.Bool("profile", false, "write CPU profiles of the hot path, the manager and the Consul sync into -dir")
 	hotDuration := fs.Duration("hot-duration", 8*time.Second, "measured load per stack and round on the hot path and for proxyless gRPC")
 	hotRounds := fs.Int("hot-rounds", 2, "rounds alternating bare and mesh (plain and xDS) stacks")
 	concurrency := fs.Int("concurrency", 16, "requests in flight on the hot path and for proxyless gRPC")
+	quick := fs.Bool("quick", false, "a one-minute check that every section runs (small sizes, short loads; the targets need the full run); flags given explicitly still count")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if *quick {
+		if err := quickDefaults(fs); err != nil {
+			return err
+		}
 	}
 	want := strings.Split(*sections, ",")
 	var opSections []string
@@ -126,7 +133,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	}
 	if len(rest) > 0 {
 		r, err := operatorRows(ctx, *operatorBench, stderr, "-sections="+strings.Join(rest, ","), "-manager="+*manager,
-			"-sizes="+*sizes, "-steady="+steady.String(), "-consul="+strconv.Itoa(*consulN), "-dir="+*dir,
+			"-sizes="+*sizes, "-steady="+steady.String(), "-timeout="+timeout.String(), "-consul="+*consulSizes, "-dir="+*dir,
 			"-profile="+strconv.FormatBool(*profile), "-xds-duration="+hotDuration.String(), "-xds-rounds="+strconv.Itoa(*hotRounds),
 			"-xds-concurrency="+strconv.Itoa(*concurrency))
 		rows = append(rows, r...)
@@ -137,6 +144,9 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 
 	machine.LoadEnd = report.LoadAverage()
 	var table bytes.Buffer
+	if *quick {
+		table.WriteString("Quick check (`-quick`): small sizes and short loads, to see that every section runs; the targets are for the full run.\n\n")
+	}
 	if err := report.Markdown(&table, rows, started, machine, time.Since(started)); err != nil {
 		return err
 	}
@@ -151,6 +161,26 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 			return err
 		}
 		fmt.Fprintf(stderr, "bench: table written to %s\n", *out)
+	}
+	return nil
+}
+
+// quickSizes are -quick's values, for the flags not given explicitly.
+var quickSizes = map[string]string{
+	"sizes": "100,200", "steady": "5s", "render": "1000", "consul": "100",
+	"hot-duration": "2s", "hot-rounds": "1",
+}
+
+// quickDefaults sets -quick's values on fs, leaving the flags given on the command line as they are.
+func quickDefaults(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, v := range quickSizes {
+		if !given[name] {
+			if err := fs.Set(name, v); err != nil {
+				return fmt.Errorf("-quick: %s=%s: %w", name, v, err)
+			}
+		}
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-// Package devserver starts real Consul, Prometheus, Loki, PostgreSQL and istiod processes on loopback, each with its
+// Package devserver starts real Consul, Prometheus, Loki, PostgreSQL, NATS and istiod processes on loopback, each with its
 // own data directory and free ports, and waits until they answer. Tests use it through devservertest;
 // the local platform (`make up`) uses it directly. The binaries come from `make tools`.
 package devserver

@@ -1,4 +1,4 @@
-// Package devservertest starts real Consul, Prometheus, Loki, PostgreSQL and istiod servers, and the shop's own
+// Package devservertest starts real Consul, Prometheus, Loki, PostgreSQL, NATS and istiod servers, and the shop's own
 // binaries, for a test: on 127.0.0.1, free ports, a temporary data directory, stopped in t.Cleanup. A missing binary fails the
 // test with the command that builds it.
 package devservertest
@@ -99,6 +99,25 @@ func startT(t testing.TB, start func(context.Context, devserver.Options) (*devse
 		}
 	})
 	return s
+}
+
+// NATS starts a NATS server with JetStream (file storage in the test's directory) for the test; it is
+// stopped at cleanup, and its log tail is logged if the test fails.
+func NATS(t testing.TB) *devserver.NATS {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	n, err := devserver.StartNATS(ctx, devserver.Options{Dir: t.TempDir(), ReadyTimeout: 90 * time.Second}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = n.Stop()
+		if t.Failed() {
+			t.Logf("--- nats log tail ---\n%s", n.LogTail(4000))
+		}
+	})
+	return n
 }
 
 // Postgres starts a PostgreSQL dev server for the test, with databases dbs created; Close (stop and

@@ -249,7 +249,7 @@ func TestRunAgainstKubeconfig(t *testing.T) {
 		"controller_runtime_reconcile_total{", "controller_runtime_reconcile_errors_total{",
 		"controller_runtime_reconcile_time_seconds_bucket{", "workqueue_depth{",
 		"meshplane_consul_sync_services{", "meshplane_consul_sync_writes_total{", "meshplane_consul_sync_errors_total{",
-		"meshplane_consul_sync_lag_seconds_bucket{",
+		"meshplane_consul_sync_lag_seconds_bucket{", "meshplane_consul_sync_transactions_total{",
 	} {
 		if !strings.Contains(body, "\n"+name) {
 			t.Errorf("/metrics lacks %s", strings.TrimSuffix(name, "{"))

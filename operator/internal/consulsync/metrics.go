@@ -12,12 +12,23 @@ const (
 	DirectionToIstio  = "to_istio"
 )
 
+// Outcomes of a Consul transaction, the label of meshplane_consul_sync_transactions_total.
+const (
+	// TxnCommitted: every operation written.
+	TxnCommitted = "committed"
+	// TxnRolledBack: Consul refused operations and wrote none; the others go again without them.
+	TxnRolledBack = "rolled_back"
+	// TxnFailed: the request failed (Consul unreachable, or it refused the request as a whole).
+	TxnFailed = "failed"
+)
+
 // Metrics are the sync's Prometheus metrics (names are a contract with the dashboards module).
 type Metrics struct {
-	Services *prometheus.GaugeVec
-	Writes   *prometheus.CounterVec
-	Errors   *prometheus.CounterVec
-	Lag      *prometheus.HistogramVec
+	Services     *prometheus.GaugeVec
+	Writes       *prometheus.CounterVec
+	Transactions *prometheus.CounterVec
+	Errors       *prometheus.CounterVec
+	Lag          *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics; Register adds them to a registry.
@@ -29,8 +40,12 @@ func NewMetrics() *Metrics {
 		}, []string{"direction"}),
 		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshplane_consul_sync_writes_total",
-			Help: "Writes the sync performed, by direction and operation (register, deregister, apply, delete). A no-op resync adds none.",
+			Help: "Writes the sync performed, by direction and operation (register, deregister, apply, delete); to Consul, one per instance committed, however many share a transaction. A no-op resync adds none.",
 		}, []string{"direction", "op"}),
+		Transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshplane_consul_sync_transactions_total",
+			Help: "Consul transactions (/v1/txn) of the Kubernetes to Consul direction, by outcome: committed, rolled_back (Consul refused operations; the others are sent again without them), failed (the request failed).",
+		}, []string{"outcome"}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshplane_consul_sync_errors_total",
 			Help: "Failed Consul or Kubernetes calls of the sync, by direction.",
@@ -51,11 +66,14 @@ func NewMetrics() *Metrics {
 	for _, op := range []string{"apply", "delete"} {
 		m.Writes.WithLabelValues(DirectionToIstio, op)
 	}
+	for _, o := range []string{TxnCommitted, TxnRolledBack, TxnFailed} {
+		m.Transactions.WithLabelValues(o)
+	}
 	return m
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Services, m.Writes, m.Errors, m.Lag}
+	return []prometheus.Collector{m.Services, m.Writes, m.Transactions, m.Errors, m.Lag}
 }
 
 // Register adds the metrics to reg.

@@ -593,3 +593,85 @@ func TestMoreServicesThanConsulConnectionsPerClient(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusedInstanceCostsOthersNothing: Consul refuses an instance with more than 64 meta pairs (an
+// EndpointSlice with 60 named ports: every named port becomes port-<name> meta) and rolls back the whole
+// transaction holding it. The sync drops what Consul refused and commits the rest again: every other
+// Service and the same Service's other instances are registered, and the Service's owners get a Warning
+// event with Consul's reason. Its deregistrations wait until its registrations succeed (register before
+// deregister), then go.
+func TestRefusedInstanceCostsOthersNothing(t *testing.T) {
+	ctx := context.Background()
+	ns := envtest.Namespace(t, env)
+	srv := devservertest.Consul(t)
+	c := consulClient(t, srv)
+	// Created before the sync starts, so that its first transactions hold many Services at once;
+	// headless, as envtest's Service IP range is nearly used up by TestMoreServicesThanConsulConnectionsPerClient.
+	headless := func(name string) *corev1.Service {
+		s := service(ns, name, nil)
+		s.Spec.ClusterIP = corev1.ClusterIPNone
+		return s
+	}
+	const n = 40
+	for i := range n {
+		name := fmt.Sprintf("svc-%02d", i)
+		mustCreate(t, headless(name), endpointSlice(ns, name, map[string]bool{fmt.Sprintf("10.6.0.%d", i+1): true}))
+	}
+	mixed := endpointSlice(ns, "mixed", map[string]bool{"10.6.1.1": true})
+	wide := endpointSlice(ns, "mixed", map[string]bool{"10.6.1.0": true}) // before the others in address order
+	wide.Name = "mixed-wide"
+	for p := range 60 {
+		wide.Ports = append(wide.Ports, discoveryv1.EndpointPort{Name: ptr.To(fmt.Sprintf("p%02d", p)), Port: ptr.To(int32(10000 + p))})
+	}
+	mustCreate(t, headless("mixed"), mixed, wide)
+	s := startSync(t, ns, srv.Addr)
+
+	for i := range n {
+		wantInstances(t, c, fmt.Sprintf("svc-%02d", i), []string{fmt.Sprintf("k8s-east 10.6.0.%d:9090 passing", i+1)})
+	}
+	wantInstances(t, c, "mixed", []string{"k8s-east 10.6.1.1:9090 passing"})
+	wait.For(t, 20*time.Second, func() error {
+		var evs eventsv1.EventList
+		if err := env.Client.List(ctx, &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == "mixed" && e.Type == corev1.EventTypeWarning && e.Reason == "ConsulRefused" && strings.Contains(e.Note, "more than 64 key/value pairs") {
+				return nil
+			}
+		}
+		var notes []string
+		for _, e := range evs.Items {
+			notes = append(notes, e.Reason+": "+e.Note)
+		}
+		return fmt.Errorf("no ConsulRefused Warning event on Service mixed with Consul's reason; events: %q", notes)
+	})
+	if got := testutil.ToFloat64(s.Metrics.Transactions.WithLabelValues(consulsync.TxnRolledBack)); got < 1 {
+		t.Errorf("meshplane_consul_sync_transactions_total{outcome=rolled_back} = %v, want at least 1", got)
+	}
+
+	// The Service moves from 10.6.1.1 to 10.6.1.2 while the wide instance is still refused: the new
+	// instance is registered, and the old one stays while a registration of the Service fails.
+	mixed.Endpoints[0].Addresses = []string{"10.6.1.2"}
+	if err := env.Client.Update(ctx, mixed); err != nil {
+		t.Fatal(err)
+	}
+	both := []string{"k8s-east 10.6.1.1:9090 passing", "k8s-east 10.6.1.2:9090 passing"}
+	wantInstances(t, c, "mixed", both)
+	failures := testutil.ToFloat64(s.Metrics.Errors.WithLabelValues(consulsync.DirectionToConsul))
+	wait.For(t, 20*time.Second, func() error {
+		if got := testutil.ToFloat64(s.Metrics.Errors.WithLabelValues(consulsync.DirectionToConsul)); got <= failures {
+			return fmt.Errorf("no failed reconcile of Service mixed yet after %v", failures)
+		}
+		return nil
+	})
+	if got, err := instances(c, "mixed"); err != nil || !slices.Equal(got, both) {
+		t.Errorf("consul service mixed after another refused registration = %v (%v), want %v: nothing deregistered", got, err, both)
+	}
+
+	// The wide slice gone: the deregistration that waited goes.
+	if err := env.Client.Delete(ctx, wide); err != nil {
+		t.Fatal(err)
+	}
+	wantInstances(t, c, "mixed", []string{"k8s-east 10.6.1.2:9090 passing"})
+}

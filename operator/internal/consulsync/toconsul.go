@@ -2,9 +2,11 @@ package consulsync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -44,6 +47,7 @@ type ToConsul struct {
 	ResyncPeriod time.Duration
 
 	state      nodeState
+	writer     *catalogWriter
 	reconciled atomic.Int64
 	events     chan event.TypedGenericEvent[*corev1.Service]
 	pending    sync.Map // Service key → time of the oldest change not yet written, for the lag metric
@@ -54,6 +58,7 @@ type ToConsul struct {
 func (r *ToConsul) SetupWithManager(mgr ctrl.Manager) error {
 	r.events = make(chan event.TypedGenericEvent[*corev1.Service], 1024)
 	r.state.reset(nil)
+	r.state.writtenAt = map[string]uint64{}
 	// A label selector scans every EndpointSlice of the namespace; an index finds a Service's at once.
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &discoveryv1.EndpointSlice{}, indexServiceName, func(o client.Object) []string {
 		if name := o.GetLabels()[discoveryv1.LabelServiceName]; name != "" {
@@ -66,12 +71,18 @@ func (r *ToConsul) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.Add(&nodeWatcher{r: r}); err != nil {
 		return err
 	}
+	r.writer = newCatalogWriter(r.Consul, r.Node, r.nodeMeta(), &r.state, r.Metrics)
+	if err := mgr.Add(r.writer); err != nil {
+		return err
+	}
 	noted := func(key types.NamespacedName) []reconcile.Request {
 		r.pending.LoadOrStore(key.String(), time.Now())
 		return []reconcile.Request{{NamespacedName: key}}
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("consul-sync-to-consul").
+		// A reconcile waits for its Service's transaction; many in flight fill each transaction.
+		WithOptions(crcontroller.Options{MaxConcurrentReconciles: concurrentServiceReconciles}).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			return noted(client.ObjectKeyFromObject(o))
 		})).
@@ -137,26 +148,27 @@ func (r *ToConsul) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Re
 	}
 	actual := r.state.forService(req.NamespacedName)
 
-	writes := 0
+	change := &catalogChange{}
 	for _, d := range desired {
-		if a, ok := actual[d.ID]; ok && a.Equal(d) {
-			continue
+		if a, ok := actual[d.ID]; !ok || !a.Equal(d) {
+			change.register = append(change.register, d)
 		}
-		if err := r.register(ctx, d); err != nil {
-			r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
-			return ctrl.Result{}, fmt.Errorf("register consul instance %s: %w", d.ID, err)
-		}
-		writes++
 	}
-	for id := range actual {
-		if slices.ContainsFunc(desired, func(d Instance) bool { return d.ID == id }) {
-			continue
+	for id, a := range actual {
+		if !slices.ContainsFunc(desired, func(d Instance) bool { return d.ID == id }) {
+			change.deregister = append(change.deregister, a)
 		}
-		if err := r.deregister(ctx, id); err != nil {
+	}
+	slices.SortFunc(change.deregister, func(a, b Instance) int { return strings.Compare(a.ID, b.ID) })
+	writes := len(change.register) + len(change.deregister)
+	if writes > 0 {
+		if err := r.writer.write(ctx, change); err != nil {
 			r.Metrics.Errors.WithLabelValues(DirectionToConsul).Inc()
-			return ctrl.Result{}, fmt.Errorf("deregister consul instance %s: %w", id, err)
+			if refused, ok := errors.AsType[*refusedError](err); ok {
+				r.warnRefused(ctx, req.NamespacedName, refused.reasons)
+			}
+			return ctrl.Result{}, fmt.Errorf("sync service %s to consul: %w", req.NamespacedName, err)
 		}
-		writes++
 	}
 	if t, ok := r.pending.LoadAndDelete(req.String()); ok && writes > 0 {
 		r.Metrics.Lag.WithLabelValues(DirectionToConsul).Observe(time.Since(t.(time.Time)).Seconds())
@@ -207,44 +219,17 @@ func (r *ToConsul) warn(svc *corev1.Service, err error) {
 	}
 }
 
+// warnRefused tells the Service's owners what Consul refused to register.
+func (r *ToConsul) warnRefused(ctx context.Context, key types.NamespacedName, reasons []string) {
+	var svc corev1.Service
+	if r.Recorder == nil || r.Client.Get(ctx, key, &svc) != nil {
+		return
+	}
+	r.Recorder.Eventf(&svc, nil, corev1.EventTypeWarning, "ConsulRefused", "SyncToConsul", "%s", strings.Join(reasons, "; "))
+}
+
 func (r *ToConsul) nodeMeta() map[string]string {
 	return map[string]string{MetaExternalSource: "kubernetes", MetaOwner: r.Settings.Cluster, MetaCluster: r.Settings.Cluster}
-}
-
-func (r *ToConsul) register(ctx context.Context, in Instance) error {
-	output := "Kubernetes endpoint is ready"
-	if in.Status != consulapi.HealthPassing {
-		output = "Kubernetes endpoint is not ready"
-	}
-	_, err := r.Consul.Catalog().Register(&consulapi.CatalogRegistration{
-		Node:           r.Node,
-		Address:        "127.0.0.1",
-		NodeMeta:       r.nodeMeta(),
-		SkipNodeUpdate: true,
-		Service: &consulapi.AgentService{
-			ID: in.ID, Service: in.Service, Address: in.Address, Port: in.Port,
-			Tags: in.Tags, Meta: in.Meta,
-		},
-		Check: &consulapi.AgentCheck{
-			Node: r.Node, CheckID: checkID(in.ID), Name: "Kubernetes readiness", Type: "kubernetes-readiness",
-			ServiceID: in.ID, ServiceName: in.Service, Status: in.Status, Output: output,
-		},
-	}, (&consulapi.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	r.Metrics.Writes.WithLabelValues(DirectionToConsul, "register").Inc()
-	r.state.put(in)
-	return nil
-}
-
-func (r *ToConsul) deregister(ctx context.Context, id string) error {
-	if _, err := r.Consul.Catalog().Deregister(&consulapi.CatalogDeregistration{Node: r.Node, ServiceID: id}, (&consulapi.WriteOptions{}).WithContext(ctx)); err != nil {
-		return err
-	}
-	r.Metrics.Writes.WithLabelValues(DirectionToConsul, "deregister").Inc()
-	r.state.remove(id)
-	return nil
 }
 
 func checkID(serviceID string) string { return serviceID + ":k8s-readiness" }
@@ -259,6 +244,10 @@ type nodeState struct {
 	byService map[types.NamespacedName]map[string]bool // instance IDs
 	names     map[string]int                           // instances per Consul service name
 	synced    bool
+	// written is the number of the sync's own writes so far; writtenAt holds, by instance ID, the number of
+	// the last write to it, for writes a read of the node may not show yet (see replace).
+	written   uint64
+	writtenAt map[string]uint64
 }
 
 func serviceKey(in Instance) types.NamespacedName {
@@ -309,16 +298,35 @@ func (s *nodeState) loaded() bool {
 	return s.synced
 }
 
+// put and remove record the sync's own committed writes.
 func (s *nodeState) put(in Instance) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.putLocked(in)
+	s.noteWrite(in.ID)
 }
 
 func (s *nodeState) remove(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.removeLocked(id)
+	s.noteWrite(id)
+}
+
+func (s *nodeState) noteWrite(id string) {
+	s.written++
+	if s.writtenAt == nil {
+		s.writtenAt = map[string]uint64{}
+	}
+	s.writtenAt[id] = s.written
+}
+
+// writes returns the number of the sync's own writes so far: a read of the node that starts now shows
+// every one of them.
+func (s *nodeState) writes() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.written
 }
 
 func (s *nodeState) forService(key types.NamespacedName) map[string]Instance {
@@ -343,11 +351,26 @@ func (s *nodeState) serviceCount() int {
 	return len(s.names)
 }
 
-// replace swaps in Consul's view and returns the Services whose instances differ from what the sync
-// believed: changes by someone else, or a Consul that came back empty.
-func (s *nodeState) replace(observed map[string]Instance) []types.NamespacedName {
+// replace swaps in Consul's view, read after the sync's first `since` writes, and returns the Services whose
+// instances differ from what the sync believed: changes by someone else, or a Consul that came back empty.
+// The sync's own later writes may be missing from that view (a read of thousands of instances takes a
+// while, and transactions commit meanwhile): for those instances the sync's view stands until a later read,
+// or every one of them would look changed and be written again (`make bench` counted 1,000 such writes
+// in a sync of 4,000 instances).
+func (s *nodeState) replace(observed map[string]Instance, since uint64) []types.NamespacedName {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for id, at := range s.writtenAt {
+		if at <= since {
+			delete(s.writtenAt, id)
+			continue
+		}
+		if in, ok := s.instances[id]; ok {
+			observed[id] = in
+		} else {
+			delete(observed, id)
+		}
+	}
 	changed := map[types.NamespacedName]bool{}
 	for id, in := range s.instances {
 		if o, ok := observed[id]; !ok || !o.Equal(in) {
@@ -381,6 +404,15 @@ const nodeWait = 10 * time.Second
 // nodeReadInterval is the shortest time between two reads of the sync's node: how late a change made
 // to it by someone else (or a Consul that lost its data) may be noticed, at most.
 const nodeReadInterval = time.Second
+
+// readShare: reads of the node are at least this many times their own duration apart, so that on a node
+// of tens of thousands of instances they take at most a fifth of the sync's time (and of Consul's).
+const readShare = 5
+
+// concurrentServiceReconciles is how many Services are reconciled at once. Each waits for the transaction
+// holding its writes, so enough must be in flight to fill one transaction (63 single-instance Services)
+// while the one before it commits.
+const concurrentServiceReconciles = 128
 
 // indexServiceName indexes EndpointSlices by the Service they belong to.
 const indexServiceName = "consulsync.serviceName"
@@ -416,12 +448,14 @@ func (w *nodeWatcher) Start(ctx context.Context) error {
 		}
 	}()
 	var lastRead time.Time
+	var interval time.Duration
 	for ctx.Err() == nil {
 		// Every registration, the sync's own included, ends the blocking query, and each read returns
 		// the whole node: reading after every write of a full sync is quadratic (`make bench`: most of
-		// the sync's CPU). So reads are nodeReadInterval apart at least; what changes meanwhile is in the
-		// next one, as the index carries on. An idle node is followed by one query always in flight.
-		if pause := nodeReadInterval - time.Since(lastRead); pause > 0 {
+		// the sync's CPU). So reads are nodeReadInterval apart at least, and further apart on a node so
+		// large that reading it takes long; what changes meanwhile is in the next one, as the index
+		// carries on. An idle node is followed by one query always in flight.
+		if pause := interval - time.Since(lastRead); pause > 0 {
 			select {
 			case <-time.After(pause):
 			case <-ctx.Done():
@@ -429,7 +463,9 @@ func (w *nodeWatcher) Start(ctx context.Context) error {
 			}
 		}
 		lastRead = time.Now()
-		observed, meta, err := w.read(ctx, index)
+		since := r.state.writes()
+		observed, meta, cost, err := w.read(ctx, index)
+		interval = max(nodeReadInterval, readShare*cost)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -442,7 +478,7 @@ func (w *nodeWatcher) Start(ctx context.Context) error {
 			continue
 		}
 		b.reset()
-		for _, k := range r.state.replace(observed) {
+		for _, k := range r.state.replace(observed, since) {
 			r.enqueue(ctx, k)
 		}
 		// Blocking-query rules: an index that goes backwards means a restore or a new server; never wait
@@ -457,17 +493,19 @@ func (w *nodeWatcher) Start(ctx context.Context) error {
 }
 
 // read returns the owned instances on the node with their check status, blocking until the node's
-// services change past index (or Consul's wait time).
-func (w *nodeWatcher) read(ctx context.Context, index uint64) (map[string]Instance, *consulapi.QueryMeta, error) {
+// services change past index (or Consul's wait time), and what reading it costs: twice the time of its
+// second query, which does not block and returns as much.
+func (w *nodeWatcher) read(ctx context.Context, index uint64) (map[string]Instance, *consulapi.QueryMeta, time.Duration, error) {
 	r := w.r
 	q := (&consulapi.QueryOptions{WaitIndex: index, WaitTime: nodeWait}).WithContext(ctx)
 	list, meta, err := r.Consul.Catalog().NodeServiceList(r.Node, q)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
+	start := time.Now()
 	checks, _, err := r.Consul.Health().Node(r.Node, (&consulapi.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
 	status := map[string]string{}
 	for _, c := range checks {
@@ -477,7 +515,7 @@ func (w *nodeWatcher) read(ctx context.Context, index uint64) (map[string]Instan
 	}
 	out := map[string]Instance{}
 	if list == nil {
-		return out, meta, nil
+		return out, meta, 2 * time.Since(start), nil
 	}
 	for _, s := range list.Services {
 		if s.Meta[MetaOwner] != r.Settings.Cluster {
@@ -490,5 +528,5 @@ func (w *nodeWatcher) read(ctx context.Context, index uint64) (map[string]Instan
 			Tags: tags, Meta: s.Meta, Status: status[s.ID],
 		}
 	}
-	return out, meta, nil
+	return out, meta, 2 * time.Since(start), nil
 }

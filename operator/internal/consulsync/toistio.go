@@ -56,7 +56,21 @@ func (s *ToIstio) Start(ctx context.Context) error {
 	b := backoff{min: 100 * time.Millisecond, max: 10 * time.Second}
 	var index uint64
 	cleaned := false
+	var lastList time.Time
 	for ctx.Err() == nil {
+		// Every catalog write ends this blocking query, and Consul answers it by evaluating the filter on
+		// every instance of every service: during a full sync of thousands of Services into Consul,
+		// answering at once would spend Consul's CPU on this list while the sync writes. New services to
+		// import are seen within listInterval; the endpoints of imported ones are followed at once by
+		// their own queries.
+		if pause := listInterval - time.Since(lastList); pause > 0 {
+			select {
+			case <-time.After(pause):
+			case <-ctx.Done():
+				continue // the loop ends, and its watchers with it
+			}
+		}
+		lastList = time.Now()
 		q := (&consulapi.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute, Filter: notFromKubernetes}).WithContext(ctx)
 		names, meta, err := s.Consul.Catalog().Services(q)
 		if err != nil {
@@ -93,6 +107,9 @@ func (s *ToIstio) Start(ctx context.Context) error {
 	s.mu.Unlock()
 	return nil
 }
+
+// listInterval is the shortest time between two lists of Consul's services.
+const listInterval = time.Second
 
 // notFromKubernetes keeps the Consul services with at least one instance that did not come from
 // Kubernetes: only those can be imported (see Imported). Services synced from Kubernetes get no watcher:

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -55,14 +56,12 @@ func (r *TrafficPolicyReconciler) awaitCache(ctx context.Context, w *written) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cacheWait)
 	defer cancel()
-	// A cache that stays behind only costs the next reconcile some repeated work: no error.
+	// A cache that stays behind only costs the next reconcile some repeated work: no error. Each look
+	// is a cache Get, which copies the object: writes already seen are not looked at again.
+	unseen := slices.Clone(w.writes)
 	_ = wait.PollUntilContextCancel(ctx, 5*time.Millisecond, true, func(ctx context.Context) (bool, error) {
-		for _, wr := range w.writes {
-			if !r.cached(ctx, wr) {
-				return false, nil
-			}
-		}
-		return true, nil
+		unseen = slices.DeleteFunc(unseen, func(wr write) bool { return r.cached(ctx, wr) })
+		return len(unseen) == 0, nil
 	})
 }
 

@@ -198,12 +198,12 @@ func TestForeignVirtualServiceIsReportedNotFought(t *testing.T) {
 		t.Error(err)
 	}
 	// Status still lists what exists: the policy's own VirtualService, left in place, and its
-	// PeerAuthentication.
+	// DestinationRule (STRICT tells callers ISTIO_MUTUAL) and PeerAuthentication.
 	var kinds []string
 	for _, g := range get(t, p).Status.Generated {
 		kinds = append(kinds, g.Kind)
 	}
-	if want := []string{"VirtualService", "PeerAuthentication"}; !slices.Equal(kinds, want) {
+	if want := []string{"DestinationRule", "VirtualService", "PeerAuthentication"}; !slices.Equal(kinds, want) {
 		t.Errorf("status.generated kinds %v, want %v", kinds, want)
 	}
 
@@ -237,6 +237,65 @@ func TestForeignVirtualServiceIsReportedNotFought(t *testing.T) {
 	if err := condition(p, v1alpha1.ConditionAccepted, metav1.ConditionTrue, v1alpha1.ReasonAccepted); err != nil {
 		t.Error(err)
 	}
+}
+
+// Events are what `kubectl describe` shows beside the status, so they say what status cannot. A policy's
+// first Ready records none: its Ready condition already says Applied, when, and for which generation, and
+// creating thousands of policies should not cost a write each for it. A Warning (here a host conflict) is
+// followed by a Normal Applied once the policy recovers, so the list never ends on a problem that is gone;
+// and a change applied to a Ready policy records when it took effect, which status does not keep (Ready
+// stays True, its lastTransitionTime unchanged).
+func TestEventsSayWhatStatusCannot(t *testing.T) {
+	ns := namespace(t)
+	p := pt.Policy(ns, "orders", pt.Timeout("3s"))
+	create(t, pt.Service(ns, "orders"), p)
+	wait.For(t, timeout, func() error { return inSync(p) })
+
+	foreign := &networkingv1.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: "orders-legacy", Namespace: ns}}
+	foreign.Spec.Hosts = []string{"orders"}
+	foreign.Spec.Http = []*networkingapi.HTTPRoute{{
+		Route: []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: "orders"}}},
+	}}
+	create(t, foreign)
+	wait.For(t, timeout, func() error { return event(ns, p.Name, "HostConflict") })
+	// The first Ready came well before the conflict: an Event for it would be recorded by now.
+	if notes := eventNotes(t, ns, p.Name, v1alpha1.ReasonApplied); len(notes) > 0 {
+		t.Errorf("Applied events after the first Ready: %q; want none, the Ready condition says it", notes)
+	}
+
+	if err := k8s.Delete(context.Background(), foreign); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, timeout, func() error { return appliedEvent(t, ns, p.Name, "generation 1:") })
+
+	update(t, p, func(p *v1alpha1.TrafficPolicy) { p.Spec.Timeout = pt.Duration("4s") })
+	wait.For(t, timeout, func() error { return inSync(p) })
+	wait.For(t, timeout, func() error { return appliedEvent(t, ns, p.Name, "generation 2:") })
+}
+
+// appliedEvent returns nil once an Applied event of the policy has a note starting with prefix.
+func appliedEvent(t *testing.T, ns, name, prefix string) error {
+	notes := eventNotes(t, ns, name, v1alpha1.ReasonApplied)
+	if slices.ContainsFunc(notes, func(n string) bool { return strings.HasPrefix(n, prefix) }) {
+		return nil
+	}
+	return fmt.Errorf("no Applied event of TrafficPolicy %s/%s starting %q; Applied events: %q", ns, name, prefix, notes)
+}
+
+// eventNotes returns the notes of the policy's events with reason.
+func eventNotes(t *testing.T, ns, name, reason string) []string {
+	t.Helper()
+	var list eventsv1.EventList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var notes []string
+	for _, e := range list.Items {
+		if e.Regarding.Kind == "TrafficPolicy" && e.Regarding.Name == name && e.Reason == reason {
+			notes = append(notes, e.Note)
+		}
+	}
+	return notes
 }
 
 // A foreign DestinationRule for the host of a split policy: no DestinationRule is written, and neither

@@ -90,7 +90,7 @@ func (d Defaults) retries() *v1alpha1.Retries {
 }
 
 // State is the Istio configuration one TrafficPolicy asks for. Nil objects are not wanted: a policy
-// without circuitBreaker, split or mtls DISABLE needs no DestinationRule (an empty one would still
+// without circuitBreaker, split or mtls STRICT or DISABLE needs no DestinationRule (an empty one would still
 // shadow DestinationRules for the host elsewhere), without mtls no PeerAuthentication, without allow no
 // AuthorizationPolicy.
 type State struct {
@@ -315,10 +315,8 @@ func destinationRule(p *v1alpha1.TrafficPolicy, host string) *networkingv1.Desti
 			policy.OutlierDetection = outlier
 		}
 	}
-	// Only DISABLE gets an explicit tls block: an explicit ISTIO_MUTUAL would turn off auto-mTLS's
-	// plaintext fallback for endpoints without a sidecar.
-	if spec.MTLS != nil && spec.MTLS.Mode == v1alpha1.MTLSDisable {
-		policy.Tls = &networkingapi.ClientTLSSettings{Mode: networkingapi.ClientTLSSettings_DISABLE}
+	if spec.MTLS != nil {
+		policy.Tls = callerTLS(spec.MTLS.Mode)
 	}
 	var subsets []*networkingapi.Subset
 	for _, s := range spec.Split {
@@ -339,6 +337,28 @@ func destinationRule(p *v1alpha1.TrafficPolicy, host string) *networkingv1.Desti
 	}
 	dr.Spec.Subsets = subsets
 	return dr
+}
+
+// callerTLS is what the Service's callers are told to use for a mode of the Service's own mTLS.
+//
+// STRICT: ISTIO_MUTUAL. The servers take nothing but mTLS, so the plaintext fallback of auto-mTLS can
+// only reach an endpoint that has no sidecar — one STRICT cannot protect — and proxyless gRPC callers
+// get no auto-mTLS at all: istiod gives them mTLS only from an explicit ISTIO_MUTUAL (grpcgen's
+// applyTLS). Saying it makes every caller, Envoy or gRPC, use mTLS, and a caller of an endpoint without
+// a sidecar fails instead of talking to it in plaintext.
+//
+// PERMISSIVE: nothing. Auto-mTLS keeps its plaintext fallback for Envoy callers; proxyless gRPC calls
+// plaintext, which a PERMISSIVE gRPC server takes (istiod gives it no TLS under PERMISSIVE either).
+//
+// DISABLE: DISABLE, so Envoy callers stop offering mTLS the servers would no longer accept.
+func callerTLS(mode v1alpha1.MTLSMode) *networkingapi.ClientTLSSettings {
+	switch mode {
+	case v1alpha1.MTLSStrict:
+		return &networkingapi.ClientTLSSettings{Mode: networkingapi.ClientTLSSettings_ISTIO_MUTUAL}
+	case v1alpha1.MTLSDisable:
+		return &networkingapi.ClientTLSSettings{Mode: networkingapi.ClientTLSSettings_DISABLE}
+	}
+	return nil
 }
 
 func peerAuthentication(p *v1alpha1.TrafficPolicy, selector map[string]string) *securityv1.PeerAuthentication {

@@ -131,7 +131,8 @@ func TestObjectsWanted(t *testing.T) {
 		want   []string // kinds in apply order
 	}{
 		{"timeout only needs no DestinationRule", pt.Policy("shop", "orders", pt.Timeout("1s")), []string{"VirtualService"}},
-		{"STRICT needs no DestinationRule tls", pt.Policy("shop", "orders", pt.MTLS(v1alpha1.MTLSStrict)), []string{"VirtualService", "PeerAuthentication"}},
+		{"STRICT tells callers too", pt.Policy("shop", "orders", pt.MTLS(v1alpha1.MTLSStrict)), []string{"DestinationRule", "VirtualService", "PeerAuthentication"}},
+		{"PERMISSIVE leaves callers to auto-mTLS", pt.Policy("shop", "orders", pt.MTLS(v1alpha1.MTLSPermissive)), []string{"VirtualService", "PeerAuthentication"}},
 		{"DISABLE tells callers too", pt.Policy("shop", "orders", pt.MTLS(v1alpha1.MTLSDisable)), []string{"DestinationRule", "VirtualService", "PeerAuthentication"}},
 		{"split", pt.Policy("shop", "orders", pt.Split("v1", 90, "v2", 10)), []string{"DestinationRule", "VirtualService"}},
 		{"circuit breaker", pt.Policy("shop", "orders", pt.CircuitBreaker(v1alpha1.CircuitBreaker{MaxRetries: pt.Int32(3)})), []string{"DestinationRule", "VirtualService"}},
@@ -152,6 +153,35 @@ func TestObjectsWanted(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("objects (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// What callers are told for each mode of the servers' mTLS: STRICT makes every caller use mTLS, proxyless
+// gRPC ones included (istiod gives them mTLS only from an explicit ISTIO_MUTUAL); PERMISSIVE keeps
+// auto-mTLS and its plaintext fallback; DISABLE stops callers offering mTLS. Subsets inherit it.
+func TestCallersTLSFollowsMTLSMode(t *testing.T) {
+	tests := []struct {
+		mode v1alpha1.MTLSMode
+		want networkingapi.ClientTLSSettings_TLSmode
+		set  bool
+	}{
+		{v1alpha1.MTLSStrict, networkingapi.ClientTLSSettings_ISTIO_MUTUAL, true},
+		{v1alpha1.MTLSPermissive, 0, false},
+		{v1alpha1.MTLSDisable, networkingapi.ClientTLSSettings_DISABLE, true},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.mode), func(t *testing.T) {
+			dr := build(t, pt.Policy("shop", "orders", pt.MTLS(tt.mode), pt.Split("v1", 90, "v2", 10)), desiredstate.PlatformDefaults()).DestinationRule
+			tls := dr.Spec.GetTrafficPolicy().GetTls()
+			if (tls != nil) != tt.set || tls.GetMode() != tt.want {
+				t.Errorf("DestinationRule tls = %v, want mode %v (set %v)", tls, tt.want, tt.set)
+			}
+			for _, ss := range dr.Spec.Subsets {
+				if ss.TrafficPolicy != nil {
+					t.Errorf("subset %s has its own traffic policy %v; want it to inherit the top-level tls", ss.Name, ss.TrafficPolicy)
+				}
 			}
 		})
 	}

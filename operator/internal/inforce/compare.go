@@ -35,6 +35,9 @@ const (
 	// HTTPOnly: received, but the route matches HTTP requests only (by method), so gRPC calls never
 	// take it; Envoy sidecars do.
 	HTTPOnly Verdict = "HTTP only"
+	// Missing: nothing could hold the field: the server does not run gRPC's xDS server, so no inbound
+	// policy reaches it.
+	Missing Verdict = "MISSING"
 )
 
 // Row is one declared field next to what one client received.
@@ -150,32 +153,28 @@ func Compare(p *v1alpha1.TrafficPolicy, def *v1alpha1.EffectivePolicy, r *Receiv
 		}
 	}
 	if m := p.Spec.MTLS; m != nil {
+		// The operator tells callers ISTIO_MUTUAL under STRICT and nothing otherwise (desiredstate's
+		// callerTLS); a gRPC client does mTLS only from that explicit setting.
 		tls := "plaintext"
 		if got := clusterValues(r, func(c *Cluster) string { return strconv.FormatBool(c.MTLS) }); len(got) > 0 && allEqual(got, "true") {
 			tls = "ISTIO_MUTUAL"
 		}
-		row := Row{Field: "mtls.mode", Declared: string(m.Mode), Received: "cluster transport_socket: " + tls}
-		switch {
-		case tls == "ISTIO_MUTUAL":
-			row.Verdict = InForce
-		case m.Mode == v1alpha1.MTLSDisable:
-			row.Verdict = InForce
-		default:
-			row.Verdict, row.Note = NotSent, "gRPC clients use mTLS only with an explicit DestinationRule tls ISTIO_MUTUAL (no auto-mTLS for proxyless); the server's PeerAuthentication applies only with XDS_SERVER"
+		want := "plaintext"
+		if m.Mode == v1alpha1.MTLSStrict {
+			want = "ISTIO_MUTUAL"
+		}
+		row := exact("mtls.mode", string(m.Mode)+" (callers "+want+")", "cluster transport_socket: "+tls, tls == want)
+		if row.Verdict == InForce && m.Mode == v1alpha1.MTLSPermissive {
+			row.Note = "gRPC has no auto-mTLS: it calls plaintext, which a PERMISSIVE gRPC server takes; Envoy callers use auto-mTLS"
+		}
+		if row.Verdict == Differs && want == "ISTIO_MUTUAL" {
+			row.Note = "the client would call in plaintext, which the STRICT servers refuse: its push is not ACKed, or another DestinationRule decides the host"
 		}
 		add(row)
 	}
 	if len(p.Spec.Allow) > 0 {
-		var callers []string
-		for _, c := range p.Spec.Allow {
-			ns := c.Namespace
-			if ns == "" {
-				ns = p.Namespace
-			}
-			callers = append(callers, ns+"/"+c.ServiceAccount)
-		}
-		add(Row{Field: "allow", Declared: strings.Join(callers, ","), Received: "(inbound: the servers' RBAC)", Verdict: ServerSide,
-			Note: "enforced by gRPC's xDS server (XDS_SERVER) as RBAC; principals need mTLS"})
+		add(Row{Field: "allow", Declared: strings.Join(allowed(p, ""), ","), Received: "(inbound: the servers' RBAC)", Verdict: ServerSide,
+			Note: "enforced by the servers' gRPC xDS server as RBAC on the caller's mTLS identity: see the servers below"})
 	}
 	declaredRoutes := map[string]bool{}
 	for _, rt := range eff.Routes {
@@ -313,6 +312,102 @@ func routeRows(rt v1alpha1.EffectiveRoute, r *Received) []Row {
 		rows = append(rows, faultRow(prefix+"fault", rt.Fault, got, r.FaultFilter))
 	}
 	return rows
+}
+
+// allowed lists p's allowed callers as <ns>/<sa>, or, with a trust domain, as the SPIFFE ids their
+// certificates carry (spiffe://<trust domain>/ns/<ns>/sa/<sa>), sorted and unique.
+func allowed(p *v1alpha1.TrafficPolicy, trustDomain string) []string {
+	var out []string
+	for _, c := range p.Spec.Allow {
+		id := cmp.Or(c.Namespace, p.Namespace) + "/" + c.ServiceAccount
+		if trustDomain != "" {
+			ns, sa, _ := strings.Cut(id, "/")
+			id = "spiffe://" + trustDomain + "/ns/" + ns + "/sa/" + sa
+		}
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// CompareServer sets what p declares for the Service's own side — mtls (PeerAuthentication) and allow
+// (AuthorizationPolicy) — next to what one of its servers holds in its inbound listener. trustDomain
+// completes the allowed callers' identities.
+func CompareServer(p *v1alpha1.TrafficPolicy, trustDomain string, srv Server) []Row {
+	var rows []Row
+	notXDS := "no inbound listener"
+	if m := p.Spec.MTLS; m != nil {
+		row := Row{Field: "mtls.mode", Declared: string(m.Mode), Received: notXDS}
+		switch {
+		case srv.Listener == "":
+			row.Verdict, row.Note = Missing, "the server does not run gRPC's xDS server (XDS_SERVER=true), so no inbound policy reaches it"
+		case !srv.Generated:
+			row.Received = "no listener generated"
+			row.Verdict, row.Note = Missing, notGenerated
+		case srv.MTLS:
+			row.Received = "listener DownstreamTlsContext require_client_certificate"
+			row.Verdict = InForce
+			if m.Mode != v1alpha1.MTLSStrict {
+				row.Verdict, row.Note = Differs, "the server still requires mTLS: its push is not ACKed, or another PeerAuthentication decides"
+			}
+		default:
+			row.Received = "listener plaintext filter chain"
+			row.Verdict = InForce
+			switch m.Mode {
+			case v1alpha1.MTLSStrict:
+				row.Verdict, row.Note = Differs, "the server takes plaintext: its push is not ACKed, or another PeerAuthentication decides"
+			case v1alpha1.MTLSPermissive:
+				row.Note = "a gRPC server cannot take both on one port: istiod serves PERMISSIVE as plaintext"
+			}
+		}
+		rows = append(rows, row)
+	}
+	want := allowed(p, trustDomain)
+	if len(want) > 0 || srv.RBAC {
+		row := Row{Field: "allow", Declared: cmp.Or(strings.Join(want, ","), "any caller"), Received: notXDS}
+		switch {
+		case srv.Listener == "":
+			row.Verdict, row.Note = Missing, "the server does not run gRPC's xDS server (XDS_SERVER=true): nothing checks its callers"
+		case !srv.Generated:
+			row.Received = "no listener generated"
+			row.Verdict, row.Note = Missing, notGenerated
+		case !srv.RBAC:
+			row.Received = "listener RBAC: none"
+			row.Verdict, row.Note = Differs, "the server lets every caller through: its push is not ACKed"
+		default:
+			row.Received = "listener RBAC ALLOW " + cmp.Or(strings.Join(srv.Principals, ","), "nobody")
+			row.Verdict = InForce
+			if !slices.Equal(want, srv.Principals) {
+				row.Verdict, row.Note = Differs, "the server allows other callers: its push is not ACKed, or another AuthorizationPolicy selects it"
+			} else if !srv.MTLS {
+				row.Note = "principals match mTLS identities only: this server takes plaintext (mtls is not STRICT), so every plaintext caller is refused"
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// notGenerated explains a server istiod generates no inbound listener for.
+const notGenerated = "istiod generates no inbound listener for this server — it is none of the Service's instances in istiod's registry (an unhealthy WorkloadEntry counts as absent) — so it serves nothing"
+
+// ServersConverged reports whether every server ACKed its last push, serves (istiod generates the
+// inbound listener it asked for) and holds what p declares.
+func ServersConverged(servers []Server, rows [][]Row) error {
+	for i, srv := range servers {
+		if !srv.Proxy.Synced() {
+			return fmt.Errorf("server %s has not ACKed %v (errors %v)", srv.Proxy.ID, srv.Proxy.Unacked, srv.Proxy.Errors)
+		}
+		if srv.Listener != "" && !srv.Generated {
+			return fmt.Errorf("server %s: %s", srv.Proxy.ID, notGenerated)
+		}
+		for _, row := range rows[i] {
+			if row.Verdict == Differs || row.Verdict == Missing {
+				return fmt.Errorf("server %s: %s declared %s, holds %s (%s)", srv.Proxy.ID, row.Field, row.Declared, row.Received, row.Note)
+			}
+		}
+	}
+	return nil
 }
 
 // Converged reports whether every row that gRPC could hold does hold the declared value, and the

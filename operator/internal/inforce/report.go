@@ -22,8 +22,14 @@ type Client struct {
 	Rows     []Row
 }
 
-// Report is, for one Service port, the governing TrafficPolicy and every connected client that
-// called the service.
+// ServerState is one server of the service and how it holds the policy's server side (mtls, allow).
+type ServerState struct {
+	Server Server
+	Rows   []Row
+}
+
+// Report is, for one Service port, the governing TrafficPolicy, every connected client that called the
+// service, and every connected server of it.
 type Report struct {
 	// Host is the Service's host, Port the port reported.
 	Host string
@@ -32,17 +38,28 @@ type Report struct {
 	// with Istio's behaviour without one: the operator's retry defaults do not apply).
 	Policy  *v1alpha1.TrafficPolicy
 	Clients []Client
+	// Servers are the Service's instances connected to istiod (its selector matches their labels),
+	// with what their inbound listeners hold of mtls and allow.
+	Servers []ServerState
 	// Uses are the policy's routes by the calls the servers handled, when Options.Calls is set.
 	Uses []RouteUse
 	// UseSource names where the calls were read.
 	UseSource string
 }
 
-// Differs reports whether any client holds a value other than declared.
+// Differs reports whether any client or server holds a value other than declared, or a server cannot
+// hold what is declared at all (Missing).
 func (r *Report) Differs() bool {
+	var rows [][]Row
 	for _, c := range r.Clients {
-		for _, row := range c.Rows {
-			if row.Verdict == Differs {
+		rows = append(rows, c.Rows)
+	}
+	for _, s := range r.Servers {
+		rows = append(rows, s.Rows)
+	}
+	for _, rs := range rows {
+		for _, row := range rs {
+			if row.Verdict == Differs || row.Verdict == Missing {
 				return true
 			}
 		}
@@ -116,6 +133,13 @@ func Build(ctx context.Context, o Options) (*Report, error) {
 		}
 		r.Clients = append(r.Clients, Client{Received: rec, Rows: Compare(policy, def, rec)})
 	}
+	servers, err := o.Istiod.Servers(ctx, o.Namespace, svc.Spec.Selector)
+	if err != nil {
+		return nil, err
+	}
+	for _, srv := range servers {
+		r.Servers = append(r.Servers, ServerState{Server: srv, Rows: CompareServer(policy, desiredstate.PlatformDefaults().TrustDomain, srv)})
+	}
 	if o.Calls != nil && r.Policy != nil && len(r.Policy.Spec.Routes) > 0 {
 		calls, err := o.Calls.Calls(ctx, o.Namespace, o.Service)
 		if err != nil {
@@ -180,6 +204,19 @@ func (r *Report) Write(w io.Writer) error {
 		ew.printf("\nclient %s (%s)\n", c.Received.Proxy.ID, state)
 		if ew.err == nil {
 			ew.err = WriteTable(w, c.Rows)
+		}
+	}
+	for _, srv := range r.Servers {
+		if len(srv.Rows) == 0 {
+			continue
+		}
+		state := "ACKed its last push"
+		if !srv.Server.Proxy.Synced() {
+			state = fmt.Sprintf("push not ACKed: %v %v", srv.Server.Proxy.Unacked, srv.Server.Proxy.Errors)
+		}
+		ew.printf("\nserver %s (%s)\n", srv.Server.Proxy.ID, state)
+		if ew.err == nil {
+			ew.err = WriteTable(w, srv.Rows)
 		}
 	}
 	if r.Uses != nil && ew.err == nil {

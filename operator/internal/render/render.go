@@ -560,6 +560,17 @@ func CallGraph(in *Inputs, policies []*v1alpha1.TrafficPolicy, extra callgraph.G
 	return callgraph.Analyze(cg)
 }
 
+// callersTLS says, for the MTLS column, what the DestinationRule tells the Service's callers for each mode.
+var callersTLS = map[v1alpha1.MTLSMode]string{
+	v1alpha1.MTLSStrict:     "ISTIO_MUTUAL",
+	v1alpha1.MTLSPermissive: "auto-mTLS",
+	v1alpha1.MTLSDisable:    "plaintext",
+}
+
+// strictNote follows the table when a policy is STRICT: the one thing ISTIO_MUTUAL changes for callers.
+const strictNote = "\nmtls STRICT: the DestinationRule sets tls.mode ISTIO_MUTUAL, so every caller uses mTLS — proxyless gRPC\n" +
+	"callers too, which get no auto-mTLS — and an endpoint without a sidecar is refused rather than called in plaintext.\n"
+
 // WriteExplain writes the effective policy of every rendered policy as a table, then, for policies with
 // more than one generated route, every route in the order callers try them (the default route, which the
 // first table shows, last), and, when graph is not nil, the call-graph findings.
@@ -567,6 +578,7 @@ func WriteExplain(w io.Writer, rendered []Rendered, graph *callgraph.Report) err
 	var table strings.Builder
 	table.WriteString("POLICY\tHOST\tTIMEOUT\tRETRIES\tPER-TRY\tRETRY-ON\tWORST-CASE ATTEMPTS\tWORST-CASE WAIT\tMTLS\tFAULT\n")
 	var routes strings.Builder
+	strict := false
 	for _, r := range rendered {
 		e := r.State.Effective
 		retries := fmt.Sprint(e.Attempts)
@@ -574,8 +586,9 @@ func WriteExplain(w io.Writer, rendered []Rendered, graph *callgraph.Report) err
 			retries += " (default)"
 		}
 		mtls := "inherited"
-		if r.Policy.Spec.MTLS != nil {
-			mtls = string(r.Policy.Spec.MTLS.Mode)
+		if m := r.Policy.Spec.MTLS; m != nil {
+			mtls = string(m.Mode) + " (callers " + callersTLS[m.Mode] + ")"
+			strict = strict || m.Mode == v1alpha1.MTLSStrict
 		}
 		id := r.Policy.Namespace + "/" + r.Policy.Name
 		table.WriteString(strings.Join([]string{id, e.Host,
@@ -589,6 +602,11 @@ func WriteExplain(w io.Writer, rendered []Rendered, graph *callgraph.Report) err
 	}
 	if err := writeTable(w, table.String()); err != nil {
 		return err
+	}
+	if strict {
+		if _, err := io.WriteString(w, strictNote); err != nil {
+			return err
+		}
 	}
 	if routes.Len() > 0 {
 		if _, err := io.WriteString(w, "\nRoutes, in the order callers try them (the first that matches takes the call):\n"); err != nil {

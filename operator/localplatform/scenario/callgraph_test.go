@@ -30,6 +30,7 @@ import (
 // of Charge): the count must equal calls × that worst case. Then the analysis' fix is applied and the
 // count follows it.
 func TestCallGraphAmplification(t *testing.T) {
+	logTailsOnFailure(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	dir := t.TempDir()

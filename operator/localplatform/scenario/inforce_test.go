@@ -75,7 +75,7 @@ func TestInForce(t *testing.T) {
 		"circuitBreaker.maxRequests":          inforce.InForce,
 		"circuitBreaker.maxConnections":       inforce.NotSent,
 		"circuitBreaker (outlier detection)":  inforce.NotSent,
-		"mtls.mode":                           inforce.NotSent,
+		"mtls.mode":                           inforce.InForce,
 		"allow":                               inforce.ServerSide,
 		"routes[charge]":                      inforce.InForce,
 		"routes[charge].timeout":              inforce.InForce,
@@ -101,10 +101,26 @@ func TestInForce(t *testing.T) {
 		"routes[get-charge]":                  "route #2 regex=/[^/]+/GetCharge",
 		"routes[get-charge].timeout":          "route max_stream_duration=500ms",
 		"routes[get-charge].retries.attempts": "route num_retries=3",
+		"mtls.mode":                           "cluster transport_socket: ISTIO_MUTUAL",
 	} {
 		if received[field] != value {
 			t.Errorf("%s: received %q, want %q", field, received[field], value)
 		}
+	}
+	// The servers' side: each payments instance requires mTLS and allows only orders.
+	servers := map[string]map[string]string{}
+	for _, srv := range report.Servers {
+		servers[srv.Server.Proxy.ID] = map[string]string{}
+		for _, r := range srv.Rows {
+			servers[srv.Server.Proxy.ID][r.Field] = r.Received + " → " + string(r.Verdict)
+		}
+	}
+	inForce := map[string]string{
+		"mtls.mode": "listener DownstreamTlsContext require_client_certificate → in force",
+		"allow":     "listener RBAC ALLOW spiffe://cluster.local/ns/shop/sa/orders → in force",
+	}
+	if diff := cmp.Diff(map[string]map[string]string{"payments-v1." + ns: inForce, "payments-v2." + ns: inForce}, servers); diff != "" {
+		t.Errorf("servers (-want +got):\n%s", diff)
 	}
 
 	// The command, as a user runs it against the same istiod and apiserver.
@@ -122,6 +138,7 @@ func TestInForce(t *testing.T) {
 	for _, line := range []string{
 		"payments.shop.svc.cluster.local:9030 — TrafficPolicy shop/payments",
 		"client " + mesh.CallerID + " (ACKed its last push)",
+		"server payments-v1." + ns + " (ACKed its last push)",
 		"retries.perTryTimeout",
 		"routes[get-charge].retries.attempts",
 	} {
@@ -135,6 +152,7 @@ func TestInForce(t *testing.T) {
 // payments and catalog through istiod (xds:/// targets); an order placed through the caller's xDS
 // client is charged by payments, and orders shows up as a client of payments in istiod.
 func TestShopInXDSMode(t *testing.T) {
+	logTailsOnFailure(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if _, err := mesh.ApplyAndWait(ctx, mesh.Policy(scenario.NoRetries)); err != nil {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -23,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"meshplane.dev/mesh/devkit/devserver"
+	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/mesh/proxyless"
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/controller"
@@ -43,6 +45,10 @@ var (
 	mesh     *scenario.Mesh
 	// procs holds the service processes, by instance name.
 	procs = map[string]*devserver.Server{}
+	// agents holds the istio-agent beside each service process and caller, by instance name.
+	agents = map[string]*devserver.Agent{}
+	// agentsDir holds the agents' working directories (short: their xDS socket paths must fit).
+	agentsDir string
 	// bootstraps holds the instances' bootstrap files, by instance name.
 	bootstraps = map[string]string{}
 	binDir     string
@@ -52,9 +58,12 @@ var (
 )
 
 // TestMain brings up the local mesh once for the package: a real kube-apiserver and etcd with the
-// CRDs, the operator's reconciler, istiod against that apiserver, PostgreSQL for orders and payments, and
-// two payments instances (v1, v2) registered as WorkloadEntries behind the payments Service and joined to the mesh through their
-// xDS bootstraps. The tests' caller is a proxyless gRPC client with its own node identity.
+// CRDs, the operator's reconciler, istiod (with its CA) against that apiserver, PostgreSQL for orders
+// and payments, and two payments instances (v1, v2) registered as WorkloadEntries behind the payments
+// Service, each joined to the mesh by a real istio-agent (its certificate from istiod's CA, its xDS
+// through the agent) and serving with gRPC's xDS server, so inbound policy applies. The tests' caller is
+// a proxyless gRPC client with its own node identity and agent (service account meshtest); a second one
+// holds the orders identity, and a third calls the instances directly, without certificates.
 func TestMain(m *testing.M) {
 	code, err := setup(m)
 	if err != nil {
@@ -113,6 +122,7 @@ func setup(m *testing.M) (int, error) {
 		return 0, err
 	}
 	loopback = fmt.Sprintf("127.%d.%d.", 10+rand.IntN(200), rand.IntN(250))
+	agentsDir = filepath.Join(dir, "ag")
 	defer stopAll()
 	if mesh, err = startPayments(ctx, dir); err != nil {
 		return 0, err
@@ -161,7 +171,29 @@ var paymentsService = workload.Service{
 	Name: "payments", Namespace: ns, Ports: []workload.Port{{Name: "grpc", Port: 9030}}, HealthChecks: true,
 }
 
-// startPayments registers and starts payments v1 and v2 and the test's caller.
+// callerIdentity is the SPIFFE id of a caller with service account sa in the test's namespace.
+func callerIdentity(sa string) string { return "spiffe://cluster.local/ns/" + ns + "/sa/" + sa }
+
+// startCaller joins an in-process caller named name with service account sa to the mesh, through its
+// own istio-agent, and dials payments through gRPC's xDS client.
+func startCaller(ctx context.Context, name, sa string) (*grpc.ClientConn, proxyless.Node, error) {
+	if err := workload.EnsureServiceAccount(ctx, env.Client, ns, sa); err != nil {
+		return nil, proxyless.Node{}, err
+	}
+	svc := workload.Service{Name: name, Namespace: ns, ServiceAccount: sa}
+	in := workload.Instance{Name: name, IP: "127.0.0.1"}
+	a, err := workload.StartAgent(ctx, env.Client, svc, in, devserver.Options{Dir: filepath.Join(agentsDir, name)},
+		workload.AgentOptions{Istiod: istiod.SecureXDSAddr})
+	if err != nil {
+		return nil, proxyless.Node{}, err
+	}
+	agents[name] = a
+	node := svc.Node(in)
+	conn, err := scenario.DialXDS(a.Bootstrap(node, 0), proxyless.Target("payments", ns, 9030, ""))
+	return conn, node, err
+}
+
+// startPayments registers and starts payments v1 and v2 and the test's callers.
 func startPayments(ctx context.Context, dir string) (*scenario.Mesh, error) {
 	var instances []workload.Instance
 	var observed []scenario.Instance
@@ -180,22 +212,33 @@ func startPayments(ctx context.Context, dir string) (*scenario.Mesh, error) {
 		if err != nil {
 			return nil, err
 		}
-		observed = append(observed, scenario.Instance{Name: in.Name, Subset: in.Labels["version"], Admin: p.Addr})
-		if err := workload.SetHealthy(ctx, env.Client, ns, in.Name, true); err != nil {
-			return nil, err
-		}
+		observed = append(observed, scenario.Instance{Name: in.Name, Subset: in.Labels["version"], Admin: p.Addr,
+			Addr: net.JoinHostPort(in.IP, strconv.Itoa(int(in.Ports["grpc"])))})
 	}
-	caller := proxyless.Bootstrap{
-		Node:    proxyless.Node{Name: "meshtest", Namespace: ns, IP: "127.0.0.1", Labels: map[string]string{"app": "meshtest"}},
-		XDSAddr: istiod.XDSAddr,
+	conn, node, err := startCaller(ctx, "meshtest", "meshtest")
+	if err != nil {
+		return nil, err
 	}
-	conn, err := scenario.DialXDS(caller, proxyless.Target("payments", ns, 9030, ""))
+	ordersConn, _, err := startCaller(ctx, "meshtest-as-orders", "orders")
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	for _, in := range observed {
+		addrs = append(addrs, in.Addr)
+	}
+	direct, err := scenario.DialDirect(addrs...)
 	if err != nil {
 		return nil, err
 	}
 	return &scenario.Mesh{
 		Namespace: ns, Service: "payments", Port: 9030, Method: "Charge", Instances: observed,
-		Istiod: inforce.Istiod{URL: istiod.URL()}, CallerID: caller.Node.ProxyID(), Call: scenario.Charge(conn),
+		Istiod: inforce.Istiod{URL: istiod.URL()}, CallerID: node.ProxyID(), Call: scenario.Charge(conn),
+		CallerIdentity: callerIdentity("meshtest"),
+		Callers: map[string]scenario.Caller{
+			scenario.CallerPlaintext: {Call: scenario.Charge(direct)},
+			"orders":                 {Identity: callerIdentity("orders"), Call: scenario.Charge(ordersConn)},
+		},
 		Calls: map[string]func(context.Context) error{"GetCharge": scenario.GetCharge(conn)},
 		Apply: func(ctx context.Context, manifest []byte) error {
 			_, err := env.Kubectl(ctx, bytes.NewReader(manifest), "apply", "-f", "-")
@@ -228,11 +271,23 @@ func freePort(ip string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// startService writes the instance's xDS bootstrap and runs the service in xds mode until the test
-// binary ends, waiting for /readyz.
+// startService joins the instance to the mesh through its own istio-agent (ao: how), writes its xDS
+// bootstrap (xDS through the agent, certificates from it, re-read every certRefresh) and runs the
+// service in xds mode, serving with gRPC's xDS server, until the test binary ends, waiting for /readyz
+// (which waits for istiod's listener).
 func startService(ctx context.Context, dir, bin string, svc workload.Service, in workload.Instance, extra []string) (*devserver.Server, error) {
+	return startServiceWith(ctx, dir, bin, svc, in, extra, workload.AgentOptions{Istiod: istiod.SecureXDSAddr}, 0)
+}
+
+func startServiceWith(ctx context.Context, dir, bin string, svc workload.Service, in workload.Instance, extra []string,
+	ao workload.AgentOptions, certRefresh time.Duration) (*devserver.Server, error) {
+	a, err := workload.StartAgent(ctx, env.Client, svc, in, devserver.Options{Dir: filepath.Join(agentsDir, in.Name)}, ao)
+	if err != nil {
+		return nil, err
+	}
+	agents[in.Name] = a
 	bootstrap := filepath.Join(dir, "xds", in.Name+".json")
-	if err := (proxyless.Bootstrap{Node: svc.Node(in), XDSAddr: istiod.XDSAddr}).Write(bootstrap); err != nil {
+	if err := a.Bootstrap(svc.Node(in), certRefresh).Write(bootstrap); err != nil {
 		return nil, err
 	}
 	bootstraps[in.Name] = bootstrap
@@ -248,14 +303,28 @@ func startService(ctx context.Context, dir, bin string, svc workload.Service, in
 			"ADMIN_ADDR=" + admin,
 			"NAMESPACE=" + ns,
 			"LOG_LEVEL=warn",
+			"XDS_SERVER=true",
 			proxyless.BootstrapEnv + "=" + bootstrap,
 		}, append(databaseEnv(bin), extra...)...),
-		Ready: devserver.HTTPReady("http://" + admin + "/readyz"),
+		// istiod sends the inbound listener only for a healthy WorkloadEntry, so the process is first
+		// ready but for its listener; once its entry is healthy, the listener comes and it is ready.
+		Ready: devserver.HTTPReady("http://" + admin + "/readyz?exclude=xds-listener"),
 	})
 	if err != nil {
 		return nil, err
 	}
 	procs[in.Name] = p
+	if svc.HealthChecks {
+		if err := workload.SetHealthy(ctx, env.Client, ns, in.Name, true); err != nil {
+			return nil, err
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := wait.Until(wctx, 100*time.Millisecond, devserver.HTTPReady("http://"+admin+"/readyz")); err != nil {
+		last := devserver.HTTPReady("http://" + admin + "/readyz")(context.Background())
+		return nil, fmt.Errorf("%s never received its inbound listener from istiod: %w\n%s\nistiod:\n%s", in.Name, last, p.LogTail(2000), istiod.LogTail(6000))
+	}
 	return p, nil
 }
 
@@ -269,13 +338,17 @@ func databaseEnv(bin string) []string {
 	return nil
 }
 
-// stopAll signals every service at once, so their drains overlap, then waits for each.
+// stopAll signals every service at once, so their drains overlap, then waits for each; then stops the
+// agents, which the services needed until the end.
 func stopAll() {
 	for _, p := range procs {
 		_ = p.Signal(syscall.SIGTERM)
 	}
 	for _, p := range procs {
 		_ = p.Stop()
+	}
+	for _, a := range agents {
+		_ = a.Stop()
 	}
 }
 
@@ -301,10 +374,9 @@ func (s *syncBuffer) tail(n int) string {
 	return string(b)
 }
 
-// runScenario runs s and fails the test for every prediction that did not hold, naming the Istio
-// field; the table of what was observed is logged either way.
-func runScenario(t *testing.T, s scenario.Scenario) []scenario.Outcome {
-	t.Helper()
+// logTailsOnFailure logs what istiod, the operator, the services and their agents said last if the test
+// fails.
+func logTailsOnFailure(t *testing.T) {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("istiod log tail:\n%s", istiod.LogTail(3000))
@@ -312,8 +384,18 @@ func runScenario(t *testing.T, s scenario.Scenario) []scenario.Outcome {
 			for _, p := range procs {
 				t.Logf("%s output tail:\n%s", p.Name, p.LogTail(2000))
 			}
+			for name, a := range agents {
+				t.Logf("istio-agent of %s output tail:\n%s", name, a.LogTail(1500))
+			}
 		}
 	})
+}
+
+// runScenario runs s and fails the test for every prediction that did not hold, naming the Istio
+// field; the table of what was observed is logged either way.
+func runScenario(t *testing.T, s scenario.Scenario) []scenario.Outcome {
+	t.Helper()
+	logTailsOnFailure(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	outcomes, err := mesh.Run(ctx, s)
@@ -325,7 +407,7 @@ func runScenario(t *testing.T, s scenario.Scenario) []scenario.Outcome {
 	}
 	for _, o := range outcomes {
 		if o.Err != nil {
-			t.Errorf("%s: %v", o.Step, o.Err)
+			t.Errorf("%s: %v (first errors by code: %v)", o.Step, o.Err, o.Errors)
 		}
 	}
 	return outcomes

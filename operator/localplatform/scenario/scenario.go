@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"google.golang.org/grpc/codes"
@@ -34,6 +35,8 @@ type Instance struct {
 	Subset string
 	// Admin is host:port of its admin server (/metrics, /admin/faults).
 	Admin string
+	// Addr is host:port of its gRPC server, where a caller outside the mesh dials it.
+	Addr string
 }
 
 // Mesh is a running local mesh: a service with instances, istiod, and a caller whose gRPC xDS client
@@ -51,8 +54,15 @@ type Mesh struct {
 	Istiod inforce.Istiod
 	// CallerID is the caller's proxy id in istiod (name.namespace, proxyless.Node.ProxyID).
 	CallerID string
+	// CallerIdentity is the SPIFFE id of the caller's certificate (spiffe://cluster.local/ns/<ns>/sa/<sa>);
+	// empty when the caller has none.
+	CallerIdentity string
 	// Call makes one call of Method through the caller's xDS client.
 	Call func(ctx context.Context) error
+	// Callers are other clients of the service, by name, for steps that set who calls (Step.Caller):
+	// CallerPlaintext, a process without certificates dialling the instances directly, and clients with
+	// other mTLS identities (e.g. "orders"). A step naming one that is missing fails.
+	Callers map[string]Caller
 	// Calls makes one call of another method of the service by name (e.g. GetCharge), for scenarios
 	// that set two methods side by side; nil when there is none.
 	Calls map[string]func(ctx context.Context) error
@@ -66,7 +76,22 @@ type Mesh struct {
 	HTTP *http.Client
 	// Settle bounds each wait for a policy to be in force; 0 means 60s.
 	Settle time.Duration
+	// Selector selects the service's instances by label, to find its servers in istiod; nil means
+	// app=<Service>.
+	Selector map[string]string
 }
+
+// Caller is one client of the service.
+type Caller struct {
+	// Identity is the SPIFFE id its certificate carries; empty for a caller without certificates.
+	Identity string
+	// Call makes one call of the Mesh's Method.
+	Call func(ctx context.Context) error
+}
+
+// CallerPlaintext names the caller without certificates: a process outside the mesh that dials the
+// instances' addresses in plaintext, as a pod without a sidecar would.
+const CallerPlaintext = "plaintext"
 
 // Step is one configuration of a scenario: a policy, faults, and a bounded number of calls.
 type Step struct {
@@ -81,6 +106,9 @@ type Step struct {
 	Unhealthy []string
 	// Method is the method the step calls and counts on the servers; empty means Mesh.Method.
 	Method string
+	// Caller names the client that makes the step's calls (a key of Mesh.Callers); empty means the
+	// Mesh's own caller.
+	Caller string
 	// Calls bounds the calls made; Concurrency of them are in flight at once (at least 1).
 	Calls, Concurrency int
 	// Deadline is each call's own deadline, as the caller's application would set it.
@@ -110,8 +138,15 @@ type Observed struct {
 	Calls, OK int
 	// Codes counts the calls' gRPC codes.
 	Codes map[codes.Code]int
+	// Errors holds the first error message seen for each failing code, for explaining a failure.
+	Errors map[codes.Code]string
 	// Served counts the calls each instance handled (from its own metrics; retries count again).
 	Served map[string]int
+	// Peers counts the calls the instances handled by the identity the server saw in the TLS handshake:
+	// the caller's SPIFFE id, or "plaintext" (meshplane_grpc_server_calls_by_peer_total).
+	Peers map[string]int
+	// Caller names who made the calls ("" for the Mesh's own caller) and CallerIdentity its SPIFFE id.
+	Caller, CallerIdentity string
 	// Latency of the calls, sorted ascending.
 	Latency []time.Duration
 	// Elapsed is the wall time of the calls.
@@ -222,7 +257,7 @@ func (m *Mesh) runStep(ctx context.Context, st Step) (Outcome, error) {
 		}
 	}
 	method := cmp.Or(st.Method, m.Method)
-	before, err := m.served(ctx, method)
+	before, peersBefore, err := m.handled(ctx, method)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -230,13 +265,19 @@ func (m *Mesh) runStep(ctx context.Context, st Step) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, err
 	}
-	after, err := m.served(ctx, method)
+	after, peersAfter, err := m.handled(ctx, method)
 	if err != nil {
 		return Outcome{}, err
 	}
 	obs.Served = map[string]int{}
 	for name, n := range after {
 		obs.Served[name] = n - before[name]
+	}
+	obs.Peers = map[string]int{}
+	for peer, n := range peersAfter {
+		if d := n - peersBefore[peer]; d > 0 {
+			obs.Peers[peer] = d
+		}
 	}
 	o := Outcome{Observed: obs, InForce: rows}
 	if st.Predict != nil {
@@ -286,10 +327,39 @@ func (m *Mesh) ApplyAndWait(ctx context.Context, p *v1alpha1.TrafficPolicy) ([]i
 			return err
 		}
 		rows = inforce.Compare(live, nil, r)
-		return inforce.Converged(r, rows)
+		if err := inforce.Converged(r, rows); err != nil {
+			return err
+		}
+		return m.serversConverged(ctx, live)
 	})
 	return rows, err
 }
+
+// serversConverged reports whether every server of the service connected to istiod holds the policy's
+// server side (mtls, allow) — or, where the policy sets no mtls, serves plaintext, the mesh's default
+// for gRPC here (no namespace-wide PeerAuthentication): a server still requiring mTLS from an earlier
+// step would refuse a plaintext caller the step expects through.
+func (m *Mesh) serversConverged(ctx context.Context, p *v1alpha1.TrafficPolicy) error {
+	selector := m.Selector
+	if selector == nil {
+		selector = map[string]string{"app": m.Service}
+	}
+	servers, err := m.Istiod.Servers(ctx, m.Namespace, selector)
+	if err != nil {
+		return err
+	}
+	rows := make([][]inforce.Row, len(servers))
+	for i, srv := range servers {
+		rows[i] = inforce.CompareServer(p, trustDomain, srv)
+		if p.Spec.MTLS == nil && srv.MTLS {
+			return fmt.Errorf("server %s still requires mTLS, which the policy no longer sets", srv.Proxy.ID)
+		}
+	}
+	return inforce.ServersConverged(servers, rows)
+}
+
+// trustDomain is the local mesh's (devserver.DefaultMeshConfig).
+const trustDomain = "cluster.local"
 
 func (m *Mesh) host() string { return m.Service + "." + m.Namespace + ".svc.cluster.local" }
 
@@ -336,7 +406,16 @@ func (m *Mesh) drive(ctx context.Context, st Step) (Observed, error) {
 			return Observed{}, fmt.Errorf("the mesh cannot call %s", st.Method)
 		}
 	}
-	obs := Observed{Step: st.Label, Method: cmp.Or(st.Method, m.Method), Calls: st.Calls, Codes: map[codes.Code]int{}}
+	identity := m.CallerIdentity
+	if st.Caller != "" {
+		c, ok := m.Callers[st.Caller]
+		if !ok {
+			return Observed{}, fmt.Errorf("the mesh has no caller %q", st.Caller)
+		}
+		call, identity = c.Call, c.Identity
+	}
+	obs := Observed{Step: st.Label, Method: cmp.Or(st.Method, m.Method), Calls: st.Calls, Codes: map[codes.Code]int{},
+		Caller: st.Caller, CallerIdentity: identity, Errors: map[codes.Code]string{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	next := make(chan struct{})
@@ -353,6 +432,8 @@ func (m *Mesh) drive(ctx context.Context, st Step) (Observed, error) {
 				obs.Codes[status.Code(err)]++
 				if err == nil {
 					obs.OK++
+				} else if _, seen := obs.Errors[status.Code(err)]; !seen {
+					obs.Errors[status.Code(err)] = status.Convert(err).Message()
 				}
 				obs.Latency = append(obs.Latency, d)
 				mu.Unlock()
@@ -407,32 +488,51 @@ func (m *Mesh) clearFaults(ctx context.Context) error {
 
 // served reads how many calls of method each instance has handled, from grpc_server_handled_total.
 func (m *Mesh) served(ctx context.Context, method string) (map[string]int, error) {
-	out := map[string]int{}
+	out, _, err := m.handled(ctx, method)
+	return out, err
+}
+
+// handled reads how many calls of method each instance has handled (grpc_server_handled_total) and how
+// many all of them handled by the caller's identity (meshplane_grpc_server_calls_by_peer_total).
+func (m *Mesh) handled(ctx context.Context, method string) (map[string]int, map[string]int, error) {
+	out, peers := map[string]int{}, map[string]int{}
 	for _, inst := range m.Instances {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+inst.Admin+"/metrics", nil)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		req.Header.Set("Accept", "text/plain")
 		resp, err := m.httpClient().Do(req)
 		if err != nil {
-			return nil, fmt.Errorf("metrics of %s: %w", inst.Name, err)
+			return nil, nil, fmt.Errorf("metrics of %s: %w", inst.Name, err)
 		}
 		p := expfmt.NewTextParser(model.UTF8Validation)
 		mfs, err := p.TextToMetricFamilies(resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			return nil, fmt.Errorf("metrics of %s: %w", inst.Name, err)
+			return nil, nil, fmt.Errorf("metrics of %s: %w", inst.Name, err)
 		}
 		n := 0.0
 		for _, metric := range mfs["grpc_server_handled_total"].GetMetric() {
-			for _, l := range metric.GetLabel() {
-				if l.GetName() == "grpc_method" && l.GetValue() == method {
-					n += metric.GetCounter().GetValue()
-				}
+			if label(metric, "grpc_method") == method {
+				n += metric.GetCounter().GetValue()
 			}
 		}
 		out[inst.Name] = int(n)
+		for _, metric := range mfs["meshplane_grpc_server_calls_by_peer_total"].GetMetric() {
+			if label(metric, "grpc_method") == method {
+				peers[label(metric, "peer")] += int(metric.GetCounter().GetValue())
+			}
+		}
 	}
-	return out, nil
+	return out, peers, nil
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
 }

@@ -13,9 +13,13 @@ package workload
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"net"
+	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 	metaapi "istio.io/api/meta/v1alpha1"
@@ -237,6 +241,57 @@ func SetHealthy(ctx context.Context, c client.Client, namespace, name string, he
 	cond.Status, cond.LastTransitionTime, cond.LastProbeTime = want, now, now
 	if err := c.Status().Update(ctx, we); err != nil {
 		return fmt.Errorf("set workloadentry %s/%s Healthy=%s: %w", namespace, name, want, err)
+	}
+	return publishHealthy(ctx, c, namespace, we.Labels["app"])
+}
+
+// HealthyAnnotation on a Service lists its healthy instances (WorkloadEntries), sorted;
+// HealthyDigestLabel is a digest of that list. istiod compares a Service's labels, not its annotations,
+// to decide whether the Service changed.
+const (
+	HealthyAnnotation  = "workload.meshplane.dev/healthy"
+	HealthyDigestLabel = "workload.meshplane.dev/healthy-digest"
+)
+
+// publishHealthy writes the Service's healthy instances into its HealthyAnnotation and their digest
+// into its HealthyDigestLabel. istiod treats an
+// unhealthy WorkloadEntry as absent, and a WorkloadEntry's health change only updates the Service's
+// endpoints (EDS): the instance's own proxy keeps the inbound listener (or its absence) it got when it
+// connected. A change of the Service makes istiod recompute every proxy's service targets in the
+// namespace, so an instance that turned healthy gets its inbound listener — its gRPC xDS server starts
+// serving — and one that turned unhealthy loses it.
+func publishHealthy(ctx context.Context, c client.Client, namespace, service string) error {
+	if service == "" {
+		return nil
+	}
+	var list networkingv1.WorkloadEntryList
+	if err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingLabels{"app": service}); err != nil {
+		return fmt.Errorf("list workloadentries of %s/%s: %w", namespace, service, err)
+	}
+	var healthy []string
+	for _, we := range list.Items {
+		for _, cond := range we.Status.Conditions {
+			if cond.Type == conditionHealthy && cond.Status == "True" {
+				healthy = append(healthy, we.Name)
+			}
+		}
+	}
+	slices.Sort(healthy)
+	svc := &corev1.Service{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: service}, svc); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	names := strings.Join(healthy, ",")
+	sum := sha256.Sum256([]byte(names))
+	digest := hex.EncodeToString(sum[:])[:16]
+	if svc.Labels[HealthyDigestLabel] == digest {
+		return nil
+	}
+	patch := client.MergeFrom(svc.DeepCopy())
+	svc.Annotations = merge(svc.Annotations, map[string]string{HealthyAnnotation: names})
+	svc.Labels = merge(svc.Labels, map[string]string{HealthyDigestLabel: digest})
+	if err := c.Patch(ctx, svc, patch); err != nil {
+		return fmt.Errorf("annotate service %s/%s with its healthy instances: %w", namespace, service, err)
 	}
 	return nil
 }

@@ -2,7 +2,7 @@
 // floors measured in the same run, and prints each figure as a JSON line for bench/cmd/bench, which
 // `make bench` runs and which prints the table. Progress goes to stderr.
 //
-//	go run ./operator/test/bench -manager PATH -meshplane PATH -sizes 100 -render 1000 -consul 100
+//	go run ./operator/test/bench -manager PATH -meshplane PATH -sizes 100,200 -render 1000 -consul 100
 package main
 
 import (
@@ -45,11 +45,11 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	manager := fs.String("manager", "", "path of the manager binary (go build ./operator/cmd/manager); required for -sections operator")
 	meshplane := fs.String("meshplane", "", "path of the meshplane binary (go build ./operator/cmd/meshplane); required for -sections render")
 	sections := fs.String("sections", "operator,render,consul,xds", "comma-separated sections to run: operator, render, consul, xds")
-	sizes := fs.String("sizes", "1000,5000", "comma-separated numbers of TrafficPolicies for the operator section")
-	steady := fs.Duration("steady", 60*time.Second, "how long writes are counted once every policy is Ready")
+	sizes := fs.String("sizes", "1000,2000,5000", "comma-separated numbers of TrafficPolicies for the operator section")
+	steady := fs.Duration("steady", 30*time.Second, "how long writes are counted once every policy is Ready")
 	timeout := fs.Duration("timeout", 5*time.Minute, "longest wait for every policy to be Ready, or every Service to be in Consul")
 	renderN := fs.Int("render", 10000, "number of policies for meshplane render")
-	consulN := fs.Int("consul", 2000, "number of Services for the Consul sync")
+	consulSizes := fs.String("consul", "2000", "comma-separated numbers of Services for the Consul sync")
 	endpoints := fs.Int("endpoints", 2, "ready endpoints per Service for the Consul sync")
 	lag := fs.Int("lag-samples", 100, "EndpointSlice changes timed to the Consul catalog")
 	workers := fs.Int("workers", 8, "concurrency of the bare clients (inputs and the operator floor)")
@@ -58,6 +58,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	xdsRounds := fs.Int("xds-rounds", 2, "rounds alternating plain and xds channels")
 	xdsConcurrency := fs.Int("xds-concurrency", 16, "calls in flight for the xds section")
 	profile := fs.Bool("profile", false, "write CPU profiles (pprof) of the manager and of the Consul sync into -dir")
+	managerFlags := fs.String("manager-flags", "", "extra space-separated flags for the manager, e.g. --max-concurrent-reconciles=16")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,7 +71,11 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 			return fmt.Errorf("-sections: unknown section %q (want operator, render, consul, xds)", s)
 		}
 	}
-	ns, err := parseSizes(*sizes)
+	ns, err := parseSizes("-sizes", *sizes)
+	if err != nil {
+		return err
+	}
+	consulNs, err := parseSizes("-consul", *consulSizes)
 	if err != nil {
 		return err
 	}
@@ -113,7 +118,7 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 	if slices.Contains(want, "operator") {
 		if err := Scale(ctx, ScaleOptions{
 			Config: env.Config, Kubeconfig: env.Kubeconfig, Manager: *manager, Sizes: ns, Steady: *steady,
-			Workers: *workers, Timeout: *timeout, Dir: *dir, Profile: *profile, Log: stderr,
+			Workers: *workers, Timeout: *timeout, Dir: *dir, Profile: *profile, ManagerArgs: strings.Fields(*managerFlags), Log: stderr,
 		}, emit); err != nil {
 			return err
 		}
@@ -127,27 +132,44 @@ func run(ctx context.Context, args []string, _ func(string) string, stdout, stde
 		}
 	}
 	if slices.Contains(want, "consul") {
-		consul, err := devserver.StartConsul(ctx, devserver.Options{Dir: *dir + "/consul"})
-		if err != nil {
-			return err
+		var runs []consulRun
+		for _, n := range consulNs {
+			// A Consul of its own per size: what one size registered would weigh on the next.
+			run, err := consulOnce(ctx, ConsulOptions{
+				Config: env.Config, N: n, Endpoints: *endpoints, LagSamples: *lag,
+				Workers: *workers, Timeout: *timeout, Dir: *dir, Profile: *profile, Log: stderr,
+			}, emit)
+			if err != nil {
+				return fmt.Errorf("consul sync of %d Services: %w", n, err)
+			}
+			runs = append(runs, run)
 		}
-		defer func() { _ = consul.Stop() }()
-		if err := Consul(ctx, ConsulOptions{
-			Config: env.Config, Consul: consul.Addr, N: *consulN, Endpoints: *endpoints, LagSamples: *lag,
-			Workers: *workers, Timeout: *timeout, Dir: *dir, Profile: *profile, Log: stderr,
-		}, emit); err != nil {
-			return fmt.Errorf("consul sync: %w", err)
+		for _, r := range consulGrowthRows(runs) {
+			if err := emit(r); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
 }
 
-func parseSizes(s string) ([]int, error) {
+// consulOnce runs the Consul section for one size against a new Consul.
+func consulOnce(ctx context.Context, o ConsulOptions, emit func(Row) error) (consulRun, error) {
+	consul, err := devserver.StartConsul(ctx, devserver.Options{Dir: filepath.Join(o.Dir, fmt.Sprintf("consul-%d", o.N))})
+	if err != nil {
+		return consulRun{}, err
+	}
+	defer func() { _ = consul.Stop() }()
+	o.Consul = consul.Addr
+	return Consul(ctx, o, emit)
+}
+
+func parseSizes(flagName, s string) ([]int, error) {
 	var out []int
 	for f := range strings.SplitSeq(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
-			return nil, fmt.Errorf("-sizes: invalid size %q: want positive integers such as 1000,5000", f)
+			return nil, fmt.Errorf("%s: invalid size %q: want positive integers such as 1000,5000", flagName, f)
 		}
 		out = append(out, n)
 	}

@@ -72,6 +72,7 @@ var accounts = map[string]account{
 	"kubectl get tp -n shop":                                                                                         {run: true},
 	`kubectl -n shop create secret generic orders-db --from-literal=password="$ORDERS_DB_PASSWORD"`:                  {notHere: noCluster + " (and the CloudNativePG operator)"},
 	`kubectl -n shop create secret generic payments-db --from-literal=password="$PAYMENTS_DB_PASSWORD"`:              {notHere: noCluster + " (and the CloudNativePG operator)"},
+	`kubectl -n shop create secret generic fulfillment-db --from-literal=password="$FULFILLMENT_DB_PASSWORD"`:        {notHere: noCluster + " (and the CloudNativePG operator)"},
 
 	// docs/local-platform.md
 	"make drill": {test: "operator/localplatform TestUpStatusDown"},
@@ -88,8 +89,8 @@ var accounts = map[string]account{
 	"go run ./services/catalog &  go run ./services/payments &":                                        {test: "services/shoptest TestShop"},
 	"go run ./services/orders &   go run ./services/gateway &":                                         {test: "services/shoptest TestShop"},
 	"curl -s localhost:8080/v1/products":                                                               {test: "services/shoptest TestShop"},
-	`curl -si localhost:8080/v1/orders -H 'Content-Type: application/json' -H 'Idempotency-Key: k1' -d '{"items":[{"productId":"moka-pot","quantity":1}],"cardToken":"tok_visa"}'`:                                                           {test: "services/shoptest TestShop"},
-	`docker run -d --name shop-db -p 127.0.0.1:5432:5432 -e POSTGRES_PASSWORD=dev -e ORDERS_DB_PASSWORD=dev -e PAYMENTS_DB_PASSWORD=dev -v "$PWD/manifests/components/postgres/init:/docker-entrypoint-initdb.d:ro" postgres:15.18-bookworm`: {notHere: noDocker + "; operator/test/manifests TestDevDatabaseInitServesTheServices runs the same init script against Debian's PostgreSQL"},
+	`curl -si localhost:8080/v1/orders -H 'Content-Type: application/json' -H 'Idempotency-Key: k1' -d '{"items":[{"productId":"moka-pot","quantity":1}],"cardToken":"tok_visa"}'`:                                                                                          {test: "services/shoptest TestShop"},
+	`docker run -d --name shop-db -p 127.0.0.1:5432:5432 -e POSTGRES_PASSWORD=dev -e ORDERS_DB_PASSWORD=dev -e PAYMENTS_DB_PASSWORD=dev -e FULFILLMENT_DB_PASSWORD=dev -v "$PWD/manifests/components/postgres/init:/docker-entrypoint-initdb.d:ro" postgres:15.18-bookworm`: {notHere: noDocker + "; operator/test/manifests TestDevDatabaseInitServesTheServices runs the same init script against Debian's PostgreSQL"},
 	"export DATABASE_PASSWORD=dev":                                                                   {test: "services/shoptest TestShop"},
 	"go run ./services/loadgen -rate 20 -duration 30s":                                               {test: "services/loadgen TestRunBoundedPrintsSummary"},
 	"bin=$(scripts/tools.sh --print-bin)":                                                            {test: "services/shoptest TestShop"},

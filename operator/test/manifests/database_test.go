@@ -50,12 +50,13 @@ func TestDevDatabaseInitServesTheServices(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "sh", path)
 	cmd.Env = []string{"PATH=" + binDir + ":/usr/bin:/bin", "POSTGRES_USER=" + devserver.PostgresSuperuser,
 		"PGHOST=127.0.0.1", "PGPORT=" + pg.Addr[strings.LastIndex(pg.Addr, ":")+1:], "PGPASSWORD=" + pg.Password,
-		"ORDERS_DB_PASSWORD=" + creds["orders-password"], "PAYMENTS_DB_PASSWORD=" + creds["payments-password"]}
+		"ORDERS_DB_PASSWORD=" + creds["orders-password"], "PAYMENTS_DB_PASSWORD=" + creds["payments-password"],
+		"FULFILLMENT_DB_PASSWORD=" + creds["fulfillment-password"]}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("init script: %v\n%s", err, out)
 	}
 
-	for svc, other := range map[string]string{"orders": "payments", "payments": "orders"} {
+	for svc, other := range map[string]string{"orders": "payments", "payments": "fulfillment", "fulfillment": "orders"} {
 		env := containerEnv(t, find(t, objs, "Deployment", "shop", svc))
 		cfg, err := pgx.ParseConfig(env["DATABASE_URL"].(string))
 		if err != nil {

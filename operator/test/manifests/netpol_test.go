@@ -17,6 +17,11 @@ var (
 		"shop/gateway -> shop/orders:9020/TCP",
 		"shop/orders -> shop/catalog:9010/TCP",
 		"shop/orders -> shop/payments:9030/TCP",
+		"shop/gateway -> shop/fulfillment:9040/TCP",
+		// Events: orders publishes, fulfillment consumes; the NATS servers route to each other.
+		"shop/orders -> shop-events/nats:4222/TCP",
+		"shop/fulfillment -> shop-events/nats:4222/TCP",
+		"shop-events/nats -> shop-events/nats:6222/TCP",
 	}
 	platform = []string{
 		"consul/consul-server -> consul/consul-server:8300/TCP",
@@ -31,16 +36,20 @@ var (
 		"monitoring/prometheus -> shop/gateway:8081/TCP",
 		"monitoring/prometheus -> shop/orders:9021/TCP",
 		"monitoring/prometheus -> shop/payments:9031/TCP",
+		"monitoring/prometheus -> shop/fulfillment:9041/TCP",
 		"shop/catalog -> monitoring/loki:3100/TCP",
 		"shop/gateway -> monitoring/loki:3100/TCP",
 		"shop/orders -> monitoring/loki:3100/TCP",
 		"shop/payments -> monitoring/loki:3100/TCP",
+		"shop/fulfillment -> monitoring/loki:3100/TCP",
 	}
 	// The dev overlay's canary is called like catalog; loadgen calls the gateway; both log and are scraped.
-	// Its PostgreSQL (prod runs its own, outside the manifests) is reached by orders and payments only.
+	// Its PostgreSQL (prod runs its own, outside the manifests) is reached by orders, payments and
+	// fulfillment only.
 	devExtras = []string{
 		"shop/orders -> shop-db/postgres:5432/TCP",
 		"shop/payments -> shop-db/postgres:5432/TCP",
+		"shop/fulfillment -> shop-db/postgres:5432/TCP",
 		"monitoring/prometheus -> shop/catalog-v2:9011/TCP",
 		"monitoring/prometheus -> shop/loadgen:8090/TCP",
 		"shop/catalog-v2 -> monitoring/loki:3100/TCP",

@@ -312,7 +312,7 @@ func versions(t *testing.T) map[string]string {
 	return out
 }
 
-// TestImagesAreTheTestedVersions: the Prometheus, Loki and Consul images run the versions whose binaries
+// TestImagesAreTheTestedVersions: the Prometheus, Loki, Consul and NATS images run the versions whose binaries
 // the tests here build and run (scripts/versions.env), so a configuration accepted here is accepted there.
 func TestImagesAreTheTestedVersions(t *testing.T) {
 	v := versions(t)
@@ -328,6 +328,7 @@ func TestImagesAreTheTestedVersions(t *testing.T) {
 		"prometheus": "quay.io/prometheus/prometheus:v3." + minor + "." + patch,
 		"loki":       "docker.io/grafana/loki:" + strings.TrimPrefix(v["LOKI_VERSION"], "v"),
 		"consul":     "docker.io/hashicorp/consul:" + strings.TrimPrefix(v["CONSUL_VERSION"], "v"),
+		"nats":       "docker.io/library/nats:" + strings.TrimPrefix(v["NATS_SERVER_VERSION"], "v") + "-alpine",
 	}
 	for _, name := range Overlays {
 		workloads, err := Workloads(rendered(t, name).objs)

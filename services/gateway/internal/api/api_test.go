@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ import (
 	"meshplane.dev/mesh/rpc"
 	"meshplane.dev/mesh/telemetry"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
+	fulfillmentv1 "meshplane.dev/services/proto/fulfillment/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 
 	"meshplane.dev/services/gateway/internal/api"
@@ -56,7 +58,24 @@ func (o *orders) PlaceOrder(_ context.Context, in *ordersv1.PlaceOrderRequest, _
 }
 
 func (o *orders) GetOrder(_ context.Context, in *ordersv1.GetOrderRequest, _ ...grpc.CallOption) (*ordersv1.Order, error) {
+	if strings.HasPrefix(in.GetId(), "ord_") {
+		return &ordersv1.Order{Id: in.GetId(), TotalCents: 1200, Currency: "EUR", Status: "paid", CreatedUnixMs: 1_700_000_000_000,
+			Items: []*ordersv1.LineItem{{ProductId: "cup", Quantity: 1, UnitPriceCents: 1200}}}, nil
+	}
 	return nil, status.Error(codes.NotFound, "order "+in.GetId()+" not found")
+}
+
+// fulfillment has a shipment for ord_shipped, none for other orders, and is down for ord_down.
+type fulfillment struct{}
+
+func (fulfillment) GetShipment(_ context.Context, in *fulfillmentv1.GetShipmentRequest, _ ...grpc.CallOption) (*fulfillmentv1.Shipment, error) {
+	switch in.GetOrderId() {
+	case "ord_shipped":
+		return &fulfillmentv1.Shipment{Id: "shp_1", OrderId: in.GetOrderId(), Status: "preparing", CreatedUnixMs: 1_700_000_001_000}, nil
+	case "ord_down":
+		return nil, breaker.DependencyError(codes.Unavailable, "fulfillment", breaker.ReasonCircuitOpen, "open")
+	}
+	return nil, status.Error(codes.NotFound, "no shipment")
 }
 
 type fixture struct {
@@ -70,7 +89,7 @@ func newFixture() *fixture {
 	reg := prometheus.NewRegistry()
 	o := &orders{}
 	faults := fault.New(nil)
-	h := api.NewServer(slog.New(slog.DiscardHandler), telemetry.NewHTTPMetrics(reg), faults, catalog{}, o)
+	h := api.NewServer(slog.New(slog.DiscardHandler), telemetry.NewHTTPMetrics(reg), faults, catalog{}, o, fulfillment{})
 	return &fixture{h: h, reg: reg, orders: o, faults: faults}
 }
 
@@ -198,7 +217,7 @@ func TestMetricsAndFaultsPerRoute(t *testing.T) {
 	f.do("GET", "/v1/products", "")
 	f.do("GET", "/v1/products/cup", "")
 	f.do("POST", "/v1/orders", goodOrder)
-	f.do("GET", "/v1/orders/ord_9", "")
+	f.do("GET", "/v1/orders/missing", "")
 	fams, err := metricstest.Gather(f.reg)
 	if err != nil {
 		t.Fatal(err)
@@ -211,5 +230,33 @@ func TestMetricsAndFaultsPerRoute(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, fams.Series("http_server_request_duration_seconds")); diff != "" {
 		t.Errorf("http_server_request_duration_seconds counts (-want +got):\n%s", diff)
+	}
+}
+
+// GET /v1/orders/{id} shows what fulfillment did with the order; fulfillment being down leaves the
+// order readable, its fulfilment state unknown.
+func TestGetOrderShowsFulfilment(t *testing.T) {
+	f := newFixture()
+	shipped := time.UnixMilli(1_700_000_001_000).UTC()
+	for _, tt := range []struct {
+		id   string
+		want *api.Fulfilment
+	}{
+		{"ord_shipped", &api.Fulfilment{Status: "preparing", ShipmentID: "shp_1", CreatedAt: &shipped}},
+		{"ord_new", &api.Fulfilment{Status: api.FulfilmentAwaiting}},
+		{"ord_down", &api.Fulfilment{Status: api.FulfilmentUnknown, Dependency: "fulfillment"}},
+	} {
+		rec := f.do("GET", "/v1/orders/"+tt.id, "")
+		var got api.Order
+		if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &got) != nil {
+			t.Errorf("GET /v1/orders/%s: %d %s, want 200 with the order", tt.id, rec.Code, rec.Body)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, got.Fulfillment); diff != "" || got.ID != tt.id {
+			t.Errorf("GET /v1/orders/%s: order %s, fulfillment (-want +got):\n%s", tt.id, got.ID, diff)
+		}
+	}
+	if rec := f.do("GET", "/v1/orders/nope", ""); rec.Code != http.StatusNotFound {
+		t.Errorf("GET an unknown order: %d, want 404 (fulfillment not asked)", rec.Code)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"meshplane.dev/mesh/httpmw"
 	"meshplane.dev/mesh/rpc"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
+	fulfillmentv1 "meshplane.dev/services/proto/fulfillment/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 )
 
@@ -31,6 +32,11 @@ type Catalog interface {
 type Orders interface {
 	PlaceOrder(ctx context.Context, in *ordersv1.PlaceOrderRequest, opts ...grpc.CallOption) (*ordersv1.PlaceOrderResponse, error)
 	GetOrder(ctx context.Context, in *ordersv1.GetOrderRequest, opts ...grpc.CallOption) (*ordersv1.Order, error)
+}
+
+// Fulfillment is what the gateway needs of fulfillment.
+type Fulfillment interface {
+	GetShipment(ctx context.Context, in *fulfillmentv1.GetShipmentRequest, opts ...grpc.CallOption) (*fulfillmentv1.Shipment, error)
 }
 
 // Headers of the orders API.
@@ -71,6 +77,27 @@ type Order struct {
 	Status     string     `json:"status"`
 	ChargeID   string     `json:"chargeId"`
 	CreatedAt  time.Time  `json:"createdAt"`
+	// Fulfillment is set on GET /v1/orders/{id}: what fulfillment has done with the order.
+	Fulfillment *Fulfilment `json:"fulfillment,omitempty"`
+}
+
+// Fulfilment states of an order, in GET /v1/orders/{id}.
+const (
+	// FulfilmentAwaiting: the order's OrderPlaced event has not been processed yet (it is on its way
+	// through the outbox and the broker, or was dead-lettered).
+	FulfilmentAwaiting = "awaiting"
+	// FulfilmentUnknown: fulfillment did not answer; the order itself is still served.
+	FulfilmentUnknown = "unknown"
+)
+
+// Fulfilment is the fulfilment state of an order: "awaiting", the shipment's status ("preparing"), or
+// "unknown" when fulfillment is unavailable.
+type Fulfilment struct {
+	Status     string     `json:"status"`
+	ShipmentID string     `json:"shipmentId,omitempty"`
+	CreatedAt  *time.Time `json:"createdAt,omitempty"`
+	// Dependency names what did not answer when Status is unknown.
+	Dependency string `json:"dependency,omitempty"`
 }
 
 // PlaceOrderRequest is the body of POST /v1/orders.
@@ -170,15 +197,35 @@ func placeOrder(logger *slog.Logger, orders Orders) http.Handler {
 	})
 }
 
-func getOrder(orders Orders) http.Handler {
+func getOrder(orders Orders, fulfillment Fulfillment) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o, err := orders.GetOrder(r.Context(), &ordersv1.GetOrderRequest{Id: r.PathValue("id")})
 		if err != nil {
 			writeRPCError(w, "orders", err)
 			return
 		}
-		httpmw.WriteJSON(w, http.StatusOK, orderJSON(o))
+		out := orderJSON(o)
+		out.Fulfillment = fulfilment(r.Context(), fulfillment, o.GetId())
+		httpmw.WriteJSON(w, http.StatusOK, out)
 	})
+}
+
+// fulfilment asks fulfillment about order id. The order is orders' to answer for: fulfillment failing
+// makes the state unknown, never the request fail.
+func fulfilment(ctx context.Context, fulfillment Fulfillment, id string) *Fulfilment {
+	sh, err := fulfillment.GetShipment(ctx, &fulfillmentv1.GetShipmentRequest{OrderId: id})
+	switch {
+	case err == nil:
+		created := time.UnixMilli(sh.GetCreatedUnixMs()).UTC()
+		return &Fulfilment{Status: sh.GetStatus(), ShipmentID: sh.GetId(), CreatedAt: &created}
+	case status.Code(err) == codes.NotFound:
+		return &Fulfilment{Status: FulfilmentAwaiting}
+	}
+	dep := "fulfillment"
+	if failed, _, ok := breaker.FailedDependency(err); ok {
+		dep = failed
+	}
+	return &Fulfilment{Status: FulfilmentUnknown, Dependency: dep}
 }
 
 // protoFields maps the orders service's field paths to the JSON names clients use.

@@ -23,7 +23,9 @@ import (
 
 	"meshplane.dev/mesh/breaker"
 	"meshplane.dev/mesh/rpc"
+	"meshplane.dev/mesh/telemetry"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
+	eventsv1 "meshplane.dev/services/proto/events/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 	paymentsv1 "meshplane.dev/services/proto/payments/v1"
 
@@ -56,16 +58,22 @@ type Server struct {
 	store    *store.Store
 	lease    time.Duration
 	orders   *prometheus.CounterVec
+	// eventWritten is called after a transaction wrote an event to the outbox (the relay's Notify).
+	eventWritten func()
 }
 
 // pollInterval is how often a request waiting for another placement of its key looks again.
 const pollInterval = 50 * time.Millisecond
 
 // New returns the service over st, registering meshplane_orders_total{result} in reg. lease is how long
-// a placement may charge an order before a retry of its key may resume it (ORDER_LEASE).
-func New(logger *slog.Logger, reg prometheus.Registerer, catalog Catalog, payments Payments, st *store.Store, lease time.Duration) *Server {
+// a placement may charge an order before a retry of its key may resume it (ORDER_LEASE). eventWritten,
+// if not nil, is called once an order's OrderPlaced event is committed to the outbox.
+func New(logger *slog.Logger, reg prometheus.Registerer, catalog Catalog, payments Payments, st *store.Store, lease time.Duration, eventWritten func()) *Server {
+	if eventWritten == nil {
+		eventWritten = func() {}
+	}
 	s := &Server{
-		logger: logger, catalog: catalog, payments: payments, store: st, lease: lease,
+		logger: logger, catalog: catalog, payments: payments, store: st, lease: lease, eventWritten: eventWritten,
 		orders: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshplane_orders_total",
 			Help: "Orders by result: placed (paid, once per order across replicas), rejected (invalid request), payment_failed (declined, or payments unavailable).",
@@ -113,7 +121,8 @@ func fingerprint(req *ordersv1.PlaceOrderRequest) string {
 
 // PlaceOrder implements OrderService.PlaceOrder. The database decides what a key places, so this holds
 // across replicas: the first request records the order as pending (committed) with its key, charges
-// payments with a key derived from the order, and marks it paid. A request with the same key replays a
+// payments with a key derived from the order, and marks it paid — writing its OrderPlaced event to the
+// outbox in that same transaction. A request with the same key replays a
 // paid order; finds a pending one being charged and waits for it; or finds one whose placement died
 // (its lease passed, or it failed to reach payments) and resumes it with the same payment key, which
 // payments deduplicates — one order, one charge, whichever replica a retry reaches and whenever the
@@ -225,7 +234,11 @@ func (s *Server) charge(ctx context.Context, req *ordersv1.PlaceOrderRequest, o 
 		}
 		return nil, dependencyError("payments", err)
 	}
-	paid, mine, err := s.store.MarkPaid(after, o.ID, charge.GetChargeId())
+	ev, err := orderPlaced(after, o, charge.GetChargeId())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "order %s: %v", o.ID, err)
+	}
+	paid, mine, err := s.store.MarkPaid(after, o.ID, charge.GetChargeId(), ev)
 	if err != nil {
 		// Charged but not recorded as paid: the order stays pending, and a retry with the key resumes
 		// it once the lease passes; payments answers that retry with this same charge.
@@ -237,11 +250,30 @@ func (s *Server) charge(ctx context.Context, req *ordersv1.PlaceOrderRequest, o 
 		return nil, status.Errorf(codes.Internal, "order %s: status %s with charge %q after charge %s", o.ID, paid.Status, paid.ChargeID, charge.GetChargeId())
 	}
 	if mine {
+		s.eventWritten()
 		s.orders.WithLabelValues("placed").Inc()
 		s.logger.InfoContext(ctx, "order placed", slog.String("order_id", paid.ID),
-			slog.String("charge_id", paid.ChargeID), slog.Int64("total_cents", paid.TotalCents))
+			slog.String("charge_id", paid.ChargeID), slog.Int64("total_cents", paid.TotalCents), slog.String("event_id", ev.ID))
 	}
 	return &ordersv1.PlaceOrderResponse{Order: toProto(paid), Replayed: !mine}, nil
+}
+
+// orderPlaced is the OrderPlaced event of order o, paid by chargeID, as an outbox row. Its trace id is
+// the placing request's, so the consumer's log lines join this request's.
+func orderPlaced(ctx context.Context, o store.Order, chargeID string) (store.Event, error) {
+	ev := &eventsv1.OrderPlaced{
+		EventId: "evt_" + randomHex(12), OrderId: o.ID, TotalCents: o.TotalCents, Currency: o.Currency, ChargeId: chargeID,
+		PlacedUnixMs: time.Now().UnixMilli(), TraceId: telemetry.TraceID(ctx),
+	}
+	for _, it := range o.Items {
+		ev.Items = append(ev.Items, &eventsv1.LineItem{ProductId: it.ProductID, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents})
+	}
+	payload, err := proto.Marshal(ev)
+	if err != nil {
+		return store.Event{}, fmt.Errorf("encode OrderPlaced: %w", err)
+	}
+	return store.Event{ID: ev.GetEventId(), Subject: eventsv1.OrderPlacedSubject, Type: eventsv1.OrderPlacedType,
+		Payload: payload, TraceID: ev.GetTraceId()}, nil
 }
 
 func toProto(o store.Order) *ordersv1.Order {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"meshplane.dev/mesh/breaker"
@@ -23,7 +24,9 @@ import (
 	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/mesh/pgstore"
 	"meshplane.dev/mesh/rpc"
+	"meshplane.dev/mesh/telemetry"
 	catalogv1 "meshplane.dev/services/proto/catalog/v1"
+	eventsv1 "meshplane.dev/services/proto/events/v1"
 	ordersv1 "meshplane.dev/services/proto/orders/v1"
 	paymentsv1 "meshplane.dev/services/proto/payments/v1"
 
@@ -125,7 +128,7 @@ func newReplica(t *testing.T, pg *devserver.Postgres, db string, p *payments, le
 	}
 	t.Cleanup(pool.Close)
 	st := store.New(pool)
-	return replica{Server: server.New(slog.New(slog.DiscardHandler), reg, catalog{}, p, st, lease), reg: reg, store: st}
+	return replica{Server: server.New(slog.New(slog.DiscardHandler), reg, catalog{}, p, st, lease, nil), reg: reg, store: st}
 }
 
 func setup(t *testing.T) (*server.Server, *payments, *prometheus.Registry) {
@@ -406,5 +409,105 @@ func TestInvalidOrdersNameTheField(t *testing.T) {
 	}
 	if p.count() != 0 || orders(t, reg)["rejected"] != float64(len(tests)) {
 		t.Errorf("got %d charges and %v rejected, want 0 and %d", p.count(), orders(t, reg)["rejected"], len(tests))
+	}
+}
+
+// outboxEvents returns the OrderPlaced events in database db's outbox, decoded, with each row's trace id.
+func outboxEvents(t *testing.T, db string) []*eventsv1.OrderPlaced {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := shared.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close(ctx) }()
+	rows, err := conn.Query(ctx, "SELECT id, subject, event_type, payload, trace_id, order_id FROM outbox ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []*eventsv1.OrderPlaced
+	for rows.Next() {
+		var id, subject, typ, traceID, orderID string
+		var payload []byte
+		if err := rows.Scan(&id, &subject, &typ, &payload, &traceID, &orderID); err != nil {
+			t.Fatal(err)
+		}
+		ev := &eventsv1.OrderPlaced{}
+		if err := proto.Unmarshal(payload, ev); err != nil {
+			t.Fatalf("outbox row %s: %v", id, err)
+		}
+		if ev.GetEventId() != id || ev.GetOrderId() != orderID || ev.GetTraceId() != traceID || subject != "orders.placed" ||
+			typ != "meshplane.events.v1.OrderPlaced" {
+			t.Errorf("outbox row %s (%s %s, order %s, trace %s) disagrees with its payload %v", id, subject, typ, orderID, traceID, ev)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// An order's OrderPlaced event is written if and only if the order is paid, once: not for a declined
+// card, not while payments fails, once when the retry pays it, not again on a replay, and once for eight
+// concurrent requests with one key over two replicas. It carries the placing request's trace id.
+func TestEventWrittenIfAndOnlyIfTheOrderIsPaid(t *testing.T) {
+	db := devservertest.PostgresDatabase(t, shared)
+	p := &payments{}
+	notified := 0
+	var mu sync.Mutex
+	a := newReplica(t, shared, db, p, 5*time.Second)
+	a.Server = server.New(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), catalog{}, p, a.store, 5*time.Second,
+		func() { mu.Lock(); notified++; mu.Unlock() })
+	b := newReplica(t, shared, db, p, 5*time.Second)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	ctx := telemetry.WithTrace(context.Background(), telemetry.Trace{TraceID: traceID, SpanID: "00f067aa0ba902b7"})
+
+	p.set(rpc.WithReason(codes.FailedPrecondition, "CARD_DECLINED", "card declined"), nil)
+	if _, err := a.PlaceOrder(ctx, order("declined")); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("declined: got %v", err)
+	}
+	p.set(status.Error(codes.Unavailable, "connection refused"), nil)
+	if _, err := a.PlaceOrder(ctx, order("retried")); status.Code(err) != codes.Unavailable {
+		t.Fatalf("payments down: got %v", err)
+	}
+	if evs := outboxEvents(t, db); len(evs) != 0 {
+		t.Errorf("outbox after a declined order and a failed charge: %v, want nothing", evs)
+	}
+	p.set(nil, nil)
+	placed, err := a.PlaceOrder(ctx, order("retried"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.PlaceOrder(ctx, order("retried")); err != nil {
+		t.Fatal(err)
+	}
+	evs := outboxEvents(t, db)
+	want := &eventsv1.OrderPlaced{OrderId: placed.GetOrder().GetId(), TotalCents: 5800, Currency: "EUR", ChargeId: placed.GetOrder().GetChargeId(),
+		TraceId: traceID, Items: []*eventsv1.LineItem{{ProductId: "cup", Quantity: 2, UnitPriceCents: 1200}, {ProductId: "pot", Quantity: 1, UnitPriceCents: 3400}}}
+	if len(evs) != 1 {
+		t.Fatalf("outbox after the order was paid and replayed: %d events, want 1", len(evs))
+	}
+	if diff := cmp.Diff(want, evs[0], protocmp.Transform(), protocmp.IgnoreFields(&eventsv1.OrderPlaced{}, "event_id", "placed_unix_ms")); diff != "" {
+		t.Errorf("event (-want +got):\n%s", diff)
+	}
+	if notified != 1 {
+		t.Errorf("relay woken %d times, want once, for the one event written", notified)
+	}
+
+	release := make(chan struct{})
+	p.set(nil, release)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		r := []replica{a, b}[i%2]
+		wg.Go(func() {
+			if _, err := r.PlaceOrder(ctx, order("eight")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond) // let every request reach the database while the charge is held
+	close(release)
+	wg.Wait()
+	if evs := outboxEvents(t, db); len(evs) != 2 {
+		t.Errorf("outbox after eight concurrent requests with one key: %d events, want 2 (one per order)", len(evs))
 	}
 }

@@ -1,4 +1,5 @@
-// Package store keeps orders, their items and the idempotency keys that placed them in PostgreSQL.
+// Package store keeps orders, their items, the idempotency keys that placed them and the outbox of
+// their events in PostgreSQL.
 // Every replica shares it, so a key places one order however retries are spread (see the migrations
 // for the states an order goes through).
 package store
@@ -40,10 +41,14 @@ const (
 	OpMarkPaid = "mark_paid"
 	OpRelease  = "release_order"
 	OpDelete   = "delete_order"
+	// The outbox relay's.
+	OpRelay   = "relay_events"
+	OpBacklog = "outbox_backlog"
+	OpPrune   = "prune_outbox"
 )
 
 // Operations are every operation label, so their series exist from the start.
-var Operations = []string{OpCreate, OpByKey, OpGet, OpClaim, OpMarkPaid, OpRelease, OpDelete}
+var Operations = []string{OpCreate, OpByKey, OpGet, OpClaim, OpMarkPaid, OpRelease, OpDelete, OpRelay, OpBacklog, OpPrune}
 
 // Order statuses.
 const (
@@ -181,15 +186,30 @@ func (s *Store) Claim(ctx context.Context, id string, lease time.Duration) (bool
 
 // MarkPaid records pending order id as paid by charge chargeID and returns the order as stored, and
 // whether this call paid it: false when another placement got there first (with the same charge, which
-// payments deduplicated).
-func (s *Store) MarkPaid(ctx context.Context, id, chargeID string) (Order, bool, error) {
-	paid, err := s.update(ctx, OpMarkPaid, `UPDATE orders SET status = 'paid', charge_id = $2, paid_at = now(), lease_until = NULL
-		WHERE id = $1 AND status = 'pending'`, id, chargeID)
+// payments deduplicated). The call that pays the order also writes ev to the outbox, in the same
+// transaction: the event exists if and only if the order was paid, once.
+func (s *Store) MarkPaid(ctx context.Context, id, chargeID string, ev Event) (Order, bool, error) {
+	var o Order
+	paid := false
+	err := s.db.Tx(ctx, OpMarkPaid, func(ctx context.Context, tx pgstore.DB) error {
+		tag, err := tx.Exec(ctx, `UPDATE orders SET status = 'paid', charge_id = $2, paid_at = now(), lease_until = NULL
+			WHERE id = $1 AND status = 'pending'`, id, chargeID)
+		if err != nil {
+			return err
+		}
+		if paid = tag.RowsAffected() > 0; paid {
+			if _, err := tx.Exec(ctx, `INSERT INTO outbox (id, subject, event_type, payload, trace_id, order_id)
+				VALUES ($1, $2, $3, $4, $5, $6)`, ev.ID, ev.Subject, ev.Type, ev.Payload, ev.TraceID, id); err != nil {
+				return err
+			}
+		}
+		o, err = get(ctx, tx, "id", id)
+		return err
+	})
 	if err != nil {
 		return Order{}, false, err
 	}
-	o, err := s.read(ctx, OpMarkPaid, "id", id)
-	return o, paid, err
+	return o, paid, nil
 }
 
 // Release gives up the lease of pending order id, so that a retry may resume it at once.
