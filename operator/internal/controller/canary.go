@@ -105,7 +105,7 @@ func (r *TrafficPolicyReconciler) recordCanary(ctx context.Context, ps *pass, ou
 	p.Status.Canary = &d.Status
 	setCanaryCondition(p, d.Condition, d.Reason, d.Status.Message)
 	if d.Check != nil {
-		r.Metrics.canary.checks.WithLabelValues(string(d.Check.Result)).Inc()
+		r.Metrics.canary.checked(p, d.Check.Result)
 	}
 	if e := d.Event; e != nil {
 		kind := corev1.EventTypeNormal

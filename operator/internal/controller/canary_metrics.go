@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,7 +12,9 @@ import (
 )
 
 // canaryMetrics are the rollouts' metrics: where each stands, read from the cache at scrape time so a
-// deleted policy's series go with it, and the checks made, by result.
+// deleted policy's series go with it, and the checks made, by result. The policy's namespace is
+// policy_namespace and its Service target_service: a scrape adds namespace and service labels of its own
+// (the operator's), which would rename these.
 type canaryMetrics struct {
 	rollouts *canaryCollector
 	checks   *prometheus.CounterVec
@@ -26,19 +29,24 @@ func newCanaryMetrics(reader client.Reader) canaryMetrics {
 		rollouts: &canaryCollector{reader: reader,
 			weight: prometheus.NewDesc("meshplane_canary_weight",
 				"Percentage of calls the canary's candidate gets now, per TrafficPolicy with spec.canary (read from the operator's cache at scrape time).",
-				[]string{"namespace", "policy", "candidate"}, nil),
+				canaryLabels, nil),
 			phase: prometheus.NewDesc("meshplane_canary_phase",
 				"1 for the phase a TrafficPolicy's rollout is in (Initialized, Progressing, Paused, Promoted, RolledBack), 0 for the others.",
-				[]string{"namespace", "policy", "candidate", "phase"}, nil)},
+				append(slices.Clone(canaryLabels), "phase"), nil)},
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshplane_canary_checks_total",
-			Help: "Checks of canary candidates by result: Passed, Failed, InsufficientTraffic, MetricsUnavailable.",
-		}, []string{"result"}),
-	}
-	for _, r := range []v1alpha1.CanaryCheckResult{v1alpha1.CheckPassed, v1alpha1.CheckFailed, v1alpha1.CheckInsufficientTraffic, v1alpha1.CheckMetricsUnavailable} {
-		m.checks.WithLabelValues(string(r))
+			Help: "Checks of canary candidates per TrafficPolicy, by result: Passed, Failed, InsufficientTraffic, MetricsUnavailable.",
+		}, append(slices.Clone(canaryLabels), "result")),
 	}
 	return m
+}
+
+// canaryLabels name a rollout in the canary metrics.
+var canaryLabels = []string{"policy_namespace", "policy", "target_service", "candidate"}
+
+// checked counts a check of p's candidate.
+func (m canaryMetrics) checked(p *v1alpha1.TrafficPolicy, result v1alpha1.CanaryCheckResult) {
+	m.checks.WithLabelValues(p.Namespace, p.Name, p.Spec.TargetRef.Name, p.Spec.Canary.Candidate, string(result)).Inc()
 }
 
 func (m canaryMetrics) collectors() []prometheus.Collector {
@@ -67,14 +75,14 @@ func (c *canaryCollector) Collect(ch chan<- prometheus.Metric) {
 		if p.Spec.Canary == nil || st == nil {
 			continue
 		}
-		candidate := p.Spec.Canary.Candidate
-		ch <- prometheus.MustNewConstMetric(c.weight, prometheus.GaugeValue, float64(st.Weight), p.Namespace, p.Name, candidate)
+		rollout := []string{p.Namespace, p.Name, p.Spec.TargetRef.Name, p.Spec.Canary.Candidate}
+		ch <- prometheus.MustNewConstMetric(c.weight, prometheus.GaugeValue, float64(st.Weight), rollout...)
 		for _, phase := range CanaryPhases {
 			v := 0.0
 			if st.Phase == phase {
 				v = 1
 			}
-			ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, v, p.Namespace, p.Name, candidate, string(phase))
+			ch <- prometheus.MustNewConstMetric(c.phase, prometheus.GaugeValue, v, append(slices.Clone(rollout), string(phase))...)
 		}
 	}
 }

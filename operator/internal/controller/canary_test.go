@@ -277,7 +277,8 @@ func equalWeights(a, b map[string]int32) bool {
 	return true
 }
 
-// canaryGauge reads a canary gauge of the suite's manager for the namespace's policy (and phase).
+// canaryGauge reads a canary gauge or counter of the suite's manager for the namespace's policy (and
+// phase or result); -1 when there is no such series.
 func canaryGauge(t *testing.T, name, ns, phase string) float64 {
 	t.Helper()
 	families, err := registry.Gather()
@@ -293,7 +294,10 @@ func canaryGauge(t *testing.T, name, ns, phase string) float64 {
 			for _, p := range m.GetLabel() {
 				l[p.GetName()] = p.GetValue()
 			}
-			if l["namespace"] == ns && (phase == "" || l["phase"] == phase) {
+			if l["policy_namespace"] == ns && (phase == "" || l["phase"] == phase || l["result"] == phase) {
+				if m.GetCounter() != nil {
+					return m.GetCounter().GetValue()
+				}
 				return m.GetGauge().GetValue()
 			}
 		}
@@ -329,6 +333,12 @@ func TestCanaryRollsBack(t *testing.T) {
 		t.Error(err)
 	}
 	wait.For(t, timeout, func() error { return warning(ns, p.Name, "RolledBack", "success rate 95.000% below 99%") })
+	if v := canaryGauge(t, "meshplane_canary_checks_total", ns, "Failed"); v != 2 {
+		t.Errorf("meshplane_canary_checks_total{result=Failed} = %v, want 2", v)
+	}
+	if v := canaryGauge(t, "meshplane_canary_phase", ns, "RolledBack"); v != 1 {
+		t.Errorf("meshplane_canary_phase{phase=RolledBack} = %v, want 1", v)
+	}
 
 	// It stays rolled back, checks or no checks, while nothing about the rollout changes.
 	checks := prom.checksIn(ns)
