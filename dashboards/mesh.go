@@ -148,6 +148,11 @@ func Service() Dashboard {
 	// outbound|<port>|<subset>|<service>.<namespace>.svc.<cluster domain>.
 	cluster := promql.Re("cluster_name", `outbound\|[0-9]+\|[^|]*\|$service\.$namespace\.svc\..+`)
 	envoy := func(m signal.Metric) promql.Selector { return m.Sel(cluster) }
+	// The operator's rollout metrics name the policy's Service target_service (the scrape's service label
+	// is the operator's).
+	rollout := func(m signal.Metric) promql.Selector {
+		return m.Sel(promql.Eq("policy_namespace", "$namespace"), promql.Eq("target_service", "$service"))
+	}
 	return Dashboard{
 		UID:         UIDService,
 		Title:       "Meshplane / Service",
@@ -190,6 +195,17 @@ func Service() Dashboard {
 					Description: "Requests per second by canonical revision of the receiving workload: the split of a canary rollout.",
 					Queries: []Query{{Expr: promql.SumRate(inbound, rate, "destination_canonical_revision"),
 						Legend: "{{destination_canonical_revision}}"}}},
+			}},
+			{Title: "Canary rollout", Panels: []Panel{
+				{Title: "Candidate weight", Viz: TimeSeries, Unit: units.Percent, Min: percent, Max: ptr(100.0),
+					Description: "Percentage of calls the operator gives the candidate of the service's TrafficPolicy rollout (spec.canary), step by step after each passed check; it drops to 0 at once on a rollback or an abort (the CanaryRolledBack alert). `kubectl get tp` shows the phase and weight, status.canary the last check's values.",
+					Queries:     []Query{{Expr: promql.Sum(rollout(signal.CanaryWeight).String(), "policy", "candidate"), Legend: "{{candidate}} ({{policy}})"}}},
+				{Title: "Success rate by version", Viz: TimeSeries, Unit: units.PercentUnit, Steps: successSteps, Max: oneHundred,
+					Description: "Share of the service's requests that got neither a 5xx nor a server-side gRPC status, per version of the receiving workload: the candidate beside stable, as the rollout's checks compare them (each check over its step's interval rather than this panel's rate window).",
+					Queries:     []Query{{Expr: istioSuccessRate(inbound, "destination_version"), Legend: "{{destination_version}}"}}},
+				{Title: "Canary checks", Viz: Bars, Unit: units.Short,
+					Description: "The rollout's checks per interval, by result: Passed moves the candidate a step on (or promotes it at 100%), Failed counts towards the rollback, InsufficientTraffic and MetricsUnavailable hold the step.",
+					Queries:     []Query{{Expr: promql.Sum(promql.Increase(rollout(signal.CanaryChecks), rate), "result"), Legend: "{{result}}"}}},
 			}},
 			{Title: "Outbound (client side)", Panels: []Panel{
 				{Title: "Requests by destination", Viz: TimeSeries, Unit: units.RequestsPerSecond,

@@ -1,6 +1,8 @@
 package dashboards
 
 import (
+	"strings"
+
 	"github.com/grafana/grafana-foundation-sdk/go/units"
 
 	"meshplane.dev/dashboards/promql"
@@ -148,6 +150,12 @@ func Operator() Dashboard {
 					Columns:     map[string]string{"A": "Findings"},
 					Queries:     []Query{{Expr: promql.Sum(signal.CallGraphFindings.Sel().String(), "severity", "kind"), Instant: true}}},
 			}},
+			{Title: "Canary rollouts", Panels: []Panel{
+				{Title: "Rollouts", Viz: Table, Unit: units.Percent, Width: 24,
+					Description: "Every TrafficPolicy with spec.canary: its candidate's weight now and the rollout's phase (Initialized, Progressing, Paused, Promoted, RolledBack). The Service dashboard's Canary rollout row shows the weight over time beside each version's success rate.",
+					Columns:     map[string]string{"A": "Weight"},
+					Queries:     []Query{{Expr: rolloutsTable, Instant: true}}},
+			}},
 			{Title: "Reconciles", Panels: []Panel{
 				{Title: "Reconciles by result", Viz: TimeSeries, Unit: units.OpsPerSecond, Stack: true,
 					Description: "Reconciles per second per controller and result (success, error, requeue, requeue_after).",
@@ -177,6 +185,13 @@ func Operator() Dashboard {
 		},
 	}
 }
+
+// rolloutsTable is each rollout's weight, labelled with its phase.
+var rolloutsTable = func() string {
+	rollout := []string{"policy_namespace", "policy", "target_service", "candidate"}
+	return promql.Sum(signal.CanaryWeight.Sel().String(), rollout...) + " * on (" + strings.Join(rollout, ", ") + ") group_left (phase) (" +
+		signal.CanaryPhase.Sel().String() + " == 1)"
+}()
 
 // ConsulSync shows the catalog sync between Kubernetes and Consul, both ways.
 func ConsulSync() Dashboard {

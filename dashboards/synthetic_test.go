@@ -394,6 +394,22 @@ func syntheticMesh(start, end time.Time) *dashboardtest.OpenMetrics {
 	}{{"warning", "Amplification", 1}, {"warning", "TimeoutBelowCallee", 0}, {"error", "NonIdempotentRetry", 0}, {"info", "RedundantRetries", 2}} {
 		om.Gauge("meshplane_callgraph_findings", with(op, "severity", f.severity, "kind", f.kind), func(float64) float64 { return f.n })
 	}
+	// The canary of orders at v2 (the Istio series' 10%): at 10% for the first half hour, 25% since, its
+	// checks passing every minute; a rollout of payments' v3 rolled back.
+	for _, r := range []struct {
+		policy, candidate, phase string
+		weight                   func(float64) float64
+	}{
+		{"orders", "v2", "Progressing", func(t float64) float64 { return map[bool]float64{true: 10, false: 25}[t < 1800] }},
+		{"payments", "v3", "RolledBack", func(float64) float64 { return 0 }},
+	} {
+		rollout := with(op, "policy_namespace", ns, "policy", r.policy, "target_service", r.policy, "candidate", r.candidate)
+		om.Gauge("meshplane_canary_weight", rollout, r.weight)
+		for _, phase := range []string{"Initialized", "Progressing", "Paused", "Promoted", "RolledBack"} {
+			om.Gauge("meshplane_canary_phase", with(rollout, "phase", phase), func(float64) float64 { return map[bool]float64{true: 1}[phase == r.phase] })
+		}
+		om.Steps("meshplane_canary_checks_total", with(rollout, "result", "Passed"), time.Minute)
+	}
 
 	// The Consul sync.
 	for _, dir := range []string{"to_consul", "to_istio"} {

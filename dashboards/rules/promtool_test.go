@@ -278,6 +278,22 @@ func allScenarios() []scenario {
 			},
 		},
 		scenario{
+			name: "a rolled-back canary alerts after a minute, until the policy changes; a progressing or promoted one does not",
+			series: []inputSeries{
+				{`meshplane_canary_phase{policy_namespace="shop", policy="payments", target_service="payments", candidate="v2", phase="Progressing"}`, "1x10 0x10 1x10"},
+				{`meshplane_canary_phase{policy_namespace="shop", policy="payments", target_service="payments", candidate="v2", phase="RolledBack"}`, "0x10 1x10 0x10"},
+				{`meshplane_canary_phase{policy_namespace="shop", policy="orders", target_service="orders", candidate="v3", phase="Promoted"}`, "1x30"},
+				{`meshplane_canary_phase{policy_namespace="shop", policy="orders", target_service="orders", candidate="v3", phase="RolledBack"}`, "0x30"},
+			},
+			checks: []check{
+				{at: "5m", alert: rules.AlertCanaryRolledBack},
+				{at: "10m", alert: rules.AlertCanaryRolledBack},
+				{at: "12m", alert: rules.AlertCanaryRolledBack, firing: []firing{{labels: map[string]string{
+					"policy_namespace": "shop", "policy": "payments", "target_service": "payments", "candidate": "v2"}, value: 1}}},
+				{at: "25m", alert: rules.AlertCanaryRolledBack},
+			},
+		},
+		scenario{
 			name: "a sync direction whose p99 lag is above 30s alerts after 10 minutes",
 			series: append(lagBuckets("to_consul", map[string]string{"1": "0x30", "10": "0x30", "30": "0x30", "60": "0+10x30", "+Inf": "0+10x30"}),
 				lagBuckets("to_istio", map[string]string{"1": "0+10x30", "10": "0+10x30", "30": "0+10x30", "60": "0+10x30", "+Inf": "0+10x30"})...),

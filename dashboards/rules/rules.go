@@ -1,7 +1,7 @@
 // Package rules generates Meshplane's Prometheus rules from the same Go model as its dashboards: the SLO
 // recording rules and multi-window, multi-burn-rate alerts of package slo, and alerts for what the SLOs
 // do not cover — a breaker that stays open, an operator that fails or finds conflicts, policies that are
-// wrong together along the call graph, a Consul sync that lags, logs that never reach Loki, a database that
+// wrong together along the call graph, a canary rolled back, a Consul sync that lags, logs that never reach Loki, a database that
 // is unreachable, failing or short of connections, events that wait in the outbox or the stream, or are
 // dead-lettered.
 package rules
@@ -57,6 +57,7 @@ const (
 	AlertApplyErrors       = "OperatorApplyErrors"
 	AlertPolicyConflict    = "TrafficPolicyConflict"
 	AlertCallGraph         = "TrafficPolicyCallGraph"
+	AlertCanaryRolledBack  = "CanaryRolledBack"
 	AlertSyncLag           = "ConsulSyncLagHigh"
 	AlertSyncErrors        = "ConsulSyncErrors"
 	AlertLogLinesDropped   = "LogLinesDropped"
@@ -247,6 +248,24 @@ func componentGroups() []Group {
 						"down a chain, a timeout shorter than what it calls can take, or retries of a call that must not be "+
 						"repeated. Each policy involved has CallGraph=False with the path, the numbers and the fix; nothing "+
 						"is blocked, the policies stay in force."),
+			},
+		}},
+		{Name: "meshplane-canary", Rules: []Rule{
+			{
+				Alert: AlertCanaryRolledBack,
+				Expr: promql.Max(signal.CanaryPhase.Sel(promql.Eq("phase", "RolledBack")).String(),
+					"policy_namespace", "policy", "target_service", "candidate") + " == 1",
+				// A rollback stays until the team changes the policy, so the alert holds as long as
+				// nobody has looked; for: 1m only rides over an operator restart's scrape gap.
+				For:    "1m",
+				Labels: map[string]string{"severity": severityWarning},
+				Annotations: annotations(AlertCanaryRolledBack,
+					"Canary {{ $labels.candidate }} of {{ $labels.policy_namespace }}/{{ $labels.target_service }} was rolled back",
+					"The operator rolled back the rollout of TrafficPolicy {{ $labels.policy_namespace }}/{{ $labels.policy }}: "+
+						"the candidate {{ $labels.candidate }} failed its checks against the service's SLO (or the rollout was "+
+						"aborted) and now serves no calls; every call goes to the stable subset. status.canary.lastCheck holds "+
+						"what was measured and the thresholds it broke; the rollout stays rolled back until spec.canary or the "+
+						"candidate's labels change."),
 			},
 		}},
 		{Name: "meshplane-consul-sync", Rules: []Rule{

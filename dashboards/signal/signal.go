@@ -206,6 +206,17 @@ var (
 	CallGraphFindings = Metric{Name: "meshplane_callgraph_findings", Type: Gauge, Origin: Operator,
 		Labels: []string{"severity", "kind"},
 		Help:   "Findings of the latest analysis of the TrafficPolicies together along the call graph (retry amplification, a timeout shorter than a callee's wait, retries of calls that must not be repeated, ...), by severity (info, warning, error) and kind."}
+	// A rollout's labels name its policy and Service as policy_namespace and target_service: the scrape
+	// adds namespace and service labels of its own, the operator's.
+	CanaryWeight = Metric{Name: "meshplane_canary_weight", Type: Gauge, Origin: Operator,
+		Labels: []string{"policy_namespace", "policy", "target_service", "candidate"},
+		Help:   "Percentage of calls the canary's candidate gets now, per TrafficPolicy with spec.canary."}
+	CanaryPhase = Metric{Name: "meshplane_canary_phase", Type: Gauge, Origin: Operator,
+		Labels: []string{"policy_namespace", "policy", "target_service", "candidate", "phase"},
+		Help:   "1 for the phase a TrafficPolicy's rollout is in (Initialized, Progressing, Paused, Promoted, RolledBack), 0 for the others."}
+	CanaryChecks = Metric{Name: "meshplane_canary_checks_total", Type: Counter, Origin: Operator,
+		Labels: []string{"policy_namespace", "policy", "target_service", "candidate", "result"},
+		Help:   "Checks of canary candidates per TrafficPolicy, by result: Passed, Failed, InsufficientTraffic, MetricsUnavailable."}
 )
 
 // The Consul catalog sync's metrics (in the operator).
@@ -269,6 +280,7 @@ var All = []Metric{
 	Up,
 	ReconcileTotal, ReconcileErrors, ReconcileTime, WorkqueueDepth,
 	TrafficPolicies, OperatorConflicts, OperatorApplyErrors, ReconcileToReady, OperatorWrites, CallGraphFindings,
+	CanaryWeight, CanaryPhase, CanaryChecks,
 	SyncServices, SyncWrites, SyncErrors, SyncLag,
 	IstioRequests, IstioRequestDuration,
 	EnvoyUpstreamRequests, EnvoyRetries, EnvoyRetryOverflow, EnvoyPendingOverflow,

@@ -16,6 +16,8 @@ import (
 // +kubebuilder:printcolumn:name="Timeout",type=string,JSONPath=`.status.effective.timeout`
 // +kubebuilder:printcolumn:name="Retries",type=integer,JSONPath=`.status.effective.attempts`
 // +kubebuilder:printcolumn:name="mTLS",type=string,JSONPath=`.spec.mtls.mode`
+// +kubebuilder:printcolumn:name="Canary",type=string,JSONPath=`.status.canary.phase`
+// +kubebuilder:printcolumn:name="Weight",type=integer,JSONPath=`.status.canary.weight`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type TrafficPolicy struct {
@@ -48,6 +50,14 @@ type TrafficPolicyList struct {
 // values are built with format(): the API server's cost estimator takes string(int), + on strings of
 // unknown length and join() as unbounded and would reject the CRD.
 //
+// The canary's rules stay silent while spec.split is missing (one message says so) and name the subset
+// a canary refers to only when split has it; the stable subset's weight is checked only when every
+// weight of the split is valid.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.canary) || has(self.split)",message="spec.canary needs spec.split, which defines its stable and candidate subsets",fieldPath=".split",reason=FieldValueRequired
+// +kubebuilder:validation:XValidation:rule="!has(self.canary) || !has(self.split) || !has(self.canary.stable) || self.split.exists(s, s.subset == self.canary.stable)",messageExpression="'%s is not a subset of spec.split'.format([self.canary.stable])",fieldPath=".canary.stable",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="!has(self.canary) || !has(self.split) || !has(self.canary.candidate) || self.split.exists(s, s.subset == self.canary.candidate)",messageExpression="'%s is not a subset of spec.split'.format([self.canary.candidate])",fieldPath=".canary.candidate",reason=FieldValueInvalid
+// +kubebuilder:validation:XValidation:rule="!has(self.canary) || !has(self.split) || !has(self.canary.stable) || !self.split.all(s, has(s.weight) && s.weight >= 0 && s.weight <= 100) || !self.split.exists(s, s.subset == self.canary.stable) || self.split.exists(s, s.subset == self.canary.stable && s.weight == 100)",messageExpression="'the stable subset %s has weight %d: while spec.canary is set it must have 100 (every other subset 0), where a rollback or an abort returns; the canary moves the weights'.format([self.canary.stable, self.split.filter(s, s.subset == self.canary.stable)[0].weight])",fieldPath=".split",reason=FieldValueInvalid
 // +kubebuilder:validation:XValidation:rule="!has(self.timeout) || !has(self.routes) || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) < duration('1ms') || self.routes.all(r, has(r.timeout) || !has(r.retries) || !has(r.retries.perTryTimeout) || !r.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(r.retries.perTryTimeout) < duration('1ms') || duration(r.retries.perTryTimeout) <= duration(self.timeout))",messageExpression="'routes %s set retries.perTryTimeout above spec.timeout (%s), which they inherit: each attempt must fit in the whole request; give them a timeout of their own or a shorter perTryTimeout'.format([self.routes.filter(r, !has(r.timeout) && has(r.retries) && has(r.retries.perTryTimeout) && r.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') && duration(r.retries.perTryTimeout) >= duration('1ms') && duration(r.retries.perTryTimeout) > duration(self.timeout)).map(r, r.name), self.timeout])",fieldPath=".routes",reason=FieldValueInvalid
 // +kubebuilder:validation:XValidation:rule="!has(self.retries) || !has(self.retries.perTryTimeout) || !has(self.routes) || !self.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.retries.perTryTimeout) < duration('1ms') || self.routes.all(r, !has(r.timeout) || has(r.retries) || !r.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(r.timeout) < duration('1ms') || duration(self.retries.perTryTimeout) <= duration(r.timeout))",messageExpression="'routes %s set a timeout below spec.retries.perTryTimeout (%s), which they inherit: each attempt must fit in the whole request; give them retries of their own'.format([self.routes.filter(r, has(r.timeout) && !has(r.retries) && r.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') && duration(r.timeout) >= duration('1ms') && duration(self.retries.perTryTimeout) > duration(r.timeout)).map(r, r.name), self.retries.perTryTimeout])",fieldPath=".routes",reason=FieldValueInvalid
 // +kubebuilder:validation:XValidation:rule="!has(self.timeout) || !has(self.retries) || !has(self.retries.perTryTimeout) || !self.timeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || !self.retries.perTryTimeout.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || duration(self.timeout) < duration('1ms') || duration(self.retries.perTryTimeout) < duration('1ms') || duration(self.retries.perTryTimeout) <= duration(self.timeout)",messageExpression="'spec.retries.perTryTimeout (%s) must not exceed spec.timeout (%s): each attempt must fit in the whole request'.format([self.retries.perTryTimeout, self.timeout])",fieldPath=".retries.perTryTimeout",reason=FieldValueInvalid
@@ -108,6 +118,13 @@ type TrafficPolicySpec struct {
 	// +kubebuilder:validation:MaxItems=10
 	// +kubebuilder:validation:XValidation:rule="size(self) == 0 || self.exists(s, !has(s.weight) || s.weight < 0 || s.weight > 100) || self.map(s, s.weight).sum() == 100",messageExpression="'spec.split weights must sum to 100, not %d'.format([self.map(s, s.weight).sum()])"
 	Split []Subset `json:"split,omitempty"`
+
+	// canary rolls traffic from one subset of split to another in steps, each judged by the service's SLO
+	// on live metrics from Prometheus: promoted when every step passes, rolled back at once when checks
+	// fail. It owns the weights of its two subsets while it is set, so split must give the stable subset
+	// weight 100 (and so every other subset 0): that is where a rollback or an abort returns.
+	// +optional
+	Canary *Canary `json:"canary,omitempty"`
 
 	// allow lists the only callers allowed to reach the Service, by service account (AuthorizationPolicy
 	// with action ALLOW). Callers are identified by their mTLS certificates, so use it with mtls STRICT.
@@ -531,7 +548,8 @@ type TrafficPolicyStatus struct {
 	// TargetConflict, ServiceNotFound, Invalid), Ready (every generated object is applied and matches) and
 	// CallGraph (False when the policy takes part in a problem of the policies together along the call
 	// graph, such as retries multiplying down a chain; the reason names the problem, the message the path,
-	// the fields and the fix; a warning only: it never changes Accepted or Ready).
+	// the fields and the fix; a warning only: it never changes Accepted or Ready) and, with spec.canary,
+	// Canary (True once promoted, False when rolled back or unable to move, Unknown while progressing).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -545,6 +563,12 @@ type TrafficPolicyStatus struct {
 	// effective is the traffic behaviour in force, platform defaults included.
 	// +optional
 	Effective *EffectivePolicy `json:"effective,omitempty"`
+
+	// canary is where the rollout of spec.canary stands: phase, the candidate's weight in force, and the
+	// last check with its values. Unlike the rest of status it is the rollout's memory: the operator
+	// resumes from it.
+	// +optional
+	Canary *CanaryStatus `json:"canary,omitempty"`
 }
 
 // GeneratedObject names one object the operator wrote for a policy.
@@ -636,6 +660,10 @@ const (
 	// severity (`meshplane check`); its reason is the finding's kind (Amplification, TimeoutBelowCallee,
 	// NonIdempotentRetry, ...). It is a warning: Accepted and Ready do not depend on it.
 	ConditionCallGraph = "CallGraph"
+	// ConditionCanary is where spec.canary's rollout stands: True once promoted, False when rolled back or
+	// unable to move (PrometheusNotConfigured, HostConflict, ...), Unknown while it progresses; the reason
+	// and message say which and why.
+	ConditionCanary = "Canary"
 )
 
 // Condition reasons a TrafficPolicy reports.

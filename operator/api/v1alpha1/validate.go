@@ -92,6 +92,9 @@ func (s *TrafficPolicySpec) Validate(path *field.Path) field.ErrorList {
 	if s.Allow != nil {
 		errs = append(errs, validateAllow(s.Allow, path.Child("allow"))...)
 	}
+	if s.Canary != nil {
+		errs = append(errs, validateCanary(s, path)...)
+	}
 	return errs
 }
 

@@ -147,3 +147,57 @@ func TestRetryConditionValid(t *testing.T) {
 		}
 	}
 }
+
+// validCanary is a policy with a canary over a staged split and every analysis field.
+func validCanary() *TrafficPolicy {
+	return &TrafficPolicy{Spec: TrafficPolicySpec{
+		TargetRef: TargetRef{Name: "payments"},
+		Split: []Subset{
+			{Subset: "v1", Labels: map[string]LabelValue{"version": "v1"}, Weight: ptr(int32(100))},
+			{Subset: "v2", Labels: map[string]LabelValue{"version": "v2"}, Weight: ptr(int32(0))},
+		},
+		Canary: &Canary{Stable: "v1", Candidate: "v2", Steps: []int32{10, 25, 50, 100}, Interval: "1m",
+			Analysis: CanaryAnalysis{Objective: "99.9", MaxBurnRate: "10", StableMargin: ptr(Decimal("0.5")),
+				Latency:     &LatencyBound{Quantile: "0.99", Max: "300ms"},
+				MinRequests: ptr(int32(100)), MaxHolds: ptr(int32(3)), FailureThreshold: ptr(int32(2)), ScrapeInterval: ptr(Duration("15s"))}},
+	}}
+}
+
+// Each case breaks one rule of spec.canary; the errors name exactly the field to change.
+func TestValidateCanaryNamesTheField(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*TrafficPolicySpec)
+		want   []string
+	}{
+		{"valid", func(*TrafficPolicySpec) {}, nil},
+		{"no split", func(s *TrafficPolicySpec) { s.Split = nil }, []string{"spec.split: Required value"}},
+		{"unknown stable", func(s *TrafficPolicySpec) { s.Canary.Stable = "v0" }, []string{"spec.canary.stable: Invalid value"}},
+		{"unknown candidate", func(s *TrafficPolicySpec) { s.Canary.Candidate = "v3" }, []string{"spec.canary.candidate: Invalid value"}},
+		{"stable is candidate", func(s *TrafficPolicySpec) { s.Canary.Candidate = "v1" }, []string{"spec.canary.candidate: Invalid value"}},
+		{"stable weight 90", func(s *TrafficPolicySpec) { *s.Split[0].Weight, *s.Split[1].Weight = 90, 10 }, []string{"spec.split: Invalid value"}},
+		{"steps not increasing", func(s *TrafficPolicySpec) { s.Canary.Steps = []int32{10, 50, 25, 100} }, []string{"spec.canary.steps: Invalid value"}},
+		{"steps not ending at 100", func(s *TrafficPolicySpec) { s.Canary.Steps = []int32{10, 50} }, []string{"spec.canary.steps: Invalid value"}},
+		{"step out of range", func(s *TrafficPolicySpec) { s.Canary.Steps = []int32{0, 100} }, []string{"spec.canary.steps[0]: Invalid value"}},
+		{"interval below twice the scrape", func(s *TrafficPolicySpec) { s.Canary.Interval = "29s" }, []string{"spec.canary.interval: Invalid value"}},
+		{"objective 100", func(s *TrafficPolicySpec) { s.Canary.Analysis.Objective = "100" }, []string{"spec.canary.analysis.objective: Invalid value"}},
+		{"objective 0", func(s *TrafficPolicySpec) { s.Canary.Analysis.Objective = "0" }, []string{"spec.canary.analysis.objective: Invalid value"}},
+		{"burn allows every failure", func(s *TrafficPolicySpec) { s.Canary.Analysis.MaxBurnRate = "1000" }, []string{"spec.canary.analysis.maxBurnRate: Invalid value"}},
+		{"quantile 0", func(s *TrafficPolicySpec) { s.Canary.Analysis.Latency.Quantile = "0.0" }, []string{"spec.canary.analysis.latency.quantile: Invalid value"}},
+		{"minRequests missing", func(s *TrafficPolicySpec) { s.Canary.Analysis.MinRequests = nil }, []string{"spec.canary.analysis.minRequests: Required value"}},
+		{"failureThreshold 0", func(s *TrafficPolicySpec) { s.Canary.Analysis.FailureThreshold = ptr(int32(0)) }, []string{"spec.canary.analysis.failureThreshold: Invalid value"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := validCanary()
+			tt.change(&p.Spec)
+			var got []string
+			for _, e := range p.Validate() {
+				got = append(got, e.Field+": "+e.Type.String())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Validate() fields = %q, want %q\nerrors: %v", got, tt.want, p.Validate())
+			}
+		})
+	}
+}

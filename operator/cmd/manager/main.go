@@ -35,6 +35,7 @@ import (
 
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/callgraph"
+	"meshplane.dev/operator/internal/canary"
 	"meshplane.dev/operator/internal/consulsync"
 	"meshplane.dev/operator/internal/controller"
 	"meshplane.dev/operator/internal/desiredstate"
@@ -67,6 +68,30 @@ type options struct {
 	consul                  consulsync.Options
 	log                     zap.Options
 	callGraph               callGraphOptions
+	canary                  canaryOptions
+}
+
+// canaryOptions configure where canary checks read metrics: off by default, and then no rollout moves
+// (each says so in its Canary condition).
+type canaryOptions struct {
+	prometheusURL string
+	queries       string
+}
+
+// metrics returns the canary's metrics source, nil when --prometheus-url is unset.
+func (o canaryOptions) metrics() (controller.CanaryMetrics, error) {
+	queries, err := canary.LookupQueries(o.queries)
+	if err != nil {
+		return nil, fmt.Errorf("--canary-queries: %w", err)
+	}
+	if o.prometheusURL == "" {
+		return nil, nil
+	}
+	src, err := canary.NewPrometheus(o.prometheusURL, queries)
+	if err != nil {
+		return nil, fmt.Errorf("--prometheus-url: %w", err)
+	}
+	return src, nil
 }
 
 // callGraphOptions configure the call-graph check: the calls beyond the allow lists and what must not
@@ -119,6 +144,8 @@ func (o *options) addFlags(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.Int64Var(&o.callGraph.maxAmplification, "max-amplification", callgraph.DefaultMaxAmplification, "most worst-case attempts one incoming request may cause at one service before the call-graph check reports it")
+	fs.StringVar(&o.canary.prometheusURL, "prometheus-url", "", "Prometheus the canary checks query over its HTTP API, e.g. http://prometheus.monitoring:9090 (default: none, and no canary rollout moves)")
+	fs.StringVar(&o.canary.queries, "canary-queries", canary.IstioQueries.Name, "the canary checks' queries: istio ("+canary.IstioQueries.Doc+") or grpc ("+canary.GRPCQueries.Doc+")")
 	o.log = zap.Options{Development: false}
 	o.log.BindFlags(fs)
 }
@@ -151,6 +178,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	graph, err := o.callGraph.graph()
+	if err != nil {
+		return err
+	}
+	canaryMetrics, err := o.canary.metrics()
 	if err != nil {
 		return err
 	}
@@ -209,6 +240,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Defaults:  o.defaults,
 		Metrics:   metrics,
 
+		CanaryMetrics:           canaryMetrics,
 		MaxConcurrentReconciles: o.concurrentReconciles,
 	}
 	if err := policies.SetupWithManager(ctx, mgr); err != nil {
@@ -231,7 +263,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer catalogSync.Metrics.Unregister(crmetrics.Registry)
 	}
 
-	logger.Info("Starting manager", "host", cfg.Host, "namespaces", o.namespaces, "leaderElect", o.leaderElect)
+	logger.Info("Starting manager", "host", cfg.Host, "namespaces", o.namespaces, "leaderElect", o.leaderElect,
+		"prometheus", o.canary.prometheusURL, "canaryQueries", o.canary.queries)
 	return mgr.Start(ctx)
 }
 

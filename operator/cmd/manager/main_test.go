@@ -289,6 +289,8 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{[]string{"--kubeconfig", env.Kubeconfig, "--consul-address", "127.0.0.1:1", "--consul-deny-namespaces", "kube-system,Kube_Public"}, `--consul-deny-namespaces: "Kube_Public" is not a namespace name`},
 		{[]string{"--kubeconfig", env.Kubeconfig, "--callgraph-file", filepath.Join(t.TempDir(), "missing.yaml")}, "missing.yaml"},
 		{[]string{"--kubeconfig", env.Kubeconfig, "--non-idempotent", "Shop/payments"}, "Shop/payments"},
+		{[]string{"--kubeconfig", env.Kubeconfig, "--canary-queries", "envoy"}, "--canary-queries"},
+		{[]string{"--kubeconfig", env.Kubeconfig, "--prometheus-url", "http://[::1"}, "--prometheus-url"},
 	} {
 		var stderr bytes.Buffer
 		err := run(context.Background(), tt.args, func(string) string { return "" }, io.Discard, &stderr)

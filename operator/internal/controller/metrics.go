@@ -25,6 +25,8 @@ type Metrics struct {
 	ReconcileReady prometheus.Histogram
 	// CallGraphFindings is the call-graph controller's latest analysis: findings by severity and kind.
 	CallGraphFindings *prometheus.GaugeVec
+	// canary are the rollouts' metrics (canary_metrics.go).
+	canary canaryMetrics
 
 	mu      sync.Mutex
 	pending map[types.NamespacedName]pendingGeneration
@@ -65,6 +67,7 @@ func NewMetrics(reader client.Reader) *Metrics {
 			Help: "Findings of the latest call-graph analysis of the TrafficPolicies together, by severity (info, warning, error) and kind (Amplification, TimeoutBelowCallee, NonIdempotentRetry, ...).",
 		}, []string{"severity", "kind"}),
 		pending: map[types.NamespacedName]pendingGeneration{},
+		canary:  newCanaryMetrics(reader),
 	}
 	// Every known series starts at 0, so dashboards and rate() see a flat line rather than no data.
 	for _, reason := range []string{v1alpha1.ReasonHostConflict, v1alpha1.ReasonTargetConflict} {
@@ -83,7 +86,8 @@ func NewMetrics(reader client.Reader) *Metrics {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.policies, m.Conflicts, m.ApplyErrors, m.Writes, m.ReconcileReady, m.CallGraphFindings}
+	return append([]prometheus.Collector{m.policies, m.Conflicts, m.ApplyErrors, m.Writes, m.ReconcileReady, m.CallGraphFindings},
+		m.canary.collectors()...)
 }
 
 // Register registers every metric with reg.

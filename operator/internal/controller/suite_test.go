@@ -15,8 +15,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -64,11 +67,16 @@ func TestMain(m *testing.M) {
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := zap.New(zap.WriteTo(&logs))
 	ctrl.SetLogger(logger)
+	prom = newRecordedTraffic()
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Logger:                 logger,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		// Policies a test runs its own manager for are not this one's (canary_test.go).
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&v1alpha1.TrafficPolicy{}: {Label: labels.NewSelector().Add(*mustRequirement(ownManagerLabel, selection.DoesNotExist))},
+		}},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -83,6 +91,8 @@ func TestMain(m *testing.M) {
 		Recorder:  mgr.GetEventRecorder("meshplane"),
 		Defaults:  desiredstate.PlatformDefaults(),
 		Metrics:   metrics,
+		// The canary checks measure the traffic each test sets (canary_test.go).
+		CanaryMetrics: prom,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/canary"
 	"meshplane.dev/operator/internal/desiredstate"
 )
 
@@ -51,8 +52,11 @@ type TrafficPolicyReconciler struct {
 	Recorder  events.EventRecorder
 	Defaults  desiredstate.Defaults
 	Metrics   *Metrics
-	// Now is the clock, for the reconcile-to-Ready histogram only.
+	// Now is the clock: of the reconcile-to-Ready histogram, and of canary rollouts (canary.go).
 	Now func() time.Time
+	// CanaryMetrics measures canaries' subsets (Prometheus); nil when none is configured, and then no
+	// rollout moves.
+	CanaryMetrics CanaryMetrics
 	// MaxConcurrentReconciles is how many policies are reconciled at once; 0 means 1. A reconcile
 	// mostly waits on the API server, so one worker leaves it and the operator idle.
 	MaxConcurrentReconciles int
@@ -120,6 +124,8 @@ type pass struct {
 	foreign foreign
 	// written is what the pass wrote, for awaitCache.
 	written written
+	// canary is where the policy's rollout goes in this pass; nil without a canary (canary.go).
+	canary *canary.Decision
 }
 
 // generated names, in apply order, the policy's objects that exist: what status reports as generated,
@@ -160,8 +166,9 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 	out := r.reconcile(ctx, ps)
 	setStatus(policy, out)
+	requeue := r.recordCanary(ctx, ps, out)
 	r.report(ctx, before, policy, out)
-	return ctrl.Result{}, out.err
+	return ctrl.Result{RequeueAfter: requeue}, out.err
 }
 
 // outcome is what one reconcile found and did.
@@ -215,7 +222,8 @@ func (r *TrafficPolicyReconciler) reconcile(ctx context.Context, ps *pass) outco
 		out.generated = ps.generated()
 		return out
 	}
-	if ps.desired, err = desiredstate.Build(p, svc, r.Defaults); err != nil {
+	ps.canary = r.decideCanary(ctx, ps)
+	if ps.desired, err = desiredstate.BuildRollout(p, svc, r.Defaults, ps.rollout()); err != nil {
 		out := notAccepted(v1alpha1.ReasonInvalid, err.Error())
 		out.generated = ps.generated()
 		return out

@@ -440,7 +440,7 @@ func TestKubectlGetShowsPrintColumns(t *testing.T) {
 		t.Fatalf("kubectl get tp:\n%s\nwant a header and one row", out)
 	}
 	header, row := strings.Fields(lines[0]), strings.Fields(lines[1])
-	if want := []string{"NAME", "SERVICE", "TIMEOUT", "RETRIES", "MTLS", "READY", "AGE"}; !slices.Equal(header, want) {
+	if want := []string{"NAME", "SERVICE", "TIMEOUT", "RETRIES", "MTLS", "CANARY", "WEIGHT", "READY", "AGE"}; !slices.Equal(header, want) {
 		t.Errorf("header %q, want %q", header, want)
 	}
 	if len(row) != 7 || !slices.Equal(row[:6], []string{"orders", "orders", "3s", "0", "STRICT", "True"}) {

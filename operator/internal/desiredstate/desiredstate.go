@@ -138,10 +138,28 @@ func (e *InvalidError) Error() string {
 	return strings.Join(msgs, "; ")
 }
 
+// Rollout is where a policy's canary rollout stands, which only the operator knows (it keeps it in the
+// policy's status, as the rollout moves on a clock and on live metrics): Build routes CandidateWeight
+// percent of calls to spec.canary.candidate and the rest to its stable subset.
+type Rollout struct {
+	// CandidateWeight is the candidate's share in percent, 0 to 100. 0, where every rollout starts and
+	// where a rollback returns, routes exactly as spec.split says.
+	CandidateWeight int32
+}
+
 // Build returns the Istio objects and effective policy for p. svc is p's target Service; it may be nil
 // when the policy needs no workload selector (no mtls, no allow). An invalid policy, or one whose
-// Service cannot provide a selector, gets an *InvalidError listing every problem.
+// Service cannot provide a selector, gets an *InvalidError listing every problem. A canary is built at
+// its start, the candidate at weight 0: what `meshplane render` shows; the operator uses BuildRollout.
 func Build(p *v1alpha1.TrafficPolicy, svc *corev1.Service, d Defaults) (*State, error) {
+	return BuildRollout(p, svc, d, Rollout{})
+}
+
+// BuildRollout is Build with the policy's canary at r. Without spec.canary, r must be the zero Rollout.
+func BuildRollout(p *v1alpha1.TrafficPolicy, svc *corev1.Service, d Defaults, r Rollout) (*State, error) {
+	if r.CandidateWeight < 0 || r.CandidateWeight > 100 || (p.Spec.Canary == nil && r.CandidateWeight != 0) {
+		return nil, fmt.Errorf("build TrafficPolicy %s/%s: candidate weight %d, want 0 to 100 with spec.canary, else 0", p.Namespace, p.Name, r.CandidateWeight)
+	}
 	if err := d.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid defaults: %w", err)
 	}
@@ -176,7 +194,7 @@ func Build(p *v1alpha1.TrafficPolicy, svc *corev1.Service, d Defaults) (*State, 
 	plans := planRoutes(spec, retries)
 	s := &State{
 		DestinationRule: destinationRule(p, host),
-		VirtualService:  virtualService(p, host, plans),
+		VirtualService:  virtualService(p, host, plans, r),
 		Effective:       effective(spec, host, plans, isDefault),
 	}
 	if spec.MTLS != nil {
@@ -214,20 +232,31 @@ func objectMeta(p *v1alpha1.TrafficPolicy) metav1.ObjectMeta {
 	}
 }
 
-// virtualService routes every planned route to the Service, or to its split's subsets.
-func virtualService(p *v1alpha1.TrafficPolicy, host string, plans []plan) *networkingv1.VirtualService {
+// virtualService routes every planned route to the Service, or to its split's subsets, with the weights
+// the canary's rollout r puts in place of the split's for its two subsets.
+func virtualService(p *v1alpha1.TrafficPolicy, host string, plans []plan, r Rollout) *networkingv1.VirtualService {
 	var dests []*networkingapi.HTTPRouteDestination
 	if p.Spec.Split == nil {
 		dests = []*networkingapi.HTTPRouteDestination{{Destination: &networkingapi.Destination{Host: host}}}
 	}
 	for _, s := range p.Spec.Split {
+		weight := *s.Weight
+		if c := p.Spec.Canary; c != nil {
+			// Validation keeps the stable subset at 100 in the split, so every other subset is at 0.
+			switch s.Subset {
+			case c.Stable:
+				weight = 100 - r.CandidateWeight
+			case c.Candidate:
+				weight = r.CandidateWeight
+			}
+		}
 		// A weight-0 subset is staged in the DestinationRule but not routed to.
-		if *s.Weight == 0 {
+		if weight == 0 {
 			continue
 		}
 		dests = append(dests, &networkingapi.HTTPRouteDestination{
 			Destination: &networkingapi.Destination{Host: host, Subset: s.Subset},
-			Weight:      *s.Weight,
+			Weight:      weight,
 		})
 	}
 	vs := &networkingv1.VirtualService{ObjectMeta: objectMeta(p)}

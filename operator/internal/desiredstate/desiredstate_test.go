@@ -338,3 +338,48 @@ func TestDefaultsValidate(t *testing.T) {
 		t.Errorf("platform defaults invalid: %v", err)
 	}
 }
+
+// A canary owns the weights of its two subsets: at weight w the candidate gets w percent on every route
+// (the default route and each spec route alike), the stable subset the rest; at 0 and 100 the subset
+// without traffic gets no destination, but both stay in the DestinationRule, so moving back and forth
+// never waits for a subset to appear.
+func TestCanaryWeightsEveryRoute(t *testing.T) {
+	p := pt.Policy("shop", "orders", pt.Split("v1", 100, "v2", 0), pt.Canary("v1", "v2", "4s", []int32{10, 50, 100}))
+	p.Spec.Routes = []v1alpha1.Route{{Name: "charge", Match: v1alpha1.RouteMatch{GRPC: &v1alpha1.GRPCMatch{Method: "Charge"}}, Timeout: pt.Duration("1s")}}
+	dest := func(subset string, weight int32) *networkingapi.HTTPRouteDestination {
+		return &networkingapi.HTTPRouteDestination{Destination: &networkingapi.Destination{Host: host, Subset: subset}, Weight: weight}
+	}
+	tests := []struct {
+		weight int32
+		want   []*networkingapi.HTTPRouteDestination
+	}{
+		{0, []*networkingapi.HTTPRouteDestination{dest("v1", 100)}},
+		{25, []*networkingapi.HTTPRouteDestination{dest("v1", 75), dest("v2", 25)}},
+		{100, []*networkingapi.HTTPRouteDestination{dest("v2", 100)}},
+	}
+	for _, tt := range tests {
+		s, err := desiredstate.BuildRollout(p, pt.Service("shop", "orders"), desiredstate.PlatformDefaults(), desiredstate.Rollout{CandidateWeight: tt.weight})
+		if err != nil {
+			t.Fatalf("BuildRollout at %d: %v", tt.weight, err)
+		}
+		if len(s.VirtualService.Spec.Http) != 2 {
+			t.Fatalf("at %d: %d routes, want charge and default", tt.weight, len(s.VirtualService.Spec.Http))
+		}
+		for _, route := range s.VirtualService.Spec.Http {
+			if diff := cmp.Diff(tt.want, route.Route, protocmp.Transform()); diff != "" {
+				t.Errorf("at weight %d, route %s destinations (-want +got):\n%s", tt.weight, route.Name, diff)
+			}
+		}
+		if n := len(s.DestinationRule.Spec.Subsets); n != 2 {
+			t.Errorf("at weight %d: %d subsets in the DestinationRule, want both", tt.weight, n)
+		}
+	}
+	// Build is the rollout's start: what render shows before the operator moves anything.
+	start := build(t, p, desiredstate.PlatformDefaults())
+	if diff := cmp.Diff(tests[0].want, start.VirtualService.Spec.Http[1].Route, protocmp.Transform()); diff != "" {
+		t.Errorf("Build's default route (-want +got):\n%s", diff)
+	}
+	if _, err := desiredstate.BuildRollout(pt.Policy("shop", "orders"), nil, desiredstate.PlatformDefaults(), desiredstate.Rollout{CandidateWeight: 10}); err == nil {
+		t.Error("BuildRollout of a policy without a canary at weight 10: no error")
+	}
+}

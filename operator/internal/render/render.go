@@ -40,6 +40,7 @@ import (
 
 	"meshplane.dev/operator/api/v1alpha1"
 	"meshplane.dev/operator/internal/callgraph"
+	"meshplane.dev/operator/internal/canary"
 	"meshplane.dev/operator/internal/desiredstate"
 )
 
@@ -615,6 +616,9 @@ func WriteExplain(w io.Writer, rendered []Rendered, graph *callgraph.Report) err
 			return err
 		}
 	}
+	if err := writeCanaries(w, rendered); err != nil {
+		return err
+	}
 	if graph == nil {
 		return nil
 	}
@@ -622,6 +626,24 @@ func WriteExplain(w io.Writer, rendered []Rendered, graph *callgraph.Report) err
 		return err
 	}
 	return callgraph.WriteText(w, graph, false)
+}
+
+// writeCanaries writes the plan of every policy's canary: its steps, the thresholds it derives from the
+// SLO, and how long promotion takes.
+func writeCanaries(w io.Writer, rendered []Rendered) error {
+	var b strings.Builder
+	for _, r := range rendered {
+		if r.Policy.Spec.Canary == nil {
+			continue
+		}
+		plan := canary.NewPlan(r.Policy.Spec.Canary)
+		fmt.Fprintf(&b, "\nCanary %s/%s (the operator moves the weights; render shows the start, %s at 0%%):\n", r.Policy.Namespace, r.Policy.Name, plan.Candidate)
+		for _, line := range plan.Describe() {
+			fmt.Fprintf(&b, "  %s\n", line)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 func writeTable(w io.Writer, table string) error {

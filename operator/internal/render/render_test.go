@@ -331,3 +331,66 @@ func TestLoadSources(t *testing.T) {
 		t.Errorf("missing file problems = %q, want one saying no such file", problems)
 	}
 }
+
+// Bad canaries: render names each field as the API server would, before anything is rendered.
+func TestCanaryProblems(t *testing.T) {
+	policies := filepath.Join(t.TempDir(), "payments.yaml")
+	if err := os.WriteFile(policies, []byte(`apiVersion: traffic.meshplane.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: payments, namespace: shop}
+spec:
+  targetRef: {name: payments}
+  split:
+  - {subset: v1, labels: {version: v1}, weight: 100}
+  - {subset: v2, labels: {version: v2}, weight: 0}
+  canary:
+    stable: v1
+    candidate: v3
+    steps: [25, 10, 50]
+    interval: 20s
+    analysis: {objective: "100", maxBurnRate: "10", minRequests: 100}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, problems := renderFiles(t, policies)
+	var got []string
+	for _, p := range problems {
+		got = append(got, strings.TrimPrefix(p.String(), policies+": TrafficPolicy shop/payments: "))
+	}
+	want := []string{
+		`spec.canary.steps: Invalid value: [25,10,50]: must increase strictly, e.g. [10, 25, 50, 100]`,
+		`spec.canary.steps: Invalid value: [25,10,50]: must end at 100 (the candidate serves every call once promoted), not 50`,
+		`spec.canary.analysis.objective: Invalid value: "100": 100 is not a percentage strictly between 0 and 100, such as 99.9`,
+		`spec.canary.interval: Invalid value: "20s": 20s is shorter than twice analysis.scrapeInterval (15s): a check needs two scrapes within the step to measure a rate`,
+		`spec.canary.candidate: Invalid value: "v3": v3 is not a subset of spec.split`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("problems (-want +got):\n%s", diff)
+	}
+}
+
+// --explain prints a canary's plan: its steps, the thresholds derived from the SLO, and how long
+// promotion takes at the fastest and at worst.
+func TestExplainCanary(t *testing.T) {
+	in, problems := render.Load([]string{filepath.Join("testdata", "canary.yaml")}, nil, "default")
+	rendered, invalid := render.Render(in, desiredstate.PlatformDefaults())
+	if problems = append(problems, invalid...); len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	var out bytes.Buffer
+	if err := render.WriteExplain(&out, rendered, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := `Canary shop/payments (the operator moves the weights; render shows the start, v2 at 0%):
+  steps: 10% → 25% → 50% → 100% of calls to v2 (the rest to v1), 1m0s each
+  pass: success rate ≥ 99% over each step (objective 99.9%, max burn rate 10: error ratio ≤ 1%)
+  pass: error ratio at most 0.5pp above v1's over the same window
+  pass: p99 latency ≤ 300ms
+  hold: a check of fewer than 100 calls to v2, or without metrics, holds; after 5 holds in a row each further one counts as a failed check
+  roll back: at 2 failed checks, at once
+  promotion: 4m0s at the fastest; worst case 25m0s (Prometheus outages hold longer)
+`
+	if got := out.String(); !strings.HasSuffix(got, want) {
+		t.Errorf("--explain ends with:\n%s\nwant:\n%s", got, want)
+	}
+}

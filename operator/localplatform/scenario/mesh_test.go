@@ -27,6 +27,7 @@ import (
 	"meshplane.dev/mesh/devkit/wait"
 	"meshplane.dev/mesh/proxyless"
 	"meshplane.dev/operator/api/v1alpha1"
+	"meshplane.dev/operator/internal/canary"
 	"meshplane.dev/operator/internal/controller"
 	"meshplane.dev/operator/internal/desiredstate"
 	"meshplane.dev/operator/internal/inforce"
@@ -63,7 +64,8 @@ var (
 // Service, each joined to the mesh by a real istio-agent (its certificate from istiod's CA, its xDS
 // through the agent) and serving with gRPC's xDS server, so inbound policy applies. The tests' caller is
 // a proxyless gRPC client with its own node identity and agent (service account meshtest); a second one
-// holds the orders identity, and a third calls the instances directly, without certificates.
+// holds the orders identity, and a third calls the instances directly, without certificates. A real
+// Prometheus scrapes the instances every second and the reconciler's canary checks query it.
 func TestMain(m *testing.M) {
 	code, err := setup(m)
 	if err != nil {
@@ -113,11 +115,6 @@ func setup(m *testing.M) (int, error) {
 			return 0, err
 		}
 	}
-	stopManager, err := startManager(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer stopManager()
 	if err := <-built; err != nil {
 		return 0, err
 	}
@@ -127,6 +124,20 @@ func setup(m *testing.M) (int, error) {
 	if mesh, err = startPayments(ctx, dir); err != nil {
 		return 0, err
 	}
+	prom, err := startPrometheus(ctx, dir, mesh.Instances)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = prom.Stop() }()
+	metrics, err := canary.NewPrometheus(prom.URL(), canary.GRPCQueries)
+	if err != nil {
+		return 0, err
+	}
+	stopManager, err := startManager(ctx, metrics)
+	if err != nil {
+		return 0, err
+	}
+	defer stopManager()
 	return m.Run(), nil
 }
 
@@ -141,8 +152,20 @@ func build(dir string, names ...string) error {
 	return nil
 }
 
-// startManager runs the operator's TrafficPolicy reconciler as the manager binary does.
-func startManager(ctx context.Context) (func(), error) {
+// startPrometheus scrapes the payments instances every second, each labelled with namespace, service
+// and version as the canary checks' gRPC queries select them.
+func startPrometheus(ctx context.Context, dir string, instances []scenario.Instance) (*devserver.Server, error) {
+	var config strings.Builder
+	config.WriteString("global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: payments\n    static_configs:\n")
+	for _, in := range instances {
+		fmt.Fprintf(&config, "      - targets: [%q]\n        labels: {namespace: %s, service: payments, version: %s}\n", in.Admin, ns, in.Subset)
+	}
+	return devserver.StartPrometheus(ctx, devserver.Options{Dir: filepath.Join(dir, "prometheus")}, []byte(config.String()), nil)
+}
+
+// startManager runs the operator's TrafficPolicy reconciler as the manager binary does, with
+// --prometheus-url and --canary-queries grpc.
+func startManager(ctx context.Context, metrics controller.CanaryMetrics) (func(), error) {
 	logger := zap.New(zap.WriteTo(&managerLog))
 	ctrl.SetLogger(logger)
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
@@ -154,7 +177,7 @@ func startManager(ctx context.Context) (func(), error) {
 	r := &controller.TrafficPolicyReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
 		Recorder: mgr.GetEventRecorder("meshplane"), Defaults: desiredstate.PlatformDefaults(),
-		Metrics: controller.NewMetrics(mgr.GetClient()),
+		Metrics: controller.NewMetrics(mgr.GetClient()), CanaryMetrics: metrics,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		return nil, err

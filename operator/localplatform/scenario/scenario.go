@@ -492,6 +492,20 @@ func (m *Mesh) served(ctx context.Context, method string) (map[string]int, error
 	return out, err
 }
 
+// Served reads how many calls of the Mesh's Method each instance has handled so far, by instance name
+// (grpc_server_handled_total): what a test following a rollout counts between two moments.
+func (m *Mesh) Served(ctx context.Context) (map[string]int, error) { return m.served(ctx, m.Method) }
+
+// SetFaults sets an instance's fault rules (JSON, as PUT /admin/faults takes); "" clears them.
+func (m *Mesh) SetFaults(ctx context.Context, instance, rules string) error {
+	for _, inst := range m.Instances {
+		if inst.Name == instance {
+			return m.setFaults(ctx, inst, rules)
+		}
+	}
+	return fmt.Errorf("no instance %s", instance)
+}
+
 // handled reads how many calls of method each instance has handled (grpc_server_handled_total) and how
 // many all of them handled by the caller's identity (meshplane_grpc_server_calls_by_peer_total).
 func (m *Mesh) handled(ctx context.Context, method string) (map[string]int, map[string]int, error) {

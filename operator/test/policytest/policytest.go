@@ -78,6 +78,20 @@ func Split(subsetsAndWeights ...any) Option {
 	}
 }
 
+// Canary sets spec.canary from subset stable to candidate over steps, every interval, with an analysis
+// for tests: objective 99.9, maxBurnRate 10 (1% errors), minRequests 10, scrapeInterval 1s. Set the split
+// first (stable at 100); change adjusts the canary further.
+func Canary(stable, candidate, interval string, steps []int32, change ...func(*v1alpha1.Canary)) Option {
+	return func(p *v1alpha1.TrafficPolicy) {
+		c := &v1alpha1.Canary{Stable: stable, Candidate: candidate, Steps: steps, Interval: v1alpha1.Duration(interval),
+			Analysis: v1alpha1.CanaryAnalysis{Objective: "99.9", MaxBurnRate: "10", MinRequests: Int32(10), ScrapeInterval: Duration("1s")}}
+		for _, f := range change {
+			f(c)
+		}
+		p.Spec.Canary = c
+	}
+}
+
 // Allow sets spec.allow from "sa" or "namespace/sa" strings.
 func Allow(callers ...string) Option {
 	return func(p *v1alpha1.TrafficPolicy) {

@@ -210,6 +210,57 @@ var SpecCases = []SpecCase{
 	{"fault abort percentage 101", `{"targetRef":{"name":"payments"},"fault":{"abort":{"percentage":101,"code":"UNAVAILABLE"}}}`, false},
 	{"timeout 33 characters", `{"targetRef":{"name":"payments"},"timeout":"1s1s1s1s1s1s1s1s1s1s1s1s1s1s1s1s1"}`, false},
 
+	// canary
+	{"canary minimal", canarySpec(stagedSplit, canaryMinimal), true},
+	{"canary every field", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v2","steps":[5,10,25,50,100],"interval":"2m","analysis":{"objective":"99.95","maxBurnRate":"14.4","stableMargin":"0.5","latency":{"quantile":"0.99","max":"300ms"},"minRequests":200,"maxHolds":5,"failureThreshold":3,"scrapeInterval":"30s"},"paused":true,"abort":false}`), true},
+	{"canary one step", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v2","steps":[100],"interval":"30s","analysis":{"objective":"99","maxBurnRate":"1","minRequests":1}}`), true},
+	{"canary interval twice scrapeInterval", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v2","steps":[50,100],"interval":"2s","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":10,"scrapeInterval":"1s"}}`), true},
+	{"canary with routes", `{"targetRef":{"name":"payments"},"routes":[{"name":"charge","match":{"grpc":{"method":"Charge"}},"retries":{"attempts":0}}],` + stagedSplitField + `,"canary":` + canaryMinimal + `}`, true},
+	{"canary third subset at 0", canarySpec(`[{"subset":"v1","labels":{"version":"v1"},"weight":100},{"subset":"v2","labels":{"version":"v2"},"weight":0},{"subset":"v3","labels":{"version":"v3"},"weight":0}]`, canaryMinimal), true},
+	{"canary objective 99.9999", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9999","maxBurnRate":"10","minRequests":100`)), true},
+	{"canary burn just allows a success", canarySpec(stagedSplit, withAnalysis(`"objective":"99","maxBurnRate":"99.9999","minRequests":100`)), true},
+	{"canary stableMargin 0", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10","stableMargin":"0","minRequests":100`)), true},
+	{"canary without split", `{"targetRef":{"name":"payments"},"canary":` + canaryMinimal + `}`, false},
+	{"canary unknown stable", canarySpec(stagedSplit, `{"stable":"v0","candidate":"v2","steps":[10,100],"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`), false},
+	{"canary unknown candidate", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v3","steps":[10,100],"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`), false},
+	{"canary stable is candidate", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v1","steps":[10,100],"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`), false},
+	{"canary stable not a DNS label", canarySpec(stagedSplit, `{"stable":"V1","candidate":"v2","steps":[10,100],"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`), false},
+	{"canary no stable", canarySpec(stagedSplit, `{"candidate":"v2","steps":[10,100],"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`), false},
+	{"canary stable weight 90", canarySpec(`[{"subset":"v1","labels":{"version":"v1"},"weight":90},{"subset":"v2","labels":{"version":"v2"},"weight":10}]`, canaryMinimal), false},
+	{"canary stable weight 0", canarySpec(`[{"subset":"v1","labels":{"version":"v1"},"weight":0},{"subset":"v2","labels":{"version":"v2"},"weight":100}]`, canaryMinimal), false},
+	{"canary steps not increasing", canarySpec(stagedSplit, withSteps(`[10,50,25,100]`)), false},
+	{"canary steps repeat", canarySpec(stagedSplit, withSteps(`[10,10,100]`)), false},
+	{"canary steps not ending at 100", canarySpec(stagedSplit, withSteps(`[10,50]`)), false},
+	{"canary steps empty", canarySpec(stagedSplit, withSteps(`[]`)), false},
+	{"canary step 0", canarySpec(stagedSplit, withSteps(`[0,100]`)), false},
+	{"canary step 101", canarySpec(stagedSplit, withSteps(`[10,101]`)), false},
+	{"canary 11 steps", canarySpec(stagedSplit, withSteps(`[1,2,3,4,5,6,7,8,9,10,100]`)), false},
+	{"canary no steps", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v2","interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`), false},
+	{"canary interval below twice the default scrape", canarySpec(stagedSplit, withInterval(`20s`, ``)), false},
+	{"canary interval below twice scrapeInterval", canarySpec(stagedSplit, withInterval(`9s`, `,"scrapeInterval":"5s"`)), false},
+	{"canary interval malformed", canarySpec(stagedSplit, withInterval(`soon`, ``)), false},
+	{"canary scrapeInterval malformed", canarySpec(stagedSplit, withInterval(`1m`, `,"scrapeInterval":"often"`)), false},
+	{"canary no interval", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v2","steps":[10,100],"analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`), false},
+	{"canary no analysis", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v2","steps":[10,100],"interval":"1m"}`), false},
+	{"canary objective 100", canarySpec(stagedSplit, withAnalysis(`"objective":"100","maxBurnRate":"10","minRequests":100`)), false},
+	{"canary objective 0", canarySpec(stagedSplit, withAnalysis(`"objective":"0","maxBurnRate":"10","minRequests":100`)), false},
+	{"canary objective 100.5", canarySpec(stagedSplit, withAnalysis(`"objective":"100.5","maxBurnRate":"10","minRequests":100`)), false},
+	{"canary objective words", canarySpec(stagedSplit, withAnalysis(`"objective":"three nines","maxBurnRate":"10","minRequests":100`)), false},
+	{"canary objective a number", canarySpec(stagedSplit, withAnalysis(`"objective":99.9,"maxBurnRate":"10","minRequests":100`)), false},
+	{"canary objective missing", canarySpec(stagedSplit, withAnalysis(`"maxBurnRate":"10","minRequests":100`)), false},
+	{"canary maxBurnRate 0", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"0","minRequests":100`)), false},
+	{"canary maxBurnRate allows every call to fail", canarySpec(stagedSplit, withAnalysis(`"objective":"90","maxBurnRate":"10","minRequests":100`)), false},
+	{"canary stableMargin 100", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10","stableMargin":"100","minRequests":100`)), false},
+	{"canary latency quantile 0", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10","latency":{"quantile":"0.0","max":"1s"},"minRequests":100`)), false},
+	{"canary latency quantile 1", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10","latency":{"quantile":"1","max":"1s"},"minRequests":100`)), false},
+	{"canary latency without max", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10","latency":{"quantile":"0.99"},"minRequests":100`)), false},
+	{"canary latency max 0s", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10","latency":{"quantile":"0.99","max":"0s"},"minRequests":100`)), false},
+	{"canary minRequests 0", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10","minRequests":0`)), false},
+	{"canary minRequests missing", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10"`)), false},
+	{"canary maxHolds 0", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10","minRequests":100,"maxHolds":0`)), false},
+	{"canary failureThreshold 11", canarySpec(stagedSplit, withAnalysis(`"objective":"99.9","maxBurnRate":"10","minRequests":100,"failureThreshold":11`)), false},
+	{"canary paused a string", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v2","steps":[10,100],"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100},"paused":"yes"}`), false},
+
 	// everything at once, and several problems at once
 	{"everything", `{"targetRef":{"kind":"Service","name":"orders"},"timeout":"3s","retries":{"attempts":2,"perTryTimeout":"1s","retryOn":["connect-failure","refused-stream","unavailable","503"]},"circuitBreaker":{"maxConnections":100,"maxPendingRequests":10,"maxRequests":100,"maxRequestsPerConnection":0,"maxRetries":3,"consecutiveErrors":5,"interval":"10s","baseEjectionTime":"30s","maxEjectionPercent":50},"mtls":{"mode":"STRICT"},"split":[{"subset":"v1","labels":{"version":"v1"},"weight":90},{"subset":"v2","labels":{"version":"v2"},"weight":10}],"allow":[{"serviceAccount":"gateway"},{"serviceAccount":"loadgen","namespace":"tools"}]}`, true},
 	{"many problems", `{"targetRef":{"name":"Orders"},"timeout":"1.5s","retries":{"attempts":0,"retryOn":["599"]},"mtls":{"mode":"strict"},"split":[{"subset":"a","labels":{"v":"1"},"weight":50}]}`, false},
@@ -273,4 +324,44 @@ var MessageCases = []MessageCase{
 	{"fault delay percentage 101", `{"targetRef":{"name":"payments"},"fault":{"delay":{"fixedDelay":"1s","percentage":101}}}`, []string{"spec.fault.delay.percentage"}, []string{"101"}},
 	{"fault abort percentage negative", `{"targetRef":{"name":"payments"},"routes":[{"name":"charge","match":{"grpc":{"method":"Charge"}},"fault":{"abort":{"percentage":-5,"code":"UNAVAILABLE"}}}]}`, []string{"spec.routes[0].fault.abort.percentage"}, []string{"-5"}},
 	{"fault delay banana", `{"targetRef":{"name":"payments"},"fault":{"delay":{"fixedDelay":"banana","percentage":10}}}`, []string{"spec.fault.delay.fixedDelay"}, []string{`"banana"`}},
+	// canary: the field to change, the subset or values concerned
+	{"canary without split", `{"targetRef":{"name":"payments"},"canary":` + canaryMinimal + `}`, []string{"spec.split"}, []string{"spec.canary needs spec.split"}},
+	{"canary unknown candidate", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v3","steps":[10,100],"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`), []string{"spec.canary.candidate"}, []string{"v3 is not a subset of spec.split"}},
+	{"canary stable is candidate", canarySpec(stagedSplit, `{"stable":"v1","candidate":"v1","steps":[10,100],"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`), []string{"spec.canary.candidate"}, []string{"must differ from stable"}},
+	{"canary stable weight 90", canarySpec(`[{"subset":"v1","labels":{"version":"v1"},"weight":90},{"subset":"v2","labels":{"version":"v2"},"weight":10}]`, canaryMinimal), []string{"spec.split"}, []string{"the stable subset v1 has weight 90", "must have 100"}},
+	{"canary steps not increasing", canarySpec(stagedSplit, withSteps(`[10,50,25,100]`)), []string{"spec.canary.steps"}, []string{"must increase strictly"}},
+	{"canary steps not ending at 100", canarySpec(stagedSplit, withSteps(`[10,50]`)), []string{"spec.canary.steps"}, []string{"must end at 100", "not 50"}},
+	{"canary interval below twice the default scrape", canarySpec(stagedSplit, withInterval(`20s`, ``)), []string{"spec.canary.interval"}, []string{"20s is shorter than twice analysis.scrapeInterval (15s)"}},
+	{"canary interval below twice scrapeInterval", canarySpec(stagedSplit, withInterval(`9s`, `,"scrapeInterval":"5s"`)), []string{"spec.canary.interval"}, []string{"9s is shorter than twice analysis.scrapeInterval (5s)"}},
+	{"canary interval malformed", canarySpec(stagedSplit, withInterval(`soon`, ``)), []string{"spec.canary.interval"}, []string{`"soon"`}},
+	{"canary objective 100", canarySpec(stagedSplit, withAnalysis(`"objective":"100","maxBurnRate":"10","minRequests":100`)), []string{"spec.canary.analysis.objective"}, []string{"100 is not a percentage strictly between 0 and 100"}},
+	{"canary objective a word", canarySpec(stagedSplit, withAnalysis(`"objective":"high","maxBurnRate":"10","minRequests":100`)), []string{"spec.canary.analysis.objective"}, []string{`"high"`}},
+	{"canary maxBurnRate allows every call to fail", canarySpec(stagedSplit, withAnalysis(`"objective":"90","maxBurnRate":"10","minRequests":100`)), []string{"spec.canary.analysis.maxBurnRate"}, []string{"maxBurnRate 10 times the error budget of objective 90 allows every call to fail"}},
+}
+
+// The canary cases' pieces: a split staged for a canary (v1 100, v2 0) and a minimal canary over it.
+const (
+	stagedSplit      = `[{"subset":"v1","labels":{"version":"v1"},"weight":100},{"subset":"v2","labels":{"version":"v2"},"weight":0}]`
+	stagedSplitField = `"split":` + stagedSplit
+	canaryMinimal    = `{"stable":"v1","candidate":"v2","steps":[10,25,50,100],"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`
+)
+
+// canarySpec is a payments policy with split and canary as raw JSON.
+func canarySpec(split, canary string) string {
+	return `{"targetRef":{"name":"payments"},"split":` + split + `,"canary":` + canary + `}`
+}
+
+// withSteps is a minimal canary with other steps.
+func withSteps(steps string) string {
+	return `{"stable":"v1","candidate":"v2","steps":` + steps + `,"interval":"1m","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100}}`
+}
+
+// withInterval is a minimal canary with another interval; analysisExtra adds analysis fields (",..." or "").
+func withInterval(interval, analysisExtra string) string {
+	return `{"stable":"v1","candidate":"v2","steps":[10,100],"interval":"` + interval + `","analysis":{"objective":"99.9","maxBurnRate":"10","minRequests":100` + analysisExtra + `}}`
+}
+
+// withAnalysis is a minimal canary with the analysis fields given.
+func withAnalysis(fields string) string {
+	return `{"stable":"v1","candidate":"v2","steps":[10,100],"interval":"1m","analysis":{` + fields + `}}`
 }
