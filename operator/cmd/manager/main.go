@@ -232,6 +232,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("register metrics: %w", err)
 	}
 	defer metrics.Unregister(crmetrics.Registry)
+	// The call-graph analysis's conditions ride on the policy controller's status patches.
+	var callGraphConditions *controller.CallGraphConditions
+	if o.callGraph.enabled {
+		callGraphConditions = controller.NewCallGraphConditions()
+	}
 	policies := &controller.TrafficPolicyReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -241,6 +246,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Metrics:   metrics,
 
 		CanaryMetrics:           canaryMetrics,
+		CallGraph:               callGraphConditions,
 		MaxConcurrentReconciles: o.concurrentReconciles,
 	}
 	if err := policies.SetupWithManager(ctx, mgr); err != nil {
@@ -250,6 +256,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		check := &controller.CallGraphReconciler{
 			Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("meshplane"), Defaults: o.defaults, Metrics: metrics,
 			Graph: graph, Options: callgraph.Options{MaxAmplification: o.callGraph.maxAmplification},
+			Conditions: callGraphConditions,
 		}
 		if err := check.SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("set up callgraph controller: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
@@ -49,6 +50,41 @@ type CallGraphReconciler struct {
 	Graph   callgraph.Graph
 	Options callgraph.Options
 	Metrics *Metrics
+	// Conditions, when set, is shared with the TrafficPolicyReconciler (its CallGraph field): the analysis
+	// records there what each policy's condition should be, and the TrafficPolicyReconciler writes it with
+	// its own status patch. That patch replaces the conditions list, so without it a patch made from a cached
+	// copy older than this controller's last write would drop the condition, and this controller would
+	// write it again: at 1,000 new policies, 1.7 extra status writes per policy instead of 0–1.
+	Conditions *CallGraphConditions
+}
+
+// CallGraphConditions holds the CallGraph condition the latest analysis wants on each policy.
+type CallGraphConditions struct {
+	mu       sync.Mutex
+	byPolicy map[types.NamespacedName]metav1.Condition
+}
+
+// NewCallGraphConditions returns an empty set: no policy analysed yet.
+func NewCallGraphConditions() *CallGraphConditions {
+	return &CallGraphConditions{byPolicy: map[types.NamespacedName]metav1.Condition{}}
+}
+
+// replace records a whole analysis: policies it left out (deleted) lose their entry.
+func (c *CallGraphConditions) replace(byPolicy map[types.NamespacedName]metav1.Condition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byPolicy = byPolicy
+}
+
+// lookup returns the condition the latest analysis wants on the policy key, if it saw the policy.
+func (c *CallGraphConditions) lookup(key types.NamespacedName) (metav1.Condition, bool) {
+	if c == nil {
+		return metav1.Condition{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cond, ok := c.byPolicy[key]
+	return cond, ok
 }
 
 // SetupWithManager adds the controller to mgr.
@@ -110,14 +146,31 @@ func (r *CallGraphReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ct
 			byPolicy[p] = append(byPolicy[p], f)
 		}
 	}
-	var errs []error
+	wants := make(map[types.NamespacedName]metav1.Condition, len(policies.Items))
 	for i := range policies.Items {
 		p := &policies.Items[i]
 		if !p.DeletionTimestamp.IsZero() {
 			continue
 		}
 		key := p.Namespace + "/" + p.Name
-		want := callGraphCondition(p, governing[p.Namespace+"/"+p.Spec.TargetRef.Name] == p, byPolicy[key])
+		wants[client.ObjectKeyFromObject(p)] = callGraphCondition(p, governing[p.Namespace+"/"+p.Spec.TargetRef.Name] == p, byPolicy[key])
+	}
+	if r.Conditions != nil {
+		r.Conditions.replace(wants)
+	}
+	var errs []error
+	for i := range policies.Items {
+		p := &policies.Items[i]
+		want, ok := wants[client.ObjectKeyFromObject(p)]
+		if !ok {
+			continue
+		}
+		// A policy whose current generation the TrafficPolicyReconciler has yet to reconcile gets the
+		// condition with that reconcile's status patch; its status change brings the analysis back here
+		// should the patch have missed it.
+		if r.Conditions != nil && p.Status.ObservedGeneration != p.Generation {
+			continue
+		}
 		if err := r.setCondition(ctx, p, want); err != nil {
 			errs = append(errs, err)
 		}
@@ -211,14 +264,20 @@ func (r *CallGraphReconciler) setCondition(ctx context.Context, p *v1alpha1.Traf
 		}
 		return fmt.Errorf("patch status of trafficpolicy %s/%s: %w", p.Namespace, p.Name, err)
 	}
+	reportCallGraph(ctx, r.Recorder, p, cur, want)
+	return nil
+}
+
+// reportCallGraph records a Warning event when a policy's CallGraph condition turns False or names another
+// finding, whichever controller's patch wrote it.
+func reportCallGraph(ctx context.Context, recorder events.EventRecorder, p *v1alpha1.TrafficPolicy, cur *metav1.Condition, want metav1.Condition) {
 	log := logf.FromContext(ctx)
 	if want.Status == metav1.ConditionFalse && (cur == nil || cur.Status != metav1.ConditionFalse || cur.Message != want.Message) {
-		r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, want.Reason, "CallGraph", "%s", truncate(want.Message, maxEventNote))
+		recorder.Eventf(p, nil, corev1.EventTypeWarning, want.Reason, "CallGraph", "%s", truncate(want.Message, maxEventNote))
 		log.Info("Call-graph finding", "policy", klog.KObj(p), "reason", want.Reason, "message", want.Message)
 	} else if want.Status == metav1.ConditionTrue && cur != nil && cur.Status == metav1.ConditionFalse {
 		log.Info("Call-graph findings resolved", "policy", klog.KObj(p))
 	}
-	return nil
 }
 
 // maxEventNote is below the 1 kB an events.k8s.io Event's note may hold; the condition keeps the whole

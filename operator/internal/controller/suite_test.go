@@ -84,6 +84,7 @@ func TestMain(m *testing.M) {
 	}
 	metrics = controller.NewMetrics(mgr.GetClient())
 	utilruntime.Must(metrics.Register(registry))
+	callGraphConditions := controller.NewCallGraphConditions()
 	r := &controller.TrafficPolicyReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -93,6 +94,7 @@ func TestMain(m *testing.M) {
 		Metrics:   metrics,
 		// The canary checks measure the traffic each test sets (canary_test.go).
 		CanaryMetrics: prom,
+		CallGraph:     callGraphConditions,
 	}
 	if err := r.SetupWithManager(ctx, mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -100,6 +102,7 @@ func TestMain(m *testing.M) {
 	}
 	check := &controller.CallGraphReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("meshplane"), Defaults: desiredstate.PlatformDefaults(), Metrics: metrics,
+		Conditions: callGraphConditions,
 	}
 	if err := check.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)

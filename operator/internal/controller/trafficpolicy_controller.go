@@ -57,6 +57,9 @@ type TrafficPolicyReconciler struct {
 	// CanaryMetrics measures canaries' subsets (Prometheus); nil when none is configured, and then no
 	// rollout moves.
 	CanaryMetrics CanaryMetrics
+	// CallGraph is the call-graph analysis's wanted conditions (CallGraphReconciler.Conditions), which each
+	// status patch carries; nil without the call-graph controller.
+	CallGraph *CallGraphConditions
 	// MaxConcurrentReconciles is how many policies are reconciled at once; 0 means 1. A reconcile
 	// mostly waits on the API server, so one worker leaves it and the operator idle.
 	MaxConcurrentReconciles int
@@ -166,6 +169,10 @@ func (r *TrafficPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 	out := r.reconcile(ctx, ps)
 	setStatus(policy, out)
+	if want, ok := r.CallGraph.lookup(req.NamespacedName); ok {
+		reportCallGraph(ctx, r.Recorder, policy, meta.FindStatusCondition(before.Status.Conditions, v1alpha1.ConditionCallGraph), want)
+		meta.SetStatusCondition(&policy.Status.Conditions, want)
+	}
 	requeue := r.recordCanary(ctx, ps, out)
 	r.report(ctx, before, policy, out)
 	return ctrl.Result{RequeueAfter: requeue}, out.err
