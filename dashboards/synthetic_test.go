@@ -294,6 +294,7 @@ func syntheticMesh(start, end time.Time) *dashboardtest.OpenMetrics {
 		om.Counter("meshplane_log_lines_dropped_total", with(t, "reason", "queue_full"), 0.1)
 		om.Counter("meshplane_log_lines_dropped_total", with(t, "reason", "send_failed"), 0.05)
 		om.Steps("meshplane_log_lines_dropped_total", with(t, "reason", "shutdown"), 20*time.Minute)
+		om.Counter("meshplane_log_lines_sampled_out_total", t, 2)
 		om.Gauge("meshplane_log_queue_length", t, func(t float64) float64 { return float64(int(t) % 50) })
 	}
 	for _, r := range []struct {

@@ -119,6 +119,8 @@ var (
 		Labels: []string{"level"}, Help: "Log lines written, by level."}
 	LogLinesDropped = Metric{Name: "meshplane_log_lines_dropped_total", Type: Counter, Origin: App,
 		Labels: []string{"reason"}, Help: "Log lines not shipped to Loki: queue_full (Loki too slow or down), send_failed (Loki refused a batch or stayed unreachable through the retries), shutdown (still unsent at exit)."}
+	LogLinesSampledOut = Metric{Name: "meshplane_log_lines_sampled_out_total", Type: Counter, Origin: App,
+		Help: "Log lines below warn not shipped to Loki (still written to stdout) because its queue was over three quarters full: meanwhile one in ten of them is shipped, and every warning and error."}
 	LogQueueLength = Metric{Name: "meshplane_log_queue_length", Type: Gauge, Origin: App,
 		Help: "Log lines waiting in the bounded queue in front of the Loki client."}
 	BuildInfo = Metric{Name: "meshplane_build_info", Type: Gauge, Origin: App,
@@ -273,7 +275,7 @@ var All = []Metric{
 	HTTPServerDuration, GRPCServerStarted, GRPCServerHandled, GRPCServerHandling,
 	GRPCClientStarted, GRPCClientHandled, GRPCClientHandling,
 	BreakerState, BreakerTransitions, BreakerRequests,
-	LogLines, LogLinesDropped, LogQueueLength, BuildInfo, Orders, PaymentCharges, CatalogCacheLookups,
+	LogLines, LogLinesDropped, LogLinesSampledOut, LogQueueLength, BuildInfo, Orders, PaymentCharges, CatalogCacheLookups,
 	DBQueryDuration, DBPoolConnections, DBPoolMax, DBPoolWaiting, DBPoolWaits, DBPoolWaitSeconds, DBUp,
 	OutboxPending, OutboxOldestAge, OutboxPublished, OutboxPublishDuration, BrokerConnected,
 	EventsConsumed, EventsRedelivered, EventsProcessingDuration, ConsumerPending, ConsumerAckPending, ConsumerLag, OrderToShipment,

@@ -6,6 +6,11 @@
 // meshplane_log_lines_dropped_total{reason="queue_full"}. Stream labels are service, namespace and
 // level only; trace ids travel inside the JSON line.
 //
+// Under pressure the queue sheds routine lines first: while it is over three quarters full, only one
+// in sampleEvery lines below warn goes to Loki and the others are counted in
+// meshplane_log_lines_sampled_out_total (they are still on stdout), so a Loki slower than the access
+// log keeps every warning and error and a sample of the rest instead of losing lines at random.
+//
 // Lines reach Loki's push API as snappy-compressed protobuf, from one shipper per process that fills
 // the next batch while it pushes the last one (see shipper). A push Loki refuses, or that stays
 // unanswered through its retries, counts its lines as reason="send_failed".
@@ -19,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,7 +57,13 @@ type Sink struct {
 	out    *output
 }
 
+// sampleEvery is the share of lines below warn shipped while the queue is over its high-water mark
+// (three quarters of its size): one in sampleEvery.
+const sampleEvery = 10
+
 type entry struct {
+	// warn is true for warn and error lines, which the sampling under pressure never sheds.
+	warn  bool
 	level string
 	t     time.Time
 	line  string
@@ -74,6 +86,10 @@ type output struct {
 	lineCount [len(levels)]prometheus.Counter // lines' children by level index, resolved once
 	dropped   *prometheus.CounterVec
 	queueFull prometheus.Counter
+	// sampledOut counts lines below warn kept from Loki under pressure; highWater is where that starts.
+	sampledOut prometheus.Counter
+	highWater  int
+	sampleSeq  atomic.Uint64
 }
 
 // levels are the level label's values, in the order of levelIndex.
@@ -97,6 +113,10 @@ func New(o Options) (*Sink, error) {
 			Name: "meshplane_log_lines_dropped_total",
 			Help: droppedHelp,
 		}, []string{"reason"}),
+		sampledOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshplane_log_lines_sampled_out_total",
+			Help: "Log lines below warn not shipped to Loki (still written to stdout) because its queue was over three quarters full: meanwhile one in ten of them is shipped, and every warning and error.",
+		}),
 		done: make(chan struct{}),
 	}
 	for i, l := range levels {
@@ -115,7 +135,7 @@ func New(o Options) (*Sink, error) {
 		}
 		return float64(len(out.queue))
 	})
-	if err := registerAll(o.Registerer, out.lines, out.dropped, queueLen); err != nil {
+	if err := registerAll(o.Registerer, out.lines, out.dropped, out.sampledOut, queueLen); err != nil {
 		return nil, err
 	}
 	if o.LokiURL == "" {
@@ -154,6 +174,7 @@ func (o *output) startLoki(opts Options) error {
 	}
 	o.shipper = sh
 	o.queue = make(chan entry, size)
+	o.highWater = size * 3 / 4
 	go func() {
 		defer close(o.done)
 		o.shipper.run(o.queue)
@@ -172,6 +193,10 @@ func (o *output) enqueue(e entry) {
 	defer o.mu.RUnlock()
 	if o.closed {
 		o.dropped.WithLabelValues("shutdown").Inc()
+		return
+	}
+	if !e.warn && len(o.queue) >= o.highWater && o.sampleSeq.Add(1)%sampleEvery != 0 {
+		o.sampledOut.Inc()
 		return
 	}
 	select {
@@ -263,7 +288,7 @@ func (h *handler) Handle(ctx context.Context, r slog.Record) error {
 	_, err := h.out.stdout.Write(e.buf.Bytes())
 	h.out.stdoutMu.Unlock()
 	if h.out.queue != nil {
-		h.out.enqueue(entry{level: levels[level], t: r.Time, line: string(bytes.TrimSuffix(e.buf.Bytes(), []byte("\n")))})
+		h.out.enqueue(entry{warn: r.Level >= slog.LevelWarn, level: levels[level], t: r.Time, line: string(bytes.TrimSuffix(e.buf.Bytes(), []byte("\n")))})
 	}
 	return err
 }

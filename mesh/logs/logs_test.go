@@ -251,7 +251,8 @@ func TestLoggingNeverWaitsForAHangingLoki(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		for i := range n {
-			sink.Logger().Info("line", slog.Int("i", i))
+			// Errors: lines below warn would be sampled out under pressure (TestInfoLinesSampledUnderPressure).
+			sink.Logger().Error("line", slog.Int("i", i))
 		}
 		close(done)
 	}()
@@ -291,6 +292,50 @@ func TestLoggingNeverWaitsForAHangingLoki(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "after close") {
 		t.Errorf("stdout after Close: line missing")
+	}
+}
+
+// While Loki lags, lines below warn are shipped one in ten and counted as sampled out, warnings and
+// errors never are; stdout keeps every line.
+func TestInfoLinesSampledUnderPressure(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	var stdout syncBuffer
+	sink, err := logs.New(logs.Options{
+		Service: "gateway", Stdout: &stdout, LokiURL: hangingLoki(t),
+		QueueSize: 40, BatchWait: 10 * time.Millisecond, Registerer: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_ = sink.Close(ctx)
+	})
+	const n = 2000
+	for i := range n {
+		sink.Logger().Info("request", slog.Int("i", i))
+	}
+	f, _ := metricstest.Gather(reg)
+	sampled := f.Value("meshplane_log_lines_sampled_out_total", nil)
+	dropped := f.Value("meshplane_log_lines_dropped_total", map[string]string{"reason": "queue_full"})
+	// Loki hangs, so all but the lines taken before the first push stalled meet a queue over its high-water
+	// mark (30 of 40): nine in ten of those are sampled out, and the tenth fills the queue's last places.
+	if sampled < n/2 || sampled > n*9/10+1 {
+		t.Errorf("meshplane_log_lines_sampled_out_total: got %v, want about nine tenths of %d", sampled, n)
+	}
+	if sampled < 5*dropped {
+		t.Errorf("sampled out %v, dropped %v: want lines shed by sampling rather than lost at random", sampled, dropped)
+	}
+	for i := range 5 {
+		sink.Logger().Warn("slow dependency", slog.Int("i", i))
+	}
+	f, _ = metricstest.Gather(reg)
+	if got := f.Value("meshplane_log_lines_sampled_out_total", nil); got != sampled {
+		t.Errorf("meshplane_log_lines_sampled_out_total after 5 warnings: got %v, want %v (warnings are never sampled out)", got, sampled)
+	}
+	if got := strings.Count(stdout.String(), "\n"); got != n+5 {
+		t.Errorf("stdout lines: got %d, want all %d", got, n+5)
 	}
 }
 

@@ -124,7 +124,7 @@ func Run(ctx context.Context, o Options) ([]report.Row, error) {
 	// Stopping the mesh stack flushes its queue to Loki, so lines still queued count as shipped only
 	// once they are, and the shutdown's drops are counted too.
 	mesh.stop()
-	lines, dropped := mesh.logCounts()
+	lines, sampledOut, dropped := mesh.logCounts()
 	var droppedAll float64
 	for _, n := range dropped {
 		droppedAll += n
@@ -132,8 +132,8 @@ func Run(ctx context.Context, o Options) ([]report.Row, error) {
 	rows := compare("HTTP GET /v1/products/{id} → gRPC GetProduct downstream", results["http mesh"], results["http bare"], results["http peer"], o)
 	rows = append(rows, compare("gRPC GetProduct → gRPC GetProduct downstream", results["grpc mesh"], results["grpc bare"], results["grpc peer"], o)...)
 	rows = append(rows, report.Row{Section: section,
-		Figure: "mesh stack's log lines shipped to Loki / dropped (of which queue full, send failed, shutdown)",
-		Value: fmt.Sprintf("%.0f / %.0f (%.0f, %.0f, %.0f)", lines-droppedAll, droppedAll,
+		Figure: "mesh stack's log lines shipped to Loki / sampled out under pressure (info lines, on stdout) / dropped (of which queue full, send failed, shutdown)",
+		Value: fmt.Sprintf("%.0f / %.0f / %.0f (%.0f, %.0f, %.0f)", lines-sampledOut-droppedAll, sampledOut, droppedAll,
 			dropped["queue_full"], dropped["send_failed"], dropped["shutdown"]),
 		Target: "0 dropped", Met: yesNo(droppedAll == 0)})
 	return rows, nil
@@ -396,18 +396,21 @@ func startPeer(downstream string, o Options) (*stack, error) {
 	}, nil
 }
 
-// logCounts returns the lines the mesh stack logged and, by reason, those it dropped before Loki.
-func (s *stack) logCounts() (lines float64, dropped map[string]float64) {
+// logCounts returns the lines the mesh stack logged, those its sampling kept from Loki and, by reason,
+// those it dropped before Loki.
+func (s *stack) logCounts() (lines, sampledOut float64, dropped map[string]float64) {
 	dropped = map[string]float64{}
 	fams, err := s.registry.Gather()
 	if err != nil {
-		return 0, dropped
+		return 0, 0, dropped
 	}
 	for _, f := range fams {
 		for _, m := range f.GetMetric() {
 			switch f.GetName() {
 			case "meshplane_log_lines_total":
 				lines += m.GetCounter().GetValue()
+			case "meshplane_log_lines_sampled_out_total":
+				sampledOut += m.GetCounter().GetValue()
 			case "meshplane_log_lines_dropped_total":
 				for _, l := range m.GetLabel() {
 					if l.GetName() == "reason" {
@@ -417,7 +420,7 @@ func (s *stack) logCounts() (lines float64, dropped map[string]float64) {
 			}
 		}
 	}
-	return lines, dropped
+	return lines, sampledOut, dropped
 }
 
 func loadHTTP(ctx context.Context, url string, n int, d time.Duration) load.Result {
