@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,7 +57,19 @@ type CallGraphReconciler struct {
 	// copy older than this controller's last write would drop the condition, and this controller would
 	// write it again: at 1,000 new policies, 1.7 extra status writes per policy instead of 0–1.
 	Conditions *CallGraphConditions
+
+	// nextAnalysis is the earliest start of the next analysis: it runs again at most once per
+	// analysisSpacing times its own duration, so a burst of policy changes (thousands created at once)
+	// costs a few analyses, not one per status patch, and the policies' own reconciles keep the CPU.
+	nextAnalysis time.Time
 }
+
+// analysisSpacing spaces analyses at this multiple of the last one's duration, and at least
+// minAnalysisGap apart.
+const (
+	analysisSpacing = 4
+	minAnalysisGap  = 100 * time.Millisecond
+)
 
 // CallGraphConditions holds the CallGraph condition the latest analysis wants on each policy.
 type CallGraphConditions struct {
@@ -112,6 +125,14 @@ func (r *CallGraphReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // Reconcile analyses every policy in force and brings each policy's CallGraph condition in line.
 func (r *CallGraphReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	// One key, one worker: nextAnalysis needs no lock. Changes meanwhile fold into the requeued key.
+	if wait := time.Until(r.nextAnalysis); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
+	start := time.Now()
+	defer func() {
+		r.nextAnalysis = time.Now().Add(max(minAnalysisGap, analysisSpacing*time.Since(start)))
+	}()
 	var policies v1alpha1.TrafficPolicyList
 	if err := r.Client.List(ctx, &policies); err != nil {
 		return ctrl.Result{}, fmt.Errorf("list trafficpolicies: %w", err)
@@ -251,7 +272,13 @@ func joinPath(path []callgraph.Service) string {
 // patch built from a stale copy never overwrites the TrafficPolicyReconciler's conditions (a conflict
 // retries the whole analysis).
 func (r *CallGraphReconciler) setCondition(ctx context.Context, p *v1alpha1.TrafficPolicy, want metav1.Condition) error {
-	cur := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionCallGraph)
+	// A copy: SetStatusCondition below updates the condition in place, and the event compares with
+	// what it was (a pointer made a True condition turning False look unchanged, and no event came).
+	var cur *metav1.Condition
+	if c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionCallGraph); c != nil {
+		prev := *c
+		cur = &prev
+	}
 	if cur != nil && cur.Status == want.Status && cur.Reason == want.Reason && cur.Message == want.Message &&
 		cur.ObservedGeneration == want.ObservedGeneration {
 		return nil
