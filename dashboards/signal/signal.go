@@ -120,7 +120,7 @@ var (
 	LogLinesDropped = Metric{Name: "meshplane_log_lines_dropped_total", Type: Counter, Origin: App,
 		Labels: []string{"reason"}, Help: "Log lines not shipped to Loki: queue_full (Loki too slow or down), send_failed (Loki refused a batch or stayed unreachable through the retries), shutdown (still unsent at exit)."}
 	LogLinesSampledOut = Metric{Name: "meshplane_log_lines_sampled_out_total", Type: Counter, Origin: App,
-		Help: "Log lines below warn not shipped to Loki (still written to stdout) because its queue was over three quarters full: meanwhile one in ten of them is shipped, and every warning and error."}
+		Help: "Log lines below warn not shipped to Loki (still written to stdout) because its queue was over three quarters full: meanwhile one in ten of them is shipped (none over seven eighths), and every warning and error."}
 	LogQueueLength = Metric{Name: "meshplane_log_queue_length", Type: Gauge, Origin: App,
 		Help: "Log lines waiting in the bounded queue in front of the Loki client."}
 	BuildInfo = Metric{Name: "meshplane_build_info", Type: Gauge, Origin: App,

@@ -7,7 +7,8 @@
 // level only; trace ids travel inside the JSON line.
 //
 // Under pressure the queue sheds routine lines first: while it is over three quarters full, only one
-// in sampleEvery lines below warn goes to Loki and the others are counted in
+// in sampleEvery lines below warn goes to Loki (none once it is seven eighths full, leaving the last
+// places to warnings and errors) and the others are counted in
 // meshplane_log_lines_sampled_out_total (they are still on stdout), so a Loki slower than the access
 // log keeps every warning and error and a sample of the rest instead of losing lines at random.
 //
@@ -86,9 +87,11 @@ type output struct {
 	lineCount [len(levels)]prometheus.Counter // lines' children by level index, resolved once
 	dropped   *prometheus.CounterVec
 	queueFull prometheus.Counter
-	// sampledOut counts lines below warn kept from Loki under pressure; highWater is where that starts.
+	// sampledOut counts lines below warn kept from Loki under pressure; highWater is where that starts,
+	// lastPlaces where the queue's remaining places are left to warnings and errors alone.
 	sampledOut prometheus.Counter
 	highWater  int
+	lastPlaces int
 	sampleSeq  atomic.Uint64
 }
 
@@ -115,7 +118,7 @@ func New(o Options) (*Sink, error) {
 		}, []string{"reason"}),
 		sampledOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshplane_log_lines_sampled_out_total",
-			Help: "Log lines below warn not shipped to Loki (still written to stdout) because its queue was over three quarters full: meanwhile one in ten of them is shipped, and every warning and error.",
+			Help: "Log lines below warn not shipped to Loki (still written to stdout) because its queue was over three quarters full: meanwhile one in ten of them is shipped (none over seven eighths), and every warning and error.",
 		}),
 		done: make(chan struct{}),
 	}
@@ -174,7 +177,7 @@ func (o *output) startLoki(opts Options) error {
 	}
 	o.shipper = sh
 	o.queue = make(chan entry, size)
-	o.highWater = size * 3 / 4
+	o.highWater, o.lastPlaces = size*3/4, size*7/8
 	go func() {
 		defer close(o.done)
 		o.shipper.run(o.queue)
@@ -195,9 +198,11 @@ func (o *output) enqueue(e entry) {
 		o.dropped.WithLabelValues("shutdown").Inc()
 		return
 	}
-	if !e.warn && len(o.queue) >= o.highWater && o.sampleSeq.Add(1)%sampleEvery != 0 {
-		o.sampledOut.Inc()
-		return
+	if !e.warn {
+		if n := len(o.queue); n >= o.highWater && (n >= o.lastPlaces || o.sampleSeq.Add(1)%sampleEvery != 0) {
+			o.sampledOut.Inc()
+			return
+		}
 	}
 	select {
 	case o.queue <- e:
