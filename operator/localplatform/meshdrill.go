@@ -178,6 +178,16 @@ func meshDrill(ctx context.Context, st *State, names []string, out io.Writer) er
 		"it from istiod, drives bounded calls, and counts what each instance served and whom it saw.\n\n", m.CallerID, m.CallerIdentity)
 	restored := false
 	err = withSavedPolicy(ctx, c, key, func(msg string) { restored = true; fmt.Fprintln(out, msg) }, func(ctx context.Context) error {
+		// Start from a policy without mTLS that every caller gets through, once the drill's caller
+		// reaches both instances: the platform's own policy makes payments STRICT, and a scenario
+		// started while the caller's connection to one instance still backs off from the switch would
+		// see that instance serve nothing.
+		if _, err := m.ApplyAndWait(ctx, m.Policy(scenario.NoRetries)); err != nil {
+			return fmt.Errorf("payments without mTLS before the scenarios: %w", err)
+		}
+		if err := m.ReachEvery(ctx); err != nil {
+			return fmt.Errorf("payments without mTLS before the scenarios: %w", err)
+		}
 		var errs []error
 		for _, name := range names {
 			if name == ScenarioCertificates {
