@@ -274,8 +274,8 @@ type CanaryOutcome struct {
 func (o CanaryOutcome) Err() error {
 	var errs []error
 	for _, r := range o.Rows {
-		if r.Prediction.Err != nil {
-			errs = append(errs, fmt.Errorf("%s, %s: %w", o.Name, r.Step, r.Prediction.Err))
+		if r.Err != nil {
+			errs = append(errs, fmt.Errorf("%s, %s: %w", o.Name, r.Step, r.Err))
 		}
 	}
 	for _, err := range o.Failures {
@@ -293,8 +293,8 @@ func WriteCanaryTable(w io.Writer, o CanaryOutcome, candidate string) error {
 	fmt.Fprintf(tw, "STEP\tWEIGHT\tCALLS (%s/ALL)\t%s SHARE\tLASTED\tCHECKS\tPREDICTED\tHELD\n", strings.ToUpper(candidate), strings.ToUpper(candidate))
 	for _, r := range o.Rows {
 		held := "yes"
-		if r.Prediction.Err != nil {
-			held = "NO: " + r.Prediction.Err.Error()
+		if r.Err != nil {
+			held = "NO: " + r.Err.Error()
 		}
 		share, lasted, checks := "-", "-", "-"
 		if r.Total > 0 {
@@ -336,7 +336,7 @@ func shareRow(label string, weight int32, candidate, total, minCalls int, checks
 		share = float64(candidate) / float64(total)
 	}
 	if total < minCalls || math.Abs(share-want) > tol {
-		row.Prediction.Err = fmt.Errorf("share %.3f over %d calls, want %.2f ± %.3f over at least %d", share, total, want, tol, minCalls)
+		row.Err = fmt.Errorf("share %.3f over %d calls, want %.2f ± %.3f over at least %d", share, total, want, tol, minCalls)
 	}
 	return row
 }
@@ -346,7 +346,7 @@ func noneRow(label string, candidate, total, minCalls int) CanaryRow {
 	row := CanaryRow{Step: label, Candidate: candidate, Total: total,
 		Prediction: Prediction{Expected: fmt.Sprintf("0 exactly, ≥ %d calls", minCalls)}}
 	if candidate != 0 || total < minCalls {
-		row.Prediction.Err = fmt.Errorf("the candidate served %d of %d calls, want 0 of at least %d", candidate, total, minCalls)
+		row.Err = fmt.Errorf("the candidate served %d of %d calls, want 0 of at least %d", candidate, total, minCalls)
 	}
 	return row
 }
@@ -538,11 +538,11 @@ func (m *Mesh) CanaryHold(ctx context.Context, r Rollout, steps []int32, holds i
 	c := meta.FindStatusCondition(live.Status.Conditions, v1alpha1.ConditionCanary)
 	switch {
 	case notHeld != nil:
-		row.Prediction.Err = notHeld
+		row.Err = notHeld
 	case c == nil || c.Reason != canary.ReasonInsufficientTraffic:
-		row.Prediction.Err = fmt.Errorf("canary condition %+v, want reason %s", c, canary.ReasonInsufficientTraffic)
+		row.Err = fmt.Errorf("canary condition %+v, want reason %s", c, canary.ReasonInsufficientTraffic)
 	case st.LastCheck == nil || st.LastCheck.Result != v1alpha1.CheckInsufficientTraffic:
-		row.Prediction.Err = fmt.Errorf("last check %s, want InsufficientTraffic", lastCheckResult(st))
+		row.Err = fmt.Errorf("last check %s, want InsufficientTraffic", lastCheckResult(st))
 	}
 	o.Rows = append(o.Rows, row)
 	o.Timings = append(o.Timings, fmt.Sprintf("Held at %d%% for %s (%d checks): %s", st.Weight, row.Lasted.Round(100*time.Millisecond), st.Holds, lastCheckMessage(st)))
