@@ -38,7 +38,7 @@ type DrillOptions struct {
 const ScenarioBreaker = "breaker"
 
 // DefaultDrill is the breaker drill (about 90 seconds), the database drill (about 45 seconds), the events
-// drill (about a minute) and every mesh scenario (about a minute).
+// drill (about a minute) and every mesh scenario (about a minute, and two more for the canary rollouts).
 func DefaultDrill() DrillOptions {
 	return DrillOptions{Baseline: 15 * time.Second, Fault: 30 * time.Second, Recovery: 45 * time.Second, Every: 5 * time.Second, OrderRate: 4,
 		Scenarios: append([]string{ScenarioBreaker, ScenarioDatabase, ScenarioEvents}, MeshScenarios...)}

@@ -25,7 +25,34 @@ import (
 // MeshScenarios are the drill's scenarios on the local mesh, each proving one Istio field on real
 // calls to payments through istiod.
 var MeshScenarios = []string{"split", "retries", "timeout", "max-requests", "outlier", "route-timeouts", "route-retries", "fault-abort", "fault-delay",
-	"mtls", "allow", "certificates"}
+	"mtls", "allow", "certificates", "canary-promote", "canary-rollback", "canary-hold", "canary-abort"}
+
+// drillRollout sizes the canary scenarios on the platform: steps twice the platform's scrape interval
+// long (the least the API allows), the drill's caller making 50 calls a second, so a 20% step sees
+// about 100 calls per check, well above minRequests, while loadgen's few orders a second stay below it
+// at any step (canary-hold).
+var drillRollout = scenario.Rollout{
+	Stable: "v1", Candidate: "v2", Interval: 2 * PrometheusScrapeInterval, ScrapeInterval: PrometheusScrapeInterval,
+	Settle: time.Second, CallsPerSecond: 50, MinRequests: 20, MinCalls: 100,
+}
+
+// canaryScenario runs a named canary scenario: the same ones as the scenario tests, with the platform's
+// intervals; ok is false for a name that is not one.
+func canaryScenario(ctx context.Context, m *scenario.Mesh, name string) (o scenario.CanaryOutcome, ok bool, err error) {
+	switch name {
+	case "canary-promote":
+		o, err = m.CanaryPromote(ctx, drillRollout, []int32{20, 50, 100})
+	case "canary-rollback":
+		o, err = m.CanaryRollback(ctx, drillRollout, []int32{20, 60, 100}, 0.2)
+	case "canary-hold":
+		o, err = m.CanaryHold(ctx, drillRollout, []int32{25, 100}, 2)
+	case "canary-abort":
+		o, err = m.CanaryAbort(ctx, drillRollout, []int32{10, 50, 100}, 50)
+	default:
+		return o, false, nil
+	}
+	return o, true, err
+}
 
 // ScenarioCertificates checks the certificates payments serves instead of driving calls.
 const ScenarioCertificates = "certificates"
@@ -151,10 +178,37 @@ func meshDrill(ctx context.Context, st *State, names []string, out io.Writer) er
 		"it from istiod, drives bounded calls, and counts what each instance served and whom it saw.\n\n", m.CallerID, m.CallerIdentity)
 	restored := false
 	err = withSavedPolicy(ctx, c, key, func(msg string) { restored = true; fmt.Fprintln(out, msg) }, func(ctx context.Context) error {
+		// Start from a policy without mTLS that every caller gets through, once the drill's caller
+		// reaches both instances: the platform's own policy makes payments STRICT, and a scenario
+		// started while the caller's connection to one instance still backs off from the switch would
+		// see that instance serve nothing.
+		if _, err := m.ApplyAndWait(ctx, m.Policy(scenario.NoRetries)); err != nil {
+			return fmt.Errorf("payments without mTLS before the scenarios: %w", err)
+		}
+		if err := m.ReachEvery(ctx); err != nil {
+			return fmt.Errorf("payments without mTLS before the scenarios: %w", err)
+		}
 		var errs []error
 		for _, name := range names {
 			if name == ScenarioCertificates {
 				if err := certificateDrill(ctx, c, m, agent.CertDir, out); err != nil {
+					errs = append(errs, err)
+				}
+				continue
+			}
+			if o, ok, err := canaryScenario(ctx, m, name); ok {
+				if werr := scenario.WriteCanaryTable(out, o, drillRollout.Candidate); werr != nil {
+					return werr
+				}
+				fmt.Fprintln(out)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", name, err))
+					if ctx.Err() != nil {
+						break
+					}
+					continue
+				}
+				if err := o.Err(); err != nil {
 					errs = append(errs, err)
 				}
 				continue

@@ -277,13 +277,16 @@ spec:
 
 	// The drill shows the breaker opening and closing on the real platform (it fails otherwise), and
 	// every mesh scenario's prediction holding — among them a caller without certificates refused under
-	// STRICT and a caller the allow list does not name refused with PERMISSION_DENIED.
+	// STRICT and a caller the allow list does not name refused with PERMISSION_DENIED — and the canary
+	// rollouts judged by the operator from the platform's Prometheus (--prometheus-url, the grpc queries
+	// over targets labelled with their version): promoted, rolled back, held, aborted.
 	out, err = run("drill", "--baseline", "5s", "--fault", "20s", "--recovery", "45s")
 	t.Logf("drill:\n%s", out)
 	if err != nil {
 		t.Errorf("meshplane drill: %v", err)
 	}
-	for _, want := range []string{"mtls STRICT, caller without certificate", "PermissionDenied=100", "issued by istiod's ca"} {
+	for _, want := range []string{"mtls STRICT, caller without certificate", "PermissionDenied=100", "issued by istiod's ca",
+		"Promoted ", "Rolled back ", "InsufficientTraffic", "Aborted: v2's last call"} {
 		if !strings.Contains(strings.ToLower(out), strings.ToLower(want)) {
 			t.Errorf("drill output lacks %q", want)
 		}

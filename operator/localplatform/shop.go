@@ -104,6 +104,10 @@ func shopInstances() []shopInstance {
 	return out
 }
 
+// podName is the pod its EndpointSlice's endpoint names, as a cluster's would: the sync registers it as
+// the instance's k8s-pod meta, and Prometheus labels the instance's metrics with its version from it.
+func (in shopInstance) podName() string { return in.key + "-local" }
+
 // instances are the WorkloadEntries of svc.
 func (svc shopService) instances(p Ports) []workload.Instance {
 	var out []workload.Instance
@@ -364,7 +368,7 @@ func (s *supervisor) applyEndpoints(ctx context.Context, in shopInstance, ready 
 		slice.Endpoints = []discoveryv1.Endpoint{{
 			Addresses:  []string{s.cfg.Host},
 			Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(ready), Serving: ptr.To(ready)},
-			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ShopNamespace, Name: in.key + "-local"},
+			TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ShopNamespace, Name: in.podName()},
 		}}
 	})
 	if err != nil {

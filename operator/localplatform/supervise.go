@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -16,12 +17,14 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"meshplane.dev/mesh/devkit/devserver"
 	"meshplane.dev/mesh/devkit/wait"
+	"meshplane.dev/operator/internal/canary"
 	"meshplane.dev/operator/localplatform/controlplane"
 )
 
@@ -402,6 +405,9 @@ func (s *supervisor) startOperator(ctx context.Context) error {
 				"--leader-elect", "--leader-election-namespace", OperatorNamespace,
 				"--consul-address", s.cfg.Ports.Addr("consul"), "--cluster-name", "local",
 				"--consul-serviceentry-namespace", IstioNamespace,
+				// The canary checks read the shop's own gRPC server metrics from the platform's
+				// Prometheus, which labels them with namespace, service and version (prometheusConfig).
+				"--prometheus-url", "http://" + s.cfg.Ports.Addr("prometheus"), "--canary-queries", canary.GRPCQueries.Name,
 			},
 			Addr:  s.cfg.Ports.Addr("operator-metrics"),
 			Ready: devserver.HTTPReady(probes + "/readyz"),
@@ -410,11 +416,16 @@ func (s *supervisor) startOperator(ctx context.Context) error {
 	return err
 }
 
+// PrometheusScrapeInterval is how often the platform's Prometheus scrapes every target: a canary's
+// steps on the platform are at least twice as long (analysis.scrapeInterval).
+const PrometheusScrapeInterval = 5 * time.Second
+
 // prometheusConfig scrapes every service in Consul that has an http-metrics port (the sync registers
-// each named port as port-<name> meta) and labels it service=<Consul name>, as the dashboards expect;
+// each named port as port-<name> meta) and labels it service=<Consul name> and namespace, as the
+// dashboards expect, and version (versionRelabeling), as the canary checks' grpc queries select it;
 // plus the operator. The rules are the generated ones.
 const prometheusConfig = `global:
-  scrape_interval: 5s
+  scrape_interval: %[3]s
   evaluation_interval: 5s
 rule_files:
   - rules/*.yaml
@@ -434,7 +445,7 @@ scrape_configs:
         target_label: service
       - source_labels: [__meta_consul_service_metadata_external_k8s_ns]
         target_label: namespace
-  - job_name: meshplane-operator
+%[4]s  - job_name: meshplane-operator
     static_configs:
       - targets: [%[2]q]
         labels: {service: meshplane-operator, namespace: meshplane-system}
@@ -446,6 +457,30 @@ const istiodScrape = `  - job_name: istiod
       - targets: [%q]
         labels: {service: istiod, namespace: istio-system}
 `
+
+// versionRelabeling labels each shop target with its instance's version: the sync registers an
+// instance with the pod its endpoint names (k8s-pod meta), and here the platform, which made those
+// names, maps them to the instance's version label, as kubernetes_sd_configs' pod labels would in a
+// cluster. One rule per version, matching its instances' pod names.
+func versionRelabeling(instances []shopInstance) string {
+	pods := map[string][]string{} // version → pod names
+	var versions []string
+	for _, in := range instances {
+		if in.version == "" {
+			continue
+		}
+		if _, seen := pods[in.version]; !seen {
+			versions = append(versions, in.version)
+		}
+		pods[in.version] = append(pods[in.version], regexp.QuoteMeta(in.podName()))
+	}
+	var b strings.Builder
+	for _, v := range versions {
+		fmt.Fprintf(&b, "      - source_labels: [__meta_consul_service_metadata_k8s_pod]\n        regex: %q\n        target_label: version\n        replacement: %s\n",
+			strings.Join(pods[v], "|"), v)
+	}
+	return b.String()
+}
 
 func (s *supervisor) startPrometheus(ctx context.Context) error {
 	rules, err := filepath.Glob(filepath.Join(s.cfg.Repo, "dashboards", "generated", "prometheus", "*.yaml"))
@@ -466,7 +501,8 @@ func (s *supervisor) startPrometheus(ctx context.Context) error {
 		}
 		files[filepath.Join("rules", filepath.Base(r))] = b
 	}
-	cfg := fmt.Appendf(nil, prometheusConfig, s.cfg.Ports.Addr("consul"), s.cfg.Ports.Addr("operator-metrics"))
+	cfg := fmt.Appendf(nil, prometheusConfig, s.cfg.Ports.Addr("consul"), s.cfg.Ports.Addr("operator-metrics"),
+		model.Duration(PrometheusScrapeInterval), versionRelabeling(shopInstances()))
 	if s.istiodMetrics != "" {
 		cfg = fmt.Appendf(cfg, istiodScrape, s.istiodMetrics)
 	}

@@ -393,6 +393,38 @@ func (m *Mesh) waitEndpoints(ctx context.Context, unhealthy []string) error {
 	})
 }
 
+// ReachEvery waits until the caller's calls reach every instance, for a policy that routes to all of
+// them. After the servers change how they accept connections (STRICT to plaintext), the caller's
+// connection to one of them may have failed and be backing off for seconds while the others serve
+// every call, since round robin skips it: a scenario started then would see one instance serve nothing.
+func (m *Mesh) ReachEvery(ctx context.Context) error {
+	settle := m.Settle
+	if settle == 0 {
+		settle = time.Minute
+	}
+	wctx, cancel := context.WithTimeout(ctx, settle)
+	defer cancel()
+	return wait.Until(wctx, 200*time.Millisecond, func(ctx context.Context) error {
+		before, err := m.served(ctx, m.Method)
+		if err != nil {
+			return err
+		}
+		if _, err := m.drive(ctx, Step{Calls: 20, Concurrency: 1, Deadline: 2 * time.Second}); err != nil {
+			return err
+		}
+		after, err := m.served(ctx, m.Method)
+		if err != nil {
+			return err
+		}
+		for _, in := range m.Instances {
+			if after[in.Name] == before[in.Name] {
+				return fmt.Errorf("instance %s served none of 20 calls", in.Name)
+			}
+		}
+		return nil
+	})
+}
+
 // drive makes st.Calls calls of st.Method, st.Concurrency at a time.
 func (m *Mesh) drive(ctx context.Context, st Step) (Observed, error) {
 	conc := max(st.Concurrency, 1)
