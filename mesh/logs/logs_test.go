@@ -312,16 +312,19 @@ func TestInfoLinesSampledUnderPressure(t *testing.T) {
 		defer cancel()
 		_ = sink.Close(ctx)
 	})
+	// Lines of 4 kB: while its push hangs, the shipper fills its next batch up to 1 MiB (256 of them) and
+	// then takes no more, so the queue fills however fast this loop runs (the race detector slows it).
 	const n = 2000
+	pad := strings.Repeat("x", 4000)
 	for i := range n {
-		sink.Logger().Info("request", slog.Int("i", i))
+		sink.Logger().Info("request", slog.Int("i", i), slog.String("pad", pad))
 	}
 	f, _ := metricstest.Gather(reg)
 	sampled := f.Value("meshplane_log_lines_sampled_out_total", nil)
 	dropped := f.Value("meshplane_log_lines_dropped_total", map[string]string{"reason": "queue_full"})
-	// Loki hangs, so all but the lines taken before the first push stalled meet a queue over its high-water
-	// mark (30 of 40): nine in ten of those are sampled out, the tenth fills places up to 35, and then
-	// every one is sampled out: the last five places are the warnings'.
+	// Loki hangs, so all but the lines in the two batches and the queue's first 30 places meet a queue over
+	// its high-water mark (30 of 40): nine in ten of those are sampled out, the tenth fills places up to 35,
+	// and then every one is sampled out: the last five places are the warnings'.
 	if sampled < n/2 {
 		t.Errorf("meshplane_log_lines_sampled_out_total: got %v, want most of %d", sampled, n)
 	}

@@ -199,10 +199,12 @@ func TestCanaryPromotes(t *testing.T) {
 	var weights []map[string]int32
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	// The key before create, which decodes the API server's answer into p while this goroutine runs.
+	key := client.ObjectKeyFromObject(p)
 	go func() {
 		for ctx.Err() == nil {
 			vs := &networkingv1.VirtualService{}
-			if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), vs); err == nil {
+			if err := k8s.Get(ctx, key, vs); err == nil {
 				w := map[string]int32{}
 				for _, d := range vs.Spec.Http[0].Route {
 					w[d.Destination.Subset] = d.Weight
