@@ -248,11 +248,14 @@ func TestLoggingNeverWaitsForAHangingLoki(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 2000
+	// Lines of 4 kB: while its push hangs, the shipper fills its next batch up to 1 MiB (256 of them) and
+	// then takes no more, so the queue fills however fast this loop runs (the race detector slows it).
+	pad := strings.Repeat("x", 4000)
 	done := make(chan struct{})
 	go func() {
 		for i := range n {
 			// Errors: lines below warn would be sampled out under pressure (TestInfoLinesSampledUnderPressure).
-			sink.Logger().Error("line", slog.Int("i", i))
+			sink.Logger().Error("line", slog.Int("i", i), slog.String("pad", pad))
 		}
 		close(done)
 	}()
