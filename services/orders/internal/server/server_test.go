@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -54,11 +55,15 @@ type payments struct {
 	requests []*paymentsv1.ChargeRequest
 	fail     error
 	release  chan struct{} // when set, Charge waits for it
+	held     int           // Charge calls waiting for release
 }
 
 func (p *payments) Charge(ctx context.Context, in *paymentsv1.ChargeRequest, _ ...grpc.CallOption) (*paymentsv1.ChargeResponse, error) {
 	p.mu.Lock()
 	release := p.release
+	if release != nil {
+		p.held++
+	}
 	p.mu.Unlock()
 	if release != nil {
 		select {
@@ -74,6 +79,20 @@ func (p *payments) Charge(ctx context.Context, in *paymentsv1.ChargeRequest, _ .
 		return nil, p.fail
 	}
 	return &paymentsv1.ChargeResponse{ChargeId: "ch_" + in.GetIdempotencyKey(), AmountCents: in.GetAmountCents(), Currency: in.GetCurrency()}, nil
+}
+
+// awaitHeld waits until a Charge call is held by release: the request that leased the order is then
+// inside its charge, and the others with its key find the lease.
+func (p *payments) awaitHeld(t *testing.T) {
+	t.Helper()
+	wait.For(t, 10*time.Second, func() error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.held == 0 {
+			return errors.New("no charge call held yet")
+		}
+		return nil
+	})
 }
 
 func (p *payments) count() int {
@@ -220,7 +239,7 @@ func TestConcurrentRetriesOverReplicasPlaceOneOrder(t *testing.T) {
 			ids[i] = resp.GetOrder().GetId()
 		})
 	}
-	time.Sleep(300 * time.Millisecond) // let every request reach the database while the charge is held
+	p.awaitHeld(t)
 	close(release)
 	wg.Wait()
 	for _, id := range ids {
@@ -504,7 +523,7 @@ func TestEventWrittenIfAndOnlyIfTheOrderIsPaid(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond) // let every request reach the database while the charge is held
+	p.awaitHeld(t)
 	close(release)
 	wg.Wait()
 	if evs := outboxEvents(t, db); len(evs) != 2 {
