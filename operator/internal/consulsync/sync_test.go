@@ -281,9 +281,14 @@ func TestKubernetesToConsul(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantInstances(t, c, "orders", []string{"meshplane-dev 192.168.9.9:9090 passing"})
-	if got := testutil.ToFloat64(s.Metrics.Writes.WithLabelValues(consulsync.DirectionToConsul, "deregister")); got < 3 {
-		t.Errorf("deregister writes = %v, want at least 3", got)
-	}
+	// The writer counts a transaction's writes once Consul has answered it, which may be after a read
+	// already sees them.
+	wait.For(t, 10*time.Second, func() error {
+		if got := testutil.ToFloat64(s.Metrics.Writes.WithLabelValues(consulsync.DirectionToConsul, "deregister")); got < 3 {
+			return fmt.Errorf("deregister writes = %v, want at least 3", got)
+		}
+		return nil
+	})
 	if got := testutil.CollectAndCount(s.Metrics.Lag); got == 0 {
 		t.Errorf("lag histogram has no series")
 	}
