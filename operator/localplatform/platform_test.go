@@ -179,7 +179,10 @@ spec:
 		if err != nil {
 			return fmt.Errorf("meshplane inforce: %w\n%s", err, out)
 		}
-		for _, want := range []string{"client orders-v1.shop", "cluster transport_socket: ISTIO_MUTUAL",
+		// "client orders-v1": either orders replica (orders-v1.shop or orders-v1-2.shop) — a replica's
+		// channel to payments subscribes at its first charge, and the orders so far may all have gone to
+		// the other one.
+		for _, want := range []string{"client orders-v1", "cluster transport_socket: ISTIO_MUTUAL",
 			"server payments-v1.shop", "server payments-v2.shop", "listener DownstreamTlsContext require_client_certificate",
 			"listener RBAC ALLOW spiffe://cluster.local/ns/shop/sa/orders"} {
 			if !strings.Contains(string(out), want) {
